@@ -1,0 +1,3 @@
+from lft_core.cli import main
+
+raise SystemExit(main())

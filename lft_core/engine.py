@@ -1,0 +1,294 @@
+"""engine.run: the whole job, top to bottom. Evaluate the base model, fine-tune with a PEFT method, save the
+adapter, reload it from disk alone, evaluate it on the same test split, compare and report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import threading
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import set_seed
+
+from lft_core import report as reports
+from lft_core.config import RunConfig, validate
+from lft_core.data import load_data
+from lft_core.errors import LftError
+from lft_core.evaluate import evaluate, softmax
+from lft_core.methods import MethodContext, apply_method, get_method, method_params
+from lft_core.models import is_decoder, labelled_base, load_adapter, load_base_model
+from lft_core.runs import default_run_name, finalize, prepare_run_dir, set_status, staging_dir, write_json
+from lft_core.train import StopRequested, steps_per_epoch, train
+
+log = logging.getLogger("lft_core")
+Emit = Callable[[dict], None]
+RELOAD_TOLERANCE = 1e-4
+PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate", "scikit-learn", "gradio", "bitsandbytes")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report: dict
+
+
+def run(cfg: RunConfig, emit: Emit = lambda event: None, stop: threading.Event | None = None,
+        resume: str | None = None, progress_bar: bool = False) -> RunResult:
+    """Run the three stages for one config. Raises LftError for anything the user can fix (nothing is
+    written before the inputs are known to be good), StopRequested if `stop` was set."""
+    forward = _forward_warnings(emit)
+    try:
+        return _run(cfg, forward, stop, resume, progress_bar)
+    finally:
+        forward.close()
+
+
+def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_bar) -> RunResult:
+    emit = forward.emit_event
+    validate(cfg)
+    spec = get_method(cfg.method)
+    set_seed(cfg.seed)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+
+    emit({"event": "stage", "stage": "data", "message": f"loading dataset {cfg.dataset}"})
+    data = load_data(cfg)
+    names = data["train"].features["label"].names
+    emit({"event": "data", **{split: len(data[split]) for split in data}, "label_names": names})
+
+    emit({"event": "stage", "stage": "model", "message": f"loading model {cfg.model}"})
+    base = load_base_model(cfg.model, names, quantize=cfg.quantize, trust_remote_code=cfg.trust_remote_code,
+                           allow_pickle=cfg.allow_pickle, base_dropout=cfg.base_dropout)
+    model, tokenizer = base.model, base.tokenizer
+    _warn_truncation(tokenizer, data["train"]["text"], cfg.max_length)
+    steps = steps_per_epoch(len(data["train"]), cfg.batch_size) * cfg.epochs
+    ctx = MethodContext(model.config.model_type, base.new_modules, int(np.ceil(steps)),
+                        model.config.get_text_config().hidden_size, is_decoder(model.config))
+    params = method_params(cfg.method, cfg.method_params)
+    if cfg.quantize:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = apply_method(model, cfg.method, params, ctx)
+    _smoke_test(model, tokenizer, cfg.method)
+    trainable, total = _count_parameters(model)
+    emit({"event": "parameters", "trainable": trainable, "total": total})
+    if hasattr(model, "print_trainable_parameters") and is_main:
+        model.print_trainable_parameters()
+
+    name = Path(resume).name if resume else default_run_name(cfg.model, cfg.dataset, cfg.method)
+    run_dir = prepare_run_dir(resume or cfg.output, name, cfg.overwrite, resume=bool(resume)) if is_main else Path(resume or cfg.output or name)
+    emit = _event_log(run_dir, emit) if is_main else emit
+    forward.emit_event = emit
+    try:
+        if is_main:
+            write_json(run_dir / "run_config.json", cfg.to_dict())
+        emit({"event": "stage", "stage": "baseline", "message": "evaluating the base model on the test split"})
+        base_metrics, base_logits = _evaluate_base(model, tokenizer, data["test"], cfg)
+        emit({"event": "metrics", "which": "base", **base_metrics.to_dict()})
+
+        learning_rate = cfg.learning_rate or spec.learning_rate
+        emit({"event": "stage", "stage": "train", "message": f"training {cfg.method} for {cfg.epochs} epoch(s), lr {learning_rate:g}"})
+        pissa_init = _save_pissa_init(model, run_dir) if cfg.method == "pissa" and is_main else None
+        history = train(model, tokenizer, data, cfg, run_dir, learning_rate, emit, stop, resume=bool(resume),
+                        progress_bar=progress_bar, adalora=cfg.method == "adalora")
+        if not is_main:
+            return RunResult(run_dir, {})
+
+        emit({"event": "stage", "stage": "save", "message": "saving the adapter, then reloading it from disk"})
+        memory_metrics, memory_logits = evaluate(model, tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size)
+        staging = staging_dir(run_dir)
+        reload_base = _save(model, tokenizer, base.source, staging, spec, pissa_init)
+        reloaded, reloaded_tokenizer = load_adapter(staging, merge=True)
+        tuned_metrics, tuned_logits = evaluate(reloaded, reloaded_tokenizer, data["test"], cfg.max_length,
+                                               cfg.eval_batch_size)
+        diff = float(np.abs(tuned_logits - memory_logits).max()) if len(memory_logits) else 0.0
+        emit({"event": "metrics", "which": "finetuned", **tuned_metrics.to_dict()})
+        if diff > RELOAD_TOLERANCE:
+            raise RuntimeError(
+                f"reload check failed: the reloaded adapter's test logits differ from the trained model's by "
+                f"{diff:.3g} (> {RELOAD_TOLERANCE}); the saved adapter does not reproduce what was evaluated"
+            )
+        result = dict(
+            run_name=run_dir.name, base_model=base.source, reload_base=reload_base, method_kind=
+            "peft" if spec.build else "plain", config=cfg.to_dict(), method_params=params,
+            learning_rate=learning_rate, data={**{s: len(data[s]) for s in data}, "label_names": names},
+            base_metrics=base_metrics.to_dict(), finetuned_metrics=tuned_metrics.to_dict(),
+            in_memory_accuracy=memory_metrics.accuracy,
+            parameters={"trainable": trainable, "total": total, "trainable_percent": 100 * trainable / total},
+            timing={"train_s": history.seconds, "base_eval_s": base_metrics.seconds,
+                    "finetuned_eval_s": tuned_metrics.seconds},
+            throughput={"train_tokens_per_s": history.tokens / max(history.seconds, 1e-9),
+                        "eval_tokens_per_s": tuned_metrics.tokens / max(tuned_metrics.seconds, 1e-9)},
+            peak_memory_mb=peak_memory_mb(), best_epoch=history.best_epoch,
+            history={"losses": history.losses, "epochs": history.epochs, "steps": history.steps},
+            reload_check={"max_abs_diff": diff, "tolerance": RELOAD_TOLERANCE, "passed": diff <= RELOAD_TOLERANCE},
+            environment=environment(), seed=cfg.seed,
+        )
+        result["verdict"] = reports.verdict(result["base_metrics"], result["finetuned_metrics"])
+        _write_reports(staging, result, data["test"], names, base_logits, tuned_logits)
+        finalize(run_dir, staging)
+        emit({"event": "finished", "run_dir": str(run_dir), "verdict": result["verdict"],
+              "base_accuracy": base_metrics.accuracy, "finetuned_accuracy": tuned_metrics.accuracy})
+        return RunResult(run_dir, result)
+    except StopRequested as exc:
+        if is_main:
+            set_status(run_dir, "stopped", message=str(exc))
+        emit({"event": "stopped", "message": str(exc)})
+        raise
+    except BaseException as exc:
+        if is_main:
+            set_status(run_dir, "failed", message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        emit({"event": "failed", "message": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+        raise
+
+
+# ---------------------------------------------------------------- steps of run(), in the order they happen
+
+
+def _warn_truncation(tokenizer, texts: list[str], max_length: int) -> None:
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]]
+    longer = sum(n > max_length for n in lengths)
+    if longer:
+        log.warning("%d of %d training texts (%.0f%%) are longer than max_length=%d tokens and are truncated",
+                    longer, len(lengths), 100 * longer / len(lengths), max_length)
+
+
+def _smoke_test(model, tokenizer, method: str) -> None:
+    """One tiny forward pass, so a method the model cannot take fails now with one line, not mid-training."""
+    batch = tokenizer(["a short text", "another, slightly longer text"], padding=True, return_tensors="pt")
+    batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items()}
+    try:
+        with torch.no_grad():
+            model(**batch)
+    except Exception as exc:  # peft and transformers raise many types here
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise LftError(f"method '{method}' does not work with this model: {first}") from None
+
+
+def _count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def _evaluate_base(model, tokenizer, test, cfg):
+    """The baseline: the pretrained model with its fresh head, before any training. With an adapter already
+    attached, the adapter is disabled so the base is what gets scored."""
+    disable = getattr(model, "disable_adapter", None)
+    context = disable() if disable is not None and hasattr(model, "peft_config") else _null()
+    with context:
+        return evaluate(model, tokenizer, test, cfg.max_length, cfg.eval_batch_size)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _save_pissa_init(model, run_dir: Path) -> Path:
+    """PiSSA rewrites the base weights at init; saving the initial adapter lets save_pretrained convert the
+    trained one into a plain LoRA that loads onto the unmodified base."""
+    init_dir = run_dir / "checkpoints" / "pissa_init"
+    config = model.peft_config["default"]
+    config.init_lora_weights = True
+    model.save_pretrained(init_dir)
+    config.init_lora_weights = "pissa_niter_4"
+    return init_dir
+
+
+def _save(model, tokenizer, source: str, staging: Path, spec, pissa_init: Path | None) -> str:
+    """Write the adapter (or, for plain methods, the model) with its tokenizer into the staging folder."""
+    if spec.build is not None:
+        reload_base = labelled_base(source, model.base_model.model.config if hasattr(model, "base_model") else model.config)
+        for config in model.peft_config.values():
+            config.base_model_name_or_path = reload_base
+            config.revision = None
+        kwargs = {"path_initial_model_for_weight_conversion": str(pissa_init)} if pissa_init else {}
+        model.save_pretrained(staging, safe_serialization=True, **kwargs)
+    else:
+        reload_base = str(staging)
+        model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    if getattr(tokenizer, "backend_tokenizer", None) is not None and (staging / "tokenizer.json").exists():
+        # transformers pretty-prints tokenizer.json; compact JSON loads the same and keeps the folder small
+        tokenizer.backend_tokenizer.save(str(staging / "tokenizer.json"), pretty=False)
+    return reload_base
+
+
+def _write_reports(staging: Path, result: dict, test, names, base_logits, tuned_logits) -> None:
+    write_json(staging / "report.json", result)
+    (staging / "report.md").write_text(reports.report_markdown(result))
+    (staging / "report.html").write_text(reports.report_html(result))
+    (staging / "README.md").write_text(reports.model_card(result))
+    base_probs, tuned_probs = softmax(base_logits), softmax(tuned_logits)
+    labels = np.asarray(test["label"])
+    frame = pd.DataFrame({
+        "text": test["text"],
+        "label": [names[i] for i in labels],
+        "base_prediction": [names[i] for i in base_logits.argmax(-1)],
+        "finetuned_prediction": [names[i] for i in tuned_logits.argmax(-1)],
+        "base_true_prob": base_probs[np.arange(len(labels)), labels].round(4),
+        "finetuned_true_prob": tuned_probs[np.arange(len(labels)), labels].round(4),
+    })
+    frame.to_csv(staging / "test_predictions.csv", index=False)
+
+
+def peak_memory_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if torch.cuda.is_available():
+        peak = max(peak, torch.cuda.max_memory_allocated() / 2**20)
+    return peak
+
+
+def environment() -> dict:
+    found = {}
+    for package in PACKAGES:
+        try:
+            found[package] = version(package)
+        except Exception:
+            continue
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": found,
+            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+
+
+def _event_log(run_dir: Path, emit: Emit) -> Emit:
+    """Every event also goes to run_dir/events.jsonl, so a reloaded page or a notebook can replay the run and a
+    worker never stalls on a pipe nobody reads."""
+    path = run_dir / "events.jsonl"
+
+    def both(event: dict) -> None:
+        event = {"time": time.time(), **event}
+        with path.open("a") as f:
+            f.write(json.dumps(event, default=str) + "\n")
+        emit(event)
+
+    return both
+
+
+class _forward_warnings(logging.Handler):
+    """Forwards lft_core warnings (truncation, dropped rows) as events while a run lasts."""
+
+    def __init__(self, emit: Emit):
+        super().__init__(logging.WARNING)
+        self.emit_event = emit
+        log.addHandler(self)
+
+    def emit(self, record):
+        self.emit_event({"event": "warning", "message": record.getMessage()})
+
+    def close(self):
+        log.removeHandler(self)
+        super().close()
