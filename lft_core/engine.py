@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import resource
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from lft_core.data import load_data
 from lft_core.errors import LftError
 from lft_core.evaluate import evaluate, softmax
 from lft_core.methods import MethodContext, apply_method, get_method, method_params
-from lft_core.models import is_decoder, labelled_base, load_adapter, load_base_model
+from lft_core.models import is_decoder, labelled_base, load_adapter, load_base_model, set_padding_side
 from lft_core.runs import default_run_name, finalize, prepare_run_dir, set_status, staging_dir, write_json
 from lft_core.train import StopRequested, steps_per_epoch, train
 
@@ -54,7 +55,13 @@ def run(cfg: RunConfig, emit: Emit = lambda event: None, stop: threading.Event |
 
 
 def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_bar) -> RunResult:
-    emit = forward.emit_event
+    user_emit, early = forward.emit_event, []
+
+    def emit(event: dict) -> None:  # until the run folder exists, events wait here for events.jsonl
+        early.append(event)
+        user_emit(event)
+
+    forward.emit_event = emit
     validate(cfg)
     spec = get_method(cfg.method)
     set_seed(cfg.seed)
@@ -70,35 +77,31 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
                            allow_pickle=cfg.allow_pickle, base_dropout=cfg.base_dropout)
     model, tokenizer = base.model, base.tokenizer
     _warn_truncation(tokenizer, data["train"]["text"], cfg.max_length)
-    steps = steps_per_epoch(len(data["train"]), cfg.batch_size) * cfg.epochs
-    ctx = MethodContext(model.config.model_type, base.new_modules, int(np.ceil(steps)),
-                        model.config.get_text_config().hidden_size, is_decoder(model.config))
-    params = method_params(cfg.method, cfg.method_params)
-    if cfg.quantize:
-        from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model = apply_method(model, cfg.method, params, ctx)
-    _smoke_test(model, tokenizer, cfg.method)
+    emit({"event": "stage", "stage": "baseline", "message": "evaluating the base model on the test split"})
+    base_metrics, base_logits = evaluate(model, tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size)
+    emit({"event": "metrics", "which": "base", **base_metrics.to_dict()})
+
+    params = method_params(cfg.method, cfg.method_params)
+    model = _apply(model, tokenizer, base, cfg, data, params)
     trainable, total = _count_parameters(model)
     emit({"event": "parameters", "trainable": trainable, "total": total})
     if hasattr(model, "print_trainable_parameters") and is_main:
         model.print_trainable_parameters()
 
+    # Only now, with every input known to be good, does anything get written.
     name = Path(resume).name if resume else default_run_name(cfg.model, cfg.dataset, cfg.method)
-    run_dir = prepare_run_dir(resume or cfg.output, name, cfg.overwrite, resume=bool(resume)) if is_main else Path(resume or cfg.output or name)
-    emit = _event_log(run_dir, emit) if is_main else emit
+    run_dir = Path(resume or cfg.output or name)
+    if is_main:
+        run_dir = prepare_run_dir(resume or cfg.output, name, cfg.overwrite, resume=bool(resume))
+        emit = _event_log(run_dir, user_emit, replay=early)
     forward.emit_event = emit
     try:
         if is_main:
             write_json(run_dir / "run_config.json", cfg.to_dict())
-        emit({"event": "stage", "stage": "baseline", "message": "evaluating the base model on the test split"})
-        base_metrics, base_logits = _evaluate_base(model, tokenizer, data["test"], cfg)
-        emit({"event": "metrics", "which": "base", **base_metrics.to_dict()})
-
         learning_rate = cfg.learning_rate or spec.learning_rate
         emit({"event": "stage", "stage": "train", "message": f"training {cfg.method} for {cfg.epochs} epoch(s), lr {learning_rate:g}"})
-        pissa_init = _save_pissa_init(model, run_dir) if cfg.method == "pissa" and is_main else None
+        pissa_init = _pissa_init(model, run_dir) if cfg.method == "pissa" else None
         history = train(model, tokenizer, data, cfg, run_dir, learning_rate, emit, stop, resume=bool(resume),
                         progress_bar=progress_bar, adalora=cfg.method == "adalora")
         if not is_main:
@@ -147,6 +150,7 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
         raise
     except BaseException as exc:
         if is_main:
+            shutil.rmtree(run_dir / ".staging", ignore_errors=True)  # never leave half an adapter behind
             set_status(run_dir, "failed", message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         emit({"event": "failed", "message": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
         raise
@@ -181,43 +185,68 @@ def _count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def _evaluate_base(model, tokenizer, test, cfg):
-    """The baseline: the pretrained model with its fresh head, before any training. With an adapter already
-    attached, the adapter is disabled so the base is what gets scored."""
-    disable = getattr(model, "disable_adapter", None)
-    context = disable() if disable is not None and hasattr(model, "peft_config") else _null()
-    with context:
-        return evaluate(model, tokenizer, test, cfg.max_length, cfg.eval_batch_size)
+def _apply(model, tokenizer, base, cfg, data, params: dict):
+    """Wrap the model with the method (QLoRA first prepares the quantized base) and check it runs."""
+    steps = steps_per_epoch(len(data["train"]), cfg.batch_size) * cfg.epochs
+    ctx = MethodContext(model.config.model_type, base.new_modules, int(np.ceil(steps)),
+                        model.config.get_text_config().hidden_size, is_decoder(model.config))
+    if cfg.quantize:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = apply_method(model, cfg.method, params, ctx)
+    if ctx.is_decoder and getattr(model, "peft_config", None) and model.peft_config["default"].is_prompt_learning:
+        set_padding_side(tokenizer, "left")
+    _smoke_test(model, tokenizer, cfg.method)
+    return model
 
 
-class _null:
-    def __enter__(self):
-        return self
+def _pissa_init(model, run_dir: Path) -> dict:
+    """PiSSA moves the top singular directions out of the base weights into A0, B0. Keeping them lets the
+    trained adapter be saved as a plain LoRA of rank 2r (delta W = BA - B0A0) that loads onto the unmodified
+    base. Kept on disk too, so a resumed run can still convert."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
 
-    def __exit__(self, *exc):
-        return False
-
-
-def _save_pissa_init(model, run_dir: Path) -> Path:
-    """PiSSA rewrites the base weights at init; saving the initial adapter lets save_pretrained convert the
-    trained one into a plain LoRA that loads onto the unmodified base."""
-    init_dir = run_dir / "checkpoints" / "pissa_init"
-    config = model.peft_config["default"]
-    config.init_lora_weights = True
-    model.save_pretrained(init_dir)
-    config.init_lora_weights = "pissa_niter_4"
-    return init_dir
+    path = run_dir / "checkpoints" / "pissa_init.safetensors"
+    if path.exists():
+        return load_file(path)
+    init = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(model).items() if ".lora_" in k}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(init, path)
+    return init
 
 
-def _save(model, tokenizer, source: str, staging: Path, spec, pissa_init: Path | None) -> str:
+def _save_pissa_as_lora(model, init: dict, staging: Path) -> None:
+    import copy
+
+    import torch
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    state = get_peft_model_state_dict(model)
+    for key in state:
+        if ".lora_A" in key:
+            state[key] = torch.cat([state[key], init[key]], dim=0)
+        elif ".lora_B" in key:
+            state[key] = torch.cat([state[key], -init[key]], dim=1)
+    config = copy.deepcopy(model.peft_config["default"])
+    config.r, config.lora_alpha, config.init_lora_weights = 2 * config.r, 2 * config.lora_alpha, True
+    config.save_pretrained(str(staging))
+    save_file({k: v.contiguous() for k, v in state.items()}, staging / "adapter_model.safetensors", metadata={"format": "pt"})
+
+
+def _save(model, tokenizer, source: str, staging: Path, spec, pissa_init: dict | None) -> str:
     """Write the adapter (or, for plain methods, the model) with its tokenizer into the staging folder."""
     if spec.build is not None:
-        reload_base = labelled_base(source, model.base_model.model.config if hasattr(model, "base_model") else model.config)
+        reload_base = labelled_base(source, model.get_base_model().config)
         for config in model.peft_config.values():
             config.base_model_name_or_path = reload_base
             config.revision = None
-        kwargs = {"path_initial_model_for_weight_conversion": str(pissa_init)} if pissa_init else {}
-        model.save_pretrained(staging, safe_serialization=True, **kwargs)
+        if pissa_init is not None:
+            _save_pissa_as_lora(model, pissa_init, staging)
+        else:
+            model.save_pretrained(staging, safe_serialization=True)
     else:
         reload_base = str(staging)
         model.save_pretrained(staging, safe_serialization=True)
@@ -264,10 +293,12 @@ def environment() -> dict:
             "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
 
 
-def _event_log(run_dir: Path, emit: Emit) -> Emit:
+def _event_log(run_dir: Path, emit: Emit, replay: list[dict]) -> Emit:
     """Every event also goes to run_dir/events.jsonl, so a reloaded page or a notebook can replay the run and a
     worker never stalls on a pipe nobody reads."""
     path = run_dir / "events.jsonl"
+    with path.open("a") as f:
+        f.writelines(json.dumps({"time": time.time(), **event}, default=str) + "\n" for event in replay)
 
     def both(event: dict) -> None:
         event = {"time": time.time(), **event}

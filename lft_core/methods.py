@@ -57,6 +57,8 @@ def _targets(mapping: dict, ctx: MethodContext, params: dict, fallback: Any = No
 
 # Architectures peft's tables lack, with their attention projection names.
 EXTRA_TARGETS = {"mpnet": ["q", "v"], "deberta-v2": ["query_proj", "value_proj"], "modernbert": ["Wqkv"]}
+EXTRA_LAYERNORMS = {"bert": ["LayerNorm"], "roberta": ["LayerNorm"], "mpnet": ["LayerNorm"], "xlm-roberta": ["LayerNorm"],
+                    "distilbert": ["sa_layer_norm", "output_layer_norm"], "electra": ["LayerNorm"]}
 LORA_MAP = peft_targets.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
 
@@ -161,7 +163,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("vblora", "VB-LoRA: low-rank updates composed from a shared vector bank", 5e-3,
                    {"r": 4, "num_vectors": 64}, _vblora),
         MethodSpec("ln-tuning", "LN tuning: train only the LayerNorm weights", 5e-3,
-                   {}, _simple(peft.LNTuningConfig, peft_targets.TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING)),
+                   {}, _simple(peft.LNTuningConfig, {**EXTRA_LAYERNORMS, **peft_targets.TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING})),
         MethodSpec("prompt-tuning", "Prompt tuning: learned virtual input tokens", 1e-2,
                    {"num_virtual_tokens": 20}, _prompt(peft.PromptTuningConfig)),
         MethodSpec("p-tuning", "P-tuning: virtual tokens produced by a small prompt encoder", 5e-3,

@@ -161,10 +161,7 @@ def load_base_model(model_name: str, label_names: list[str], *, quantize: str | 
             " If you are offline, use a built-in model (" + ", ".join(MODELS) + ") or a local folder."
         )
         raise LftError(f"could not load model '{model_name}': {first}.{offline}") from None
-    if is_decoder(model.config):
-        # Left padding puts every row's last real token at position -1, which is where decoders pool;
-        # that holds even for prompt-tuning methods that feed embeddings instead of ids.
-        tokenizer.padding_side = "left"
+    set_padding_side(tokenizer, "right")
     model.config.pad_token_id = tokenizer.pad_token_id
     if not base_dropout:
         for module in model.modules():
@@ -174,10 +171,15 @@ def load_base_model(model_name: str, label_names: list[str], *, quantize: str | 
     return BaseModel(model, tokenizer, source, new_modules)
 
 
-def head_modules(model) -> list[str]:
-    """Names of the classification head modules, whatever the architecture calls them."""
-    names = ("classifier", "score", "pre_classifier")
-    return [n for n, _ in model.named_children() if n in names]
+def set_padding_side(tokenizer, side: str) -> None:
+    """Set, and persist in tokenizer_config.json, the padding side: a reloaded tokenizer must pad the same way
+    or GPT-2's absolute positions shift and the reloaded model scores differently.
+
+    Right padding is the default: transformers' decoder heads pool on the rightmost non-pad token, and
+    positions stay those of unpadded text. Prompt-learning methods on decoders feed embeddings, where the head
+    can only pool on position -1, so they need left padding (see engine.run)."""
+    tokenizer.padding_side = side
+    tokenizer.init_kwargs["padding_side"] = side
 
 
 def _quantization_kwargs(quantize: str, source: str) -> dict:
