@@ -3,6 +3,11 @@
 The one Python API that the CLI (`python -m lft_core`), the Gradio app and the notebook all use.
 """
 
+import logging
+
+# bitsandbytes warns on import, on every CPU with AVX512-BF16, about an optional kernel package we do not use.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
 from lft_core.config import RunConfig, load_config, validate
 from lft_core.data import DATASETS, list_datasets, load_data
 from lft_core.errors import LftError

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,14 +151,17 @@ def _local_splits(path: Path) -> dict[str, pd.DataFrame]:
 def _hub_splits(name: str, cfg) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
     import datasets
 
+    from lft_core.models import hub_reachable
+
+    offline_hint = (f"If you are offline, use a built-in dataset ({', '.join(DATASETS)}) or a local "
+                    f"csv/json/jsonl/parquet path")
+    if not hub_reachable() and not os.environ.get("HF_DATASETS_OFFLINE"):
+        raise LftError(f"cannot load dataset '{name}': the Hugging Face Hub is unreachable. {offline_hint}")
     try:
         loaded = datasets.load_dataset(name, cfg.dataset_config)
     except Exception as exc:  # the Hub raises many types (connection, 404, config missing)
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise LftError(
-            f"could not load dataset '{name}' from the Hugging Face Hub ({first}). If you are offline, use a "
-            f"built-in dataset ({', '.join(DATASETS)}) or a local csv/json/jsonl/parquet path"
-        ) from None
+        raise LftError(f"could not load dataset '{name}' from the Hugging Face Hub ({first}). {offline_hint}") from None
     wanted = {"train": cfg.train_split, "validation": cfg.validation_split, "test": cfg.test_split}
     splits, names = {}, None
     for split, aliases in SPLIT_ALIASES.items():

@@ -7,12 +7,16 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlparse
 
 import torch
+from safetensors.torch import save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lft_core.errors import LftError
@@ -20,6 +24,19 @@ from lft_core.errors import LftError
 log = logging.getLogger("lft_core")
 
 DECODER_TYPES = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi", "phi3", "gpt_neox", "opt", "bloom", "falcon", "smollm3")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the Hub. Without it, an offline machine spends a minute in retries before
+    failing to load a Hub name; with it, we try the local cache only and fail at once."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def cache_dir() -> Path:
@@ -57,7 +74,16 @@ def _smollm2_path() -> str:
     model = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf.name, dtype=torch.float32)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    tmp.mkdir(parents=True)
+    # save_pretrained refuses a GGUF-loaded model, so write the dequantized weights and config directly.
+    # lm_head is tied to the embeddings and unused by the classification head: leave it out.
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("lm_head.")}
+    save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+    config = model.config
+    for attribute in ("quantization_config", "gguf_file"):
+        if hasattr(config, attribute):
+            delattr(config, attribute)
+    config.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tmp.rename(target)
     return str(target)
@@ -94,6 +120,9 @@ def resolve_model(name: str) -> str:
         return str(path.resolve())
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise LftError(f"model path {name} does not exist; built-in models: {', '.join(MODELS)}")
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name):
+        raise LftError(f"unknown model '{name}': not a built-in model ({', '.join(MODELS)}), not an existing folder, "
+                       f"and not a valid Hub name like 'distilbert-base-uncased'")
     return name
 
 
@@ -102,8 +131,8 @@ def is_decoder(config) -> bool:
     return config.model_type in DECODER_TYPES or any(a.endswith("ForCausalLM") for a in architectures)
 
 
-def load_tokenizer(source: str, trust_remote_code: bool = False):
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+def load_tokenizer(source: str, trust_remote_code: bool = False, local_only: bool = False):
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, local_files_only=local_only)
     if tokenizer.pad_token is None:
         # Decoders ship without a pad token; reusing eos adds no embedding rows, so saved adapters stay small.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -139,8 +168,9 @@ def load_base_model(model_name: str, label_names: list[str], *, quantize: str | 
     """
     source = resolve_model(model_name)
     _check_weights_format(source, allow_pickle)
+    local_only = not Path(source).exists() and not hub_reachable()
     try:
-        tokenizer = load_tokenizer(source, trust_remote_code)
+        tokenizer = load_tokenizer(source, trust_remote_code, local_only)
         kwargs = _quantization_kwargs(quantize, source) if quantize else {}
         model, info = AutoModelForSequenceClassification.from_pretrained(
             source,
@@ -151,14 +181,16 @@ def load_base_model(model_name: str, label_names: list[str], *, quantize: str | 
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
             output_loading_info=True,
+            local_files_only=local_only,
             **kwargs,
         )
     except LftError:
         raise
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:300]
+        first = str(exc).strip().splitlines()[0][:300].rstrip(".")
         offline = "" if Path(source).exists() else (
-            " If you are offline, use a built-in model (" + ", ".join(MODELS) + ") or a local folder."
+            (" The Hugging Face Hub is unreachable (offline?) and the model is not cached." if local_only else "")
+            + " If you are offline, use a built-in model (" + ", ".join(MODELS) + ") or a local folder."
         )
         raise LftError(f"could not load model '{model_name}': {first}.{offline}") from None
     set_padding_side(tokenizer, "right")

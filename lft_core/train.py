@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from lft_core.errors import LftError
 from lft_core.evaluate import evaluate
@@ -251,6 +251,7 @@ def train(model, tokenizer, data, cfg, run_dir: Path, learning_rate: float, emit
         callbacks.append(_AdaLoraCallback(model))
     trainer = _GuardedTrainer(model=model, args=args, train_dataset=train_set, data_collator=_Collator(tokenizer),
                               callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)  # our callback reports progress; raw log dicts are noise
     checkpoint = last_good_checkpoint(state_dir) if resume else None
     if resume and checkpoint is None:
         log.warning("no complete checkpoint in %s; training from the start", state_dir)

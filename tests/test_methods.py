@@ -1,0 +1,57 @@
+"""Every registered method on tiny BERT, GPT-2 and Llama: train, save, reload from the folder alone, equal logits
+(the engine's reload check), or one clear error where the architecture cannot take the method."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lft_core import METHODS, LftError, RunConfig, run
+
+# peft's LoHa, LoKr, OFT, BOFT and HRA layers do not support GPT-2's Conv1D projections.
+CONV1D_UNSUPPORTED = {"loha", "lokr", "oft", "boft", "hra"}
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
+@pytest.mark.parametrize("method", list(METHODS))
+def test_method_trains_saves_reloads(method, arch, tiny_models, keyword_csv, tmp_path):
+    cfg = RunConfig(model=tiny_models[arch], dataset=keyword_csv, method=method, epochs=1, max_length=32,
+                    output=str(tmp_path / "run"))
+    if arch == "gpt2" and method in CONV1D_UNSUPPORTED:
+        with pytest.raises(LftError, match=f"method '{method}' cannot be applied to this gpt2 model: .*not supported"):
+            run(cfg)
+        assert not (tmp_path / "run").exists()  # refused before anything was written
+        return
+    result = run(cfg)
+    report = result.report
+    assert report["reload_check"]["passed"] and report["reload_check"]["max_abs_diff"] <= 1e-4
+    assert 0 < report["parameters"]["trainable"] <= report["parameters"]["total"]
+    folder = Path(result.run_dir)
+    if METHODS[method].build is None:
+        assert json.loads((folder / "config.json").read_text())["id2label"]["0"] == "food"
+    else:
+        adapter = json.loads((folder / "adapter_config.json").read_text())
+        assert Path(adapter["base_model_name_or_path"]).is_absolute()
+        assert (folder / "adapter_model.safetensors").exists()
+        if method == "pissa":  # saved as a plain LoRA of rank 2r that loads onto the unmodified base
+            assert adapter["r"] == 16 and adapter["init_lora_weights"] is True
+    assert not list(folder.glob("*.bin")) and not (folder / "checkpoints").exists()
+
+
+def test_method_defaults_are_usable():
+    for name, spec in METHODS.items():
+        assert spec.learning_rate > 0, name
+        assert spec.description, name
+    assert METHODS["prompt-tuning"].learning_rate > METHODS["lora"].learning_rate > METHODS["full"].learning_rate
+
+
+def test_unknown_method_lists_the_valid_ones(keyword_csv):
+    with pytest.raises(LftError, match="unknown method 'lorax'; choose one of: lora, dora"):
+        run(RunConfig(dataset=keyword_csv, method="lorax"))
+
+
+def test_bad_method_option(tiny_models, keyword_csv, tmp_path):
+    with pytest.raises(LftError, match="method 'lora': bad option"):
+        run(RunConfig(model=tiny_models["bert"], dataset=keyword_csv, method_params={"rank": 4},
+                      output=str(tmp_path / "x")))
+    assert not (tmp_path / "x").exists()
