@@ -6,7 +6,10 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from lft_core.config import FIELDS, RunConfig, config_from_dict, load_config
@@ -107,6 +110,7 @@ def _print_summary(result) -> None:
 
 def cmd_run(args) -> int:
     from lft_core.engine import run
+    from lft_core.train import StopRequested
 
     if args.resume:
         saved = Path(args.resume) / "run_config.json"
@@ -115,10 +119,36 @@ def cmd_run(args) -> int:
         cfg = config_from_dict(json.loads(saved.read_text()), source=str(saved))
     else:
         cfg = _config_from_args(args)
-    result = run(cfg, emit=print_event, resume=args.resume, progress_bar=True)
+    stop = threading.Event()
+    # SIGTERM (the app's Stop button, a scheduler's preemption) ends training at the next step, cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    emit = print_event
+    if args.events:
+        emit = _also_to_file(Path(args.events), print_event)
+    try:
+        result = run(cfg, emit=emit, stop=stop, resume=args.resume, progress_bar=True)
+    except StopRequested as exc:
+        print(f"stopped: {exc}; nothing was saved as a finished adapter", file=sys.stderr)
+        return 3
+    except LftError as exc:
+        emit({"event": "failed", "message": str(exc)})
+        raise
     if result.report:
         _print_summary(result)
     return 0
+
+
+def _also_to_file(path: Path, emit):
+    """The app's worker protocol: every event, including a failure before the run folder exists, is one JSON
+    line in a file the app tails. A file, not a pipe: nobody has to drain it for training to go on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def both(event: dict) -> None:
+        with path.open("a") as f:
+            f.write(json.dumps({"time": time.time(), **event}, default=str) + "\n")
+        emit(event)
+
+    return both
 
 
 def cmd_predict(args) -> int:
@@ -160,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser = sub.add_parser("run", help="evaluate -> fine-tune -> save -> reload -> compare")
     _add_run_flags(run_parser)
     run_parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    run_parser.add_argument("--events", metavar="FILE", help="also append every event as a JSON line to FILE")
     run_parser.set_defaults(func=cmd_run)
 
     predict = sub.add_parser("predict", help="batch inference with a saved adapter")

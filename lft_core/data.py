@@ -285,23 +285,28 @@ def _to_dataset(frame: pd.DataFrame, names: list[str]) -> Dataset:
     return Dataset.from_pandas(frame.reset_index(drop=True), features=features, preserve_index=False)
 
 
+def read_source(cfg) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
+    """The raw frames of cfg.dataset, keyed by split ('all' for a source without splits), and the class names
+    when the source declares them (a Hub ClassLabel)."""
+    name = cfg.dataset
+    if name in DATASETS:
+        return {"all": DATASETS[name].load()}, None
+    if Path(name).expanduser().exists():
+        return _local_splits(Path(name).expanduser()), None
+    if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not Path(name).suffix.lower() in LOCAL_SUFFIXES:
+        return _hub_splits(name, cfg)
+    raise LftError(
+        f"unknown dataset '{name}': not a built-in ({', '.join(DATASETS)}), not an existing file or folder, "
+        f"and not a Hub name"
+    )
+
+
 def load_data(cfg) -> DatasetDict:
     """Load cfg.dataset into train/validation/test with 'text' and a ClassLabel 'label'.
 
     Raises LftError for unknown names, unreadable files, bad columns or labels, and unusable splits.
     """
-    name, known = cfg.dataset, None
-    if name in DATASETS:
-        frames = {"all": DATASETS[name].load()}
-    elif Path(name).expanduser().exists():
-        frames = _local_splits(Path(name).expanduser())
-    elif re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not Path(name).suffix.lower() in LOCAL_SUFFIXES:
-        frames, known = _hub_splits(name, cfg)
-    else:
-        raise LftError(
-            f"unknown dataset '{name}': not a built-in ({', '.join(DATASETS)}), not an existing file or folder, "
-            f"and not a Hub name"
-        )
+    frames, known = read_source(cfg)
     first = next(iter(frames.values()))
     text, label = detect_columns(first, cfg.text_column, cfg.label_column)
     for split, frame in frames.items():

@@ -74,7 +74,7 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
 
     emit({"event": "stage", "stage": "model", "message": f"loading model {cfg.model}"})
     base = load_base_model(cfg.model, names, quantize=cfg.quantize, trust_remote_code=cfg.trust_remote_code,
-                           allow_pickle=cfg.allow_pickle, base_dropout=cfg.base_dropout)
+                           allow_pickle=cfg.allow_pickle, base_dropout=cfg.base_dropout, seed=cfg.seed)
     model, tokenizer = base.model, base.tokenizer
     _warn_truncation(tokenizer, data["train"]["text"], cfg.max_length)
 
@@ -323,3 +323,15 @@ class _forward_warnings(logging.Handler):
     def close(self):
         log.removeHandler(self)
         super().close()
+
+
+def baseline(cfg: RunConfig):
+    """Stage 1 alone: the base model (with its seeded fresh head) scored on the test split.
+    Returns (metrics, label names)."""
+    validate(cfg)
+    data = load_data(cfg)
+    names = data["train"].features["label"].names
+    base = load_base_model(cfg.model, names, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
+                           seed=cfg.seed)
+    metrics, _ = evaluate(base.model, base.tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size)
+    return metrics, names

@@ -220,3 +220,21 @@ def apply_method(model: torch.nn.Module, name: str, params: dict, ctx: MethodCon
     except (ValueError, TypeError, AttributeError, NotImplementedError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise LftError(f"method '{name}' cannot be applied to this {ctx.model_type} model: {first}") from None
+
+
+def default_params(model_name: str, method: str) -> dict:
+    """The options a method would use on this model, target modules resolved for its architecture: what the
+    app pre-fills. Reads only the model's config, not its weights."""
+    from transformers import AutoConfig
+
+    from lft_core.models import resolve_model
+
+    config = AutoConfig.from_pretrained(resolve_model(model_name))
+    params = method_params(method)
+    ctx = MethodContext(config.model_type, [], 100, getattr(config, "hidden_size", 64), False)
+    if get_method(method).build is not None:
+        built = build_peft_config(method, {}, ctx)
+        targets = getattr(built, "target_modules", None)
+        if targets is not None:
+            params["target_modules"] = sorted(targets) if not isinstance(targets, str) else targets
+    return params

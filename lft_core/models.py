@@ -161,8 +161,11 @@ class BaseModel:
 
 def load_base_model(model_name: str, label_names: list[str], *, quantize: str | None = None,
                     trust_remote_code: bool = False, allow_pickle: bool = False,
-                    base_dropout: bool = True) -> BaseModel:
+                    base_dropout: bool = True, seed: int = 42) -> BaseModel:
     """Load a pretrained model with a fresh classification head of len(label_names) classes.
+
+    The head is drawn from `seed`, so the baseline is reproducible: the app reloads the very base model a run
+    was compared against.
 
     Raises LftError for unknown names, missing folders, an unreachable Hub, or pickle weights.
     """
@@ -172,6 +175,7 @@ def load_base_model(model_name: str, label_names: list[str], *, quantize: str | 
     try:
         tokenizer = load_tokenizer(source, trust_remote_code, local_only)
         kwargs = _quantization_kwargs(quantize, source) if quantize else {}
+        torch.manual_seed(seed)
         model, info = AutoModelForSequenceClassification.from_pretrained(
             source,
             num_labels=len(label_names),

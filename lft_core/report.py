@@ -213,3 +213,22 @@ print(model.config.id2label[int(probs.argmax())], float(probs.max()))
 head size, so the folder loads without extra arguments. On another machine, load the base `{base_id}` with
 `num_labels={len(report['data']['label_names'])}` and then `PeftModel.from_pretrained(base, folder)`.
 """
+
+
+def class_balance(balance) -> go.Figure:
+    """Examples per class in each split (balance: a frame with 'class' and one column per split)."""
+    fig = go.Figure()
+    for split in [c for c in balance.columns if c != "class"]:
+        fig.add_bar(name=split, x=balance["class"], y=balance[split])
+    fig.update_layout(title="Class balance", barmode="group", height=320, margin=dict(t=50, b=40, l=40, r=20))
+    return fig
+
+
+def length_histogram(lengths: list[int], max_length: int) -> go.Figure:
+    share = sum(n > max_length for n in lengths) / max(len(lengths), 1)
+    fig = go.Figure(go.Histogram(x=lengths, nbinsx=50, marker_color=TUNED_COLOR, name="train texts"))
+    fig.add_vline(x=max_length, line_dash="dash", line_color="#e15759",
+                  annotation_text=f"max_length {max_length}: {share:.0%} truncated")
+    fig.update_layout(title="Tokens per train text", height=320, xaxis_title="tokens", yaxis_title="texts",
+                      margin=dict(t=50, b=40, l=40, r=20))
+    return fig

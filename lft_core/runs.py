@@ -156,3 +156,16 @@ def check_adapter_dir(adapter_dir: str | Path, allow_pickle: bool = False) -> st
         pickle = " (pickle .bin weights need --allow-pickle)" if any(path.glob("*.bin")) else ""
         raise LftError(f"adapter folder {path} is missing {', '.join(missing)}{pickle}; it is incomplete or not a finished run")
     return kind
+
+
+def resolve_run(name_or_path: str, root: Path | None = None) -> Path:
+    """A finished run inside saved_adapters/, by name or path. Anything that resolves outside the folder
+    ('../', absolute paths elsewhere, links out) is refused."""
+    root = Path(root or adapters_root()).resolve()
+    candidate = Path(name_or_path)
+    path = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    if path.parent != root:
+        raise LftError(f"run {name_or_path!r} is not a folder directly inside {root}")
+    if not is_complete(path):
+        raise LftError(f"run {path.name} is not a finished run (it was stopped, failed, or is still training)")
+    return path
