@@ -62,14 +62,14 @@ def check_dataset(cfg, tokenizer=None) -> Health:
         return health
     names = data["train"].features["label"].names
     health.splits = {split: len(data[split]) for split in data}
-    health.balance = pd.DataFrame({split: pd.Series(data[split]["label"]).value_counts().reindex(range(len(names)),
+    health.balance = pd.DataFrame({split: pd.Series(list(data[split]["label"])).value_counts().reindex(range(len(names)),
                                                                                                fill_value=0).values
                                    for split in data}, index=names).rename_axis("class").reset_index()
     train = data["train"].to_pandas()
     train["label"] = [names[i] for i in train["label"]]
     health.samples = train.groupby("label", sort=True).head(2).reset_index(drop=True)
     health.samples["text"] = health.samples["text"].str.slice(0, 300)
-    keys = {split: pd.Series(data[split]["text"]).str.lower().str.strip() for split in data}
+    keys = {split: pd.Series(list(data[split]["text"])).str.lower().str.strip() for split in data}
     for split in ("validation", "test"):
         shared = keys[split][keys[split].isin(set(keys["train"]))]
         if len(shared):
@@ -84,7 +84,7 @@ def check_dataset(cfg, tokenizer=None) -> Health:
     if small:
         health.warnings.append(f"train: classes {', '.join(small)} have fewer than 5 examples")
     if tokenizer is not None:
-        health.lengths = [len(ids) for ids in tokenizer(data["train"]["text"], truncation=False)["input_ids"]]
+        health.lengths = [len(ids) for ids in tokenizer(list(data["train"]["text"]), truncation=False)["input_ids"]]
         health.truncated_share = float(np.mean([n > cfg.max_length for n in health.lengths])) if health.lengths else 0.0
         if health.truncated_share > 0.5:
             health.warnings.append(f"{health.truncated_share:.0%} of train texts exceed max_length={cfg.max_length} "
