@@ -3,6 +3,8 @@ adapter, reload it from disk alone, evaluate it on the same test split, compare 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -19,6 +21,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed
 from transformers import set_seed
 
 from lft_core import report as reports
@@ -65,7 +68,7 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
     validate(cfg)
     spec = get_method(cfg.method)
     set_seed(cfg.seed)
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    is_main = _init_distributed()
 
     emit({"event": "stage", "stage": "data", "message": f"loading dataset {cfg.dataset}"})
     data = load_data(cfg)
@@ -95,6 +98,9 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
     if is_main:
         run_dir = prepare_run_dir(resume or cfg.output, name, cfg.overwrite, resume=bool(resume))
         emit = _event_log(run_dir, user_emit, replay=early)
+    if torch.distributed.is_initialized():
+        run_dir = _broadcast(run_dir)
+        torch.distributed.barrier()  # the folder exists before any rank writes checkpoints into it
     forward.emit_event = emit
     try:
         if is_main:
@@ -108,12 +114,15 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
             return RunResult(run_dir, {})
 
         emit({"event": "stage", "stage": "save", "message": "saving the adapter, then reloading it from disk"})
-        memory_metrics, memory_logits = evaluate(model, tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size)
+        # rank 0 alone from here: no collectives
+        memory_metrics, memory_logits = evaluate(model, tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size,
+                                                 shard=False)
         staging = staging_dir(run_dir)
-        reload_base = _save(model, tokenizer, base.source, staging, spec, pissa_init)
+        with _disk_full_is_user_error(run_dir):
+            reload_base = _save(model, tokenizer, base.source, staging, spec, pissa_init)
         reloaded, reloaded_tokenizer = load_adapter(staging, merge=True)
         tuned_metrics, tuned_logits = evaluate(reloaded, reloaded_tokenizer, data["test"], cfg.max_length,
-                                               cfg.eval_batch_size)
+                                               cfg.eval_batch_size, shard=False)
         diff = float(np.abs(tuned_logits - memory_logits).max()) if len(memory_logits) else 0.0
         emit({"event": "metrics", "which": "finetuned", **tuned_metrics.to_dict()})
         if diff > RELOAD_TOLERANCE:
@@ -138,8 +147,9 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
             environment=environment(), seed=cfg.seed,
         )
         result["verdict"] = reports.verdict(result["base_metrics"], result["finetuned_metrics"])
-        _write_reports(staging, result, data["test"], names, base_logits, tuned_logits)
-        finalize(run_dir, staging)
+        with _disk_full_is_user_error(run_dir):
+            _write_reports(staging, result, data["test"], names, base_logits, tuned_logits)
+            finalize(run_dir, staging)
         emit({"event": "finished", "run_dir": str(run_dir), "verdict": result["verdict"],
               "base_accuracy": base_metrics.accuracy, "finetuned_accuracy": tuned_metrics.accuracy})
         return RunResult(run_dir, result)
@@ -157,6 +167,33 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
 
 
 # ---------------------------------------------------------------- steps of run(), in the order they happen
+
+
+@contextlib.contextmanager
+def _disk_full_is_user_error(run_dir: Path):
+    """Outputs are staged, then renamed into place: a full disk leaves what the folder held before intact."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        shutil.rmtree(run_dir / ".staging", ignore_errors=True)
+        raise LftError(f"the disk is full while saving to {run_dir}; nothing in that folder was replaced. "
+                       f"Free some space and run again") from None
+
+
+def _init_distributed() -> bool:
+    """Under torchrun or accelerate launch (WORLD_SIZE > 1), join the process group now, so that rank 0 can
+    create the run folder before the others touch it; Trainer reuses the group. Returns whether this is rank 0."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _broadcast(value):
+    holder = [value]
+    torch.distributed.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def _warn_truncation(tokenizer, texts: list[str], max_length: int) -> None:

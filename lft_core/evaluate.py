@@ -76,16 +76,18 @@ def count_tokens(tokenizer, texts: list[str], max_length: int) -> int:
     return int(sum(len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]))
 
 
-def evaluate(model, tokenizer, dataset, max_length: int, batch_size: int = 64) -> tuple[Metrics, np.ndarray]:
+def evaluate(model, tokenizer, dataset, max_length: int, batch_size: int = 64,
+             shard: bool = True) -> tuple[Metrics, np.ndarray]:
     """Score a split: returns its metrics and the logits (rows in dataset order).
 
-    Under torch.distributed each rank scores a disjoint shard and the logits are gathered, so every example
-    counts exactly once (a DistributedSampler would pad the last shard with duplicates).
+    Under torch.distributed (and shard=True, which every rank must then call) each rank scores a disjoint
+    shard and the logits are gathered, so every example counts exactly once (a DistributedSampler would pad
+    the last shard with duplicates).
     """
     texts, labels = dataset["text"], np.asarray(dataset["label"])
     names = dataset.features["label"].names
     start = time.perf_counter()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if shard and torch.distributed.is_available() and torch.distributed.is_initialized():
         logits = _sharded_logits(model, tokenizer, texts, max_length, batch_size)
     else:
         logits = predict_logits(model, tokenizer, texts, max_length, batch_size)

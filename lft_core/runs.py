@@ -63,6 +63,7 @@ def prepare_run_dir(output: str | None, name: str, overwrite: bool, resume: bool
             raise LftError(f"{run_dir} is not an lft_core run folder (no status.json); pass the folder of a run to --resume")
         if _status(run_dir).get("status") == "complete":
             raise LftError(f"run {run_dir} already finished; nothing to resume")
+        set_status(run_dir, "running", pid=os.getpid())
         return run_dir
     if run_dir.exists() and not run_dir.is_dir():
         raise LftError(f"--output {run_dir} is a file; give a folder path")
@@ -84,7 +85,9 @@ def staging_dir(run_dir: Path) -> Path:
 
 
 def finalize(run_dir: Path, staging: Path) -> None:
-    """Move the staged outputs into the run folder, one atomic rename each, marker files last."""
+    """Move the staged outputs into the run folder, one atomic rename each, marker files last. An older
+    run's report goes first, so a folder that is half new, half old never looks finished."""
+    (run_dir / "report.json").unlink(missing_ok=True)
     files = sorted(staging.iterdir(), key=lambda p: (p.name in LAST_FILES, LAST_FILES.index(p.name) if p.name in LAST_FILES else 0))
     for path in files:
         target = run_dir / path.name

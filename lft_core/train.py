@@ -266,7 +266,8 @@ def train(model, tokenizer, data, cfg, run_dir: Path, learning_rate: float, emit
     if best.exists():
         _restore(model, load_file(best))
         result.best_epoch = json.loads((state_dir / "best.json").read_text())["epoch"]
-        result.epochs = _merge_epochs(state_dir, result.epochs)
+        if is_main:
+            result.epochs = _merge_epochs(state_dir, result.epochs)
     return result
 
 

@@ -66,12 +66,22 @@ def bad_cases(tmp_path, keyword_csv, tiny_models):
     ]
 
 
-def test_bad_input_matrix(tmp_path, keyword_csv, tiny_models):
+def test_bad_input_matrix(tmp_path, keyword_csv, tiny_models, capsys):
+    """Each case through the CLI's own entry point (in-process, for speed): exit 2, one line, nothing written."""
+    from lft_core.cli import main
+
     for flags, fragment in bad_cases(tmp_path, keyword_csv, tiny_models):
         out_dir = tmp_path / "never-written"
-        out = cli("run", *flags, "--output", str(out_dir), "--max-length", "32")
-        assert_one_line_error(out, fragment)
+        code = main(["run", *flags, "--output", str(out_dir), "--max-length", "32"])
+        err = capsys.readouterr().err
+        assert_one_line_error(subprocess.CompletedProcess([], code, "", err), fragment)
         assert not out_dir.exists(), flags
+
+
+def test_bad_input_as_a_subprocess(tmp_path):
+    out = cli("run", "--dataset", str(tmp_path / "missing.csv"), "--output", str(tmp_path / "o"))
+    assert_one_line_error(out, "not an existing file")
+    assert not (tmp_path / "o").exists()
 
 
 def test_hub_model_name_offline_fails_fast(tmp_path, keyword_csv):

@@ -1,0 +1,155 @@
+"""Speed benchmark: lft_core against the straightforward recipe, side by side in one invocation.
+
+    .venv/bin/python benchmarks/bench_train.py | tee benchmarks/results/bench_train.txt
+
+For each dataset it runs, in alternating order, (ref) benchmarks/ref_recipe.py and (ours) `python -m lft_core
+run`, each in its own process, with the same model, data split, max length, epochs, LoRA config, learning
+rate, batch size and seed. It prints, per contestant: train, eval and end-to-end wall time, real (non-pad)
+tokens/s, achieved GFLOP/s and its share of a matmul peak measured in this same invocation (MFU), peak RSS,
+test accuracy, and the ref/ours ratios.
+
+FLOPs are counted, not estimated: torch's FlopCounterMode records one forward+backward of the LoRA model on a
+batch at the dataset's mean length; multiplied by the real tokens trained, that is the useful work, so the
+padding the reference computes on does not count as work done."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def data_facts(dataset: str, max_length: int, seed: int, max_train: int | None) -> dict:
+    from lft_core import RunConfig, load_data
+    from lft_core.models import load_tokenizer, resolve_model
+
+    data = load_data(RunConfig(dataset=dataset, seed=seed, max_train_samples=max_train))
+    tokenizer = load_tokenizer(resolve_model("minilm"))
+
+    def lengths(split):
+        return [len(ids) for ids in tokenizer(list(data[split]["text"]), truncation=True, max_length=max_length)["input_ids"]]
+
+    train, test = lengths("train"), lengths("test")
+    return {"train_tokens": sum(train), "test_tokens": sum(test), "mean_len": float(np.mean(train)),
+            "train_rows": len(train), "test_rows": len(test)}
+
+
+def training_flops_per_token(mean_len: int, batch: int = 16) -> float:
+    """Counted FLOPs of one LoRA training step (forward + backward), per token, at this length."""
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForSequenceClassification
+
+    from lft_core.models import resolve_model
+
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=5)
+    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=["query", "value"]))
+    ids = torch.randint(1000, 20000, (batch, max(int(mean_len), 2)))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.zeros(batch, dtype=torch.long)).loss.backward()
+    return counter.get_total_flops() / ids.numel()
+
+
+def run_ours(dataset: str, args) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "lft_core", "run", "--dataset", dataset, "--epochs", str(args.epochs),
+               "--max-length", str(args.max_length), "--seed", str(args.seed), "--output", f"{out}/run",
+               "--learning-rate", str(args.learning_rate), "--batch-size", str(args.batch_size)]
+        if args.max_train_samples:
+            cmd += ["--max-train-samples", str(args.max_train_samples)]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        report = json.loads(Path(f"{out}/run/report.json").read_text())
+    return {"train_s": report["timing"]["train_s"],
+            "eval_s": report["timing"]["base_eval_s"] + report["timing"]["finetuned_eval_s"],
+            "wall_s": wall, "test_accuracy": report["finetuned_metrics"]["accuracy"],
+            "peak_rss_mb": report["peak_memory_mb"]}
+
+
+def run_ref(dataset: str, args) -> dict:
+    cmd = [sys.executable, str(REPO / "benchmarks" / "ref_recipe.py"), "--dataset", dataset, "--epochs",
+           str(args.epochs), "--max-length", str(args.max_length), "--seed", str(args.seed),
+           "--learning-rate", str(args.learning_rate), "--batch-size", str(args.batch_size)]
+    if args.max_train_samples:
+        cmd += ["--max-train-samples", str(args.max_train_samples)]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**{k: result[k] for k in ("train_s", "eval_s", "test_accuracy", "peak_rss_mb")}, "wall_s": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="airline-tweets,bbc-news")
+    parser.add_argument("--epochs", type=float, default=1)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=4e-3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--max-train-samples", type=int, help="smaller runs for a quick look")
+    args = parser.parse_args()
+    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE")}
+    print(f"# bench_train  {time.strftime('%Y-%m-%d %H:%M')}  torch {torch.__version__}  threads "
+          f"{torch.get_num_threads()}  cpus {os.cpu_count()}  env {env}")
+    print(f"# args {vars(args)}")
+    peak = matmul_peak_gflops()
+    print(f"matmul peak (fp32, 1024^3, best of 5): {peak:.1f} GFLOP/s\n")
+    for i, dataset in enumerate(args.datasets.split(",")):
+        facts = data_facts(dataset, args.max_length, args.seed, args.max_train_samples)
+        per_token = training_flops_per_token(facts["mean_len"])
+        order = ["ref", "ours"] if i % 2 == 0 else ["ours", "ref"]
+        results = {}
+        for who in order:
+            results[who] = (run_ref if who == "ref" else run_ours)(dataset, args)
+        trained = facts["train_tokens"] * args.epochs
+        print(f"## {dataset}: {facts['train_rows']} train rows, mean {facts['mean_len']:.0f} real tokens of "
+              f"{args.max_length}; counted {per_token / 1e6:.1f} MFLOP per trained token; order {' then '.join(order)}")
+        header = f"{'':24s}{'ref':>12s}{'ours':>12s}{'ref/ours':>10s}"
+        print(header)
+        rows = [
+            ("train wall s", "train_s", lambda r: r["train_s"]),
+            ("eval wall s (2 test evals)", "eval_s", lambda r: r["eval_s"]),
+            ("end-to-end wall s", "wall_s", lambda r: r["wall_s"]),
+            ("train real tokens/s", None, lambda r: trained / r["train_s"]),
+            ("eval real tokens/s", None, lambda r: 2 * facts["test_tokens"] / r["eval_s"]),
+            ("train GFLOP/s (useful)", None, lambda r: trained * per_token / r["train_s"] / 1e9),
+            ("train MFU vs matmul peak", None, lambda r: trained * per_token / r["train_s"] / 1e9 / peak),
+            ("peak RSS MB", None, lambda r: r["peak_rss_mb"]),
+            ("test accuracy", None, lambda r: r["test_accuracy"]),
+        ]
+        for label, _, value in rows:
+            ref, ours = value(results["ref"]), value(results["ours"])
+            print(f"{label:24s}{ref:12.3f}{ours:12.3f}{ref / ours if ours else float('nan'):10.2f}")
+        print()
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
