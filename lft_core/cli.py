@@ -126,7 +126,8 @@ def cmd_run(args) -> int:
     if args.events:
         emit = _also_to_file(Path(args.events), print_event)
     try:
-        result = run(cfg, emit=emit, stop=stop, resume=args.resume, progress_bar=True)
+        base_eval = json.loads(Path(args.base_eval).read_text()) if args.base_eval else None
+        result = run(cfg, emit=emit, stop=stop, resume=args.resume, progress_bar=True, base_eval=base_eval)
     except StopRequested as exc:
         print(f"stopped: {exc}; nothing was saved as a finished adapter", file=sys.stderr)
         return 3
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(run_parser)
     run_parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     run_parser.add_argument("--events", metavar="FILE", help="also append every event as a JSON line to FILE")
+    run_parser.add_argument("--base-eval", metavar="FILE", help="reuse a base evaluation (JSON; sweeps share one)")
     run_parser.set_defaults(func=cmd_run)
 
     predict = sub.add_parser("predict", help="batch inference with a saved adapter")

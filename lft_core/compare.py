@@ -8,6 +8,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lft_core import report as reports
@@ -26,10 +27,23 @@ def metrics_rows(run_dirs: list[str]) -> dict[str, dict]:
     return rows
 
 
+def _correct(run_dir: str, column: str = "finetuned_prediction") -> np.ndarray:
+    frame = pd.read_csv(Path(run_dir) / "test_predictions.csv")
+    return (frame["label"] == frame[column]).to_numpy()
+
+
 def summary_table(run_dirs: list[str]) -> pd.DataFrame:
+    """One row per run, with a bootstrap 95% interval and McNemar's exact test against the base and the best
+    of the selected runs (runs of one sweep share their test rows; others are compared when sizes match)."""
+    from lft_core.sweep import bootstrap_ci, mcnemar_exact
+
     records = []
+    correct = {path: _correct(path) for path in run_dirs}
+    best = max(run_dirs, key=lambda p: correct[p].mean())
     for path in run_dirs:
         rep = read_report(path)
+        low, high = bootstrap_ci(correct[path])
+        same_rows = len(correct[path]) == len(correct[best])
         records.append({
             "run": Path(path).name, "method": rep["config"]["method"],
             "base acc": round(rep["base_metrics"]["accuracy"], 4),
@@ -40,6 +54,9 @@ def summary_table(run_dirs: list[str]) -> pd.DataFrame:
             "peak MB": round(rep["peak_memory_mb"]),
             "reload |diff|": f"{rep['reload_check']['max_abs_diff']:.1e}",
             "reload check": "passed" if rep["reload_check"]["passed"] else "FAILED",
+            "95% CI": f"{low:.3f}-{high:.3f}",
+            "McNemar p vs base": round(mcnemar_exact(correct[path], _correct(path, "base_prediction")), 4),
+            "p vs best": round(mcnemar_exact(correct[path], correct[best]), 4) if same_rows else None,
         })
     return pd.DataFrame(records).sort_values("tuned acc", ascending=False)
 
@@ -105,12 +122,20 @@ def live_predict(run_dir: str, text: str) -> tuple[dict[str, float], dict[str, f
 
 
 def comparison_figures(run_dirs: list[str]):
+    """Metric bars, per-class bars and confusion matrices (base vs the last run), and the Pareto plot."""
+    from lft_core.sweep import pareto
+
     rows = metrics_rows(run_dirs)
     first = read_report(run_dirs[0])
     names = first["data"]["label_names"]
     last = rows[Path(run_dirs[-1]).name]
+    points = []
+    for path in run_dirs:
+        rep = read_report(path)
+        points.append({"run": Path(path).name, "method": rep["config"]["method"], "trainable": rep["parameters"]["trainable"],
+                       "accuracy": rep["finetuned_metrics"]["accuracy"], "train_s": rep["timing"]["train_s"]})
     return (reports.metrics_bar(rows), reports.per_class_bar(rows["base"], last),
-            reports.confusion_pair(rows["base"], last, names))
+            reports.confusion_pair(rows["base"], last, names), pareto(points))
 
 
 def run_history(run_dir: str):

@@ -53,6 +53,9 @@ class RunConfig:
     """Keep dropout inside the frozen base. Off by default: it costs ~15% of CPU step time and the
     frozen weights do not need the regularisation (measured in benchmarks/)."""
     seed: int = 42
+    split_seed: int | None = None
+    """Seed of the train/validation/test split and subsets (None = seed). Sweeps fix it, so runs with
+    different seeds are scored on the same test rows."""
 
     # where results go
     output: str | None = None

@@ -328,10 +328,11 @@ def load_data(cfg) -> DatasetDict:
         else:
             key = raw.astype(int).astype(str) if pd.api.types.is_numeric_dtype(raw) else raw.astype(str)
             frame["label"] = key.map(index).astype(int)
-    frames = _make_splits(frames, cfg.seed)
-    frames["train"] = subsample(frames["train"], cfg.max_train_samples, cfg.seed, "train")
+    seed = cfg.seed if getattr(cfg, "split_seed", None) is None else cfg.split_seed
+    frames = _make_splits(frames, seed)
+    frames["train"] = subsample(frames["train"], cfg.max_train_samples, seed, "train")
     for split in ("validation", "test"):
-        frames[split] = subsample(frames[split], cfg.max_eval_samples, cfg.seed, split)
+        frames[split] = subsample(frames[split], cfg.max_eval_samples, seed, split)
     _check_splits(frames, names)
     return DatasetDict({split: _to_dataset(frames[split], names) for split in ("train", "validation", "test")})
 

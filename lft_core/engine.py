@@ -28,7 +28,7 @@ from lft_core import report as reports
 from lft_core.config import RunConfig, validate
 from lft_core.data import load_data
 from lft_core.errors import LftError
-from lft_core.evaluate import evaluate, softmax
+from lft_core.evaluate import Metrics, evaluate, softmax
 from lft_core.methods import MethodContext, apply_method, get_method, method_params
 from lft_core.models import is_decoder, labelled_base, load_adapter, load_base_model, set_padding_side
 from lft_core.runs import default_run_name, finalize, prepare_run_dir, set_status, staging_dir, write_json
@@ -47,17 +47,19 @@ class RunResult:
 
 
 def run(cfg: RunConfig, emit: Emit = lambda event: None, stop: threading.Event | None = None,
-        resume: str | None = None, progress_bar: bool = False) -> RunResult:
+        resume: str | None = None, progress_bar: bool = False, base_eval: dict | None = None) -> RunResult:
     """Run the three stages for one config. Raises LftError for anything the user can fix (nothing is
-    written before the inputs are known to be good), StopRequested if `stop` was set."""
+    written before the inputs are known to be good), StopRequested if `stop` was set.
+
+    base_eval ({"metrics": ..., "logits": ...}, as a sweep shares it) replaces the base model's evaluation."""
     forward = _forward_warnings(emit)
     try:
-        return _run(cfg, forward, stop, resume, progress_bar)
+        return _run(cfg, forward, stop, resume, progress_bar, base_eval)
     finally:
         forward.close()
 
 
-def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_bar) -> RunResult:
+def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_bar, base_eval) -> RunResult:
     user_emit, early = forward.emit_event, []
 
     def emit(event: dict) -> None:  # until the run folder exists, events wait here for events.jsonl
@@ -82,7 +84,10 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
     _warn_truncation(tokenizer, data["train"]["text"], cfg.max_length)
 
     emit({"event": "stage", "stage": "baseline", "message": "evaluating the base model on the test split"})
-    base_metrics, base_logits = evaluate(model, tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size)
+    if base_eval is not None and len(base_eval["logits"]) == len(data["test"]):
+        base_metrics, base_logits = Metrics(**base_eval["metrics"]), np.asarray(base_eval["logits"], dtype=np.float32)
+    else:
+        base_metrics, base_logits = evaluate(model, tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size)
     emit({"event": "metrics", "which": "base", **base_metrics.to_dict()})
 
     params = method_params(cfg.method, cfg.method_params)
@@ -120,9 +125,11 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
         staging = staging_dir(run_dir)
         with _disk_full_is_user_error(run_dir):
             reload_base = _save(model, tokenizer, base.source, staging, spec, pissa_init)
-        reloaded, reloaded_tokenizer = load_adapter(staging, merge=True)
+        # the reload check compares like with like: a QLoRA adapter is reloaded onto the same quantized base
+        reloaded, reloaded_tokenizer = load_adapter(staging, merge=True, quantize=cfg.quantize)
         tuned_metrics, tuned_logits = evaluate(reloaded, reloaded_tokenizer, data["test"], cfg.max_length,
                                                cfg.eval_batch_size, shard=False)
+        quantization = _full_precision_reload(staging, reloaded, data["test"], cfg, tuned_logits) if cfg.quantize else None
         diff = float(np.abs(tuned_logits - memory_logits).max()) if len(memory_logits) else 0.0
         emit({"event": "metrics", "which": "finetuned", **tuned_metrics.to_dict()})
         if diff > RELOAD_TOLERANCE:
@@ -144,7 +151,7 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
             peak_memory_mb=peak_memory_mb(), best_epoch=history.best_epoch,
             history={"losses": history.losses, "epochs": history.epochs, "steps": history.steps},
             reload_check={"max_abs_diff": diff, "tolerance": RELOAD_TOLERANCE, "passed": diff <= RELOAD_TOLERANCE},
-            environment=environment(), seed=cfg.seed,
+            environment=environment(), seed=cfg.seed, quantization=quantization,
         )
         result["verdict"] = reports.verdict(result["base_metrics"], result["finetuned_metrics"])
         with _disk_full_is_user_error(run_dir):
@@ -180,6 +187,16 @@ def _disk_full_is_user_error(run_dir: Path):
         shutil.rmtree(run_dir / ".staging", ignore_errors=True)
         raise LftError(f"the disk is full while saving to {run_dir}; nothing in that folder was replaced. "
                        f"Free some space and run again") from None
+
+
+def _full_precision_reload(staging: Path, quantized, test, cfg, quantized_logits) -> dict:
+    """QLoRA: the same adapter on the full-precision base, and the weight memory quantization saved."""
+    full, tokenizer = load_adapter(staging, merge=True)
+    metrics, logits = evaluate(full, tokenizer, test, cfg.max_length, cfg.eval_batch_size, shard=False)
+    return {"mode": cfg.quantize, "weight_mb_quantized": quantized.get_memory_footprint() / 2**20,
+            "weight_mb_full_precision": full.get_memory_footprint() / 2**20,
+            "full_precision_reload_accuracy": metrics.accuracy,
+            "full_precision_max_abs_diff": float(np.abs(logits - quantized_logits).max())}
 
 
 def _init_distributed() -> bool:

@@ -199,6 +199,7 @@ def load_base_model(model_name: str, label_names: list[str], *, quantize: str | 
         raise LftError(f"could not load model '{model_name}': {first}.{offline}") from None
     set_padding_side(tokenizer, "right")
     model.config.pad_token_id = tokenizer.pad_token_id
+    _no_cpu_repacking(model)
     if not base_dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
@@ -218,8 +219,17 @@ def set_padding_side(tokenizer, side: str) -> None:
     tokenizer.init_kwargs["padding_side"] = side
 
 
+def _no_cpu_repacking(model) -> None:
+    """bitsandbytes repacks 4-bit weights for AVX512-BF16 CPU inference the first time a layer runs in eval
+    mode; a repacked layer then fails in training ("a view of a leaf Variable ... in-place"). We evaluate
+    before training, so keep the training layout throughout."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def _quantization_kwargs(quantize: str, source: str) -> dict:
-    from transformers import AutoConfig, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
     if importlib.util.find_spec("bitsandbytes") is None:
         raise LftError("--quantize needs bitsandbytes: pip install bitsandbytes==0.50.2")
@@ -231,7 +241,6 @@ def _quantization_kwargs(quantize: str, source: str) -> dict:
                                  llm_int8_skip_modules=skip)
     else:
         bnb = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
-    AutoConfig.from_pretrained(source)  # fail early with the usual message if the source is wrong
     return {"quantization_config": bnb, "dtype": torch.float32}
 
 
@@ -278,12 +287,14 @@ def _local_folder(source: str) -> Path:
     return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors"]))
 
 
-def load_adapter(adapter_dir: str | Path, merge: bool = False, allow_pickle: bool = False):
+def load_adapter(adapter_dir: str | Path, merge: bool = False, allow_pickle: bool = False,
+                 quantize: str | None = None):
     """Load a saved run folder the way any peft user would: AutoPeftModelForSequenceClassification (or, for
     the plain baselines, AutoModelForSequenceClassification) plus AutoTokenizer, from the folder alone.
 
-    merge=True folds LoRA-style weights into the base for faster inference. Raises LftError for an
-    incomplete folder or an adapter that does not fit its base model.
+    merge=True folds LoRA-style weights into the base for faster inference; quantize='4bit'|'8bit' loads the
+    base quantized (a QLoRA adapter reloads either way). Raises LftError for an incomplete folder or an
+    adapter that does not fit its base model.
     """
     from peft import AutoPeftModelForSequenceClassification
 
@@ -297,7 +308,8 @@ def load_adapter(adapter_dir: str | Path, merge: bool = False, allow_pickle: boo
         if kind == "plain":
             model = AutoModelForSequenceClassification.from_pretrained(adapter_dir, use_safetensors=safe)
         else:
-            model = AutoPeftModelForSequenceClassification.from_pretrained(adapter_dir, use_safetensors=safe)
+            extra = _quantization_kwargs(quantize, adapter_dir) if quantize else {}
+            model = AutoPeftModelForSequenceClassification.from_pretrained(adapter_dir, use_safetensors=safe, **extra)
     except (RuntimeError, ValueError, OSError) as exc:
         text = str(exc).strip()
         if "size mismatch" in text or "shape" in text:
@@ -306,6 +318,7 @@ def load_adapter(adapter_dir: str | Path, merge: bool = False, allow_pickle: boo
                            f"shapes (it was trained on a different base)") from None
         first = text.splitlines()[0][:300] if text else type(exc).__name__
         raise LftError(f"could not load adapter {adapter_dir}: {first}") from None
-    if merge and kind == "peft" and not model.peft_config["default"].is_prompt_learning:
+    _no_cpu_repacking(model)
+    if merge and not quantize and kind == "peft" and not model.peft_config["default"].is_prompt_learning:
         model = model.merge_and_unload()
     return model.eval(), tokenizer

@@ -109,18 +109,30 @@ def list_runs(root: Path | None = None) -> list[dict]:
     while 'running' is reported as 'interrupted' (resumable), never as a good adapter."""
     root = Path(root or adapters_root())
     runs = []
-    for run_dir in sorted(root.iterdir()) if root.is_dir() else []:
-        if not run_dir.is_dir() or run_dir.name.startswith("."):
-            continue
+    for run_dir in _run_folders(root):
         status = _status(run_dir)
         state = status.get("status", "unknown")
         if state == "running" and not _alive(status.get("pid")):
             state = "interrupted"
         if state == "complete" and not is_complete(run_dir):
             state = "incomplete"
-        runs.append({"name": run_dir.name, "path": str(run_dir), "status": state,
+        label = run_dir.name if run_dir.parent == root else f"{run_dir.parent.name}/{run_dir.name}"
+        runs.append({"name": label, "path": str(run_dir), "status": state,
                      "updated": status.get("updated", run_dir.stat().st_mtime)})
     return sorted(runs, key=lambda r: (r["status"] != "complete", -r["updated"]))
+
+
+def _run_folders(root: Path) -> list[Path]:
+    """Run folders directly in root, and those of sweeps (root/sweep-*/<run>)."""
+    found = []
+    for child in sorted(root.iterdir()) if root.is_dir() else []:
+        if not child.is_dir() or child.name.startswith("."):
+            continue
+        if child.name.startswith("sweep-") and not (child / "status.json").exists():
+            found += [c for c in sorted(child.iterdir()) if c.is_dir() and (c / "status.json").exists()]
+        else:
+            found.append(child)
+    return found
 
 
 def _alive(pid) -> bool:
@@ -167,8 +179,9 @@ def resolve_run(name_or_path: str, root: Path | None = None) -> Path:
     root = Path(root or adapters_root()).resolve()
     candidate = Path(name_or_path)
     path = (candidate if candidate.is_absolute() else root / candidate).resolve()
-    if path.parent != root:
-        raise LftError(f"run {name_or_path!r} is not a folder directly inside {root}")
+    inside = path.parent == root or (path.parent.parent == root and path.parent.name.startswith("sweep-"))
+    if not inside:
+        raise LftError(f"run {name_or_path!r} is not a folder directly inside {root} (or one of its sweeps)")
     if not is_complete(path):
         raise LftError(f"run {path.name} is not a finished run (it was stopped, failed, or is still training)")
     return path

@@ -55,3 +55,18 @@ def test_bad_method_option(tiny_models, keyword_csv, tmp_path):
         run(RunConfig(model=tiny_models["bert"], dataset=keyword_csv, method_params={"rank": 4},
                       output=str(tmp_path / "x")))
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("bits", ["4bit", "8bit"])
+def test_qlora_trains_and_reloads_on_cpu(bits, keyword_csv, tmp_path):
+    """bitsandbytes 4-bit and 8-bit on this CPU; the head stays unquantized; the adapter reloads onto the
+    quantized base (the reload check) and onto the full-precision base (reported)."""
+    result = run(RunConfig(model="minilm", dataset=keyword_csv, quantize=bits, epochs=3, max_length=32,
+                           output=str(tmp_path / bits)))
+    report = result.report
+    assert report["reload_check"]["passed"]
+    quantization = report["quantization"]
+    assert quantization["mode"] == bits
+    assert quantization["weight_mb_quantized"] < quantization["weight_mb_full_precision"]
+    assert quantization["full_precision_reload_accuracy"] >= 0.5
+    assert report["finetuned_metrics"]["accuracy"] > report["base_metrics"]["accuracy"]

@@ -14,7 +14,7 @@ from ui.state import as_gradio_error
 
 
 def _complete_runs() -> list[tuple[str, str]]:
-    return [(run["name"], run["path"]) for run in list_runs() if run["status"] == "complete"]
+    return [(run["name"], run["path"]) for run in list_runs() if run["status"] == "complete"]  # sweeps' runs too
 
 
 def create_compare_tab(train: dict) -> dict:
@@ -28,7 +28,9 @@ def create_compare_tab(train: dict) -> dict:
     with gr.Row():
         bars = gr.Plot(label="Test metrics")
         per_class = gr.Plot(label="F1 per class")
-    confusion = gr.Plot(label="Confusion matrices")
+    with gr.Row():
+        confusion = gr.Plot(label="Confusion matrices")
+        pareto = gr.Plot(label="Accuracy vs trainable parameters")
 
     gr.Markdown("### Live predictions: base vs fine-tuned")
     with gr.Row():
@@ -47,7 +49,7 @@ def create_compare_tab(train: dict) -> dict:
     changes = gr.Dataframe(label="Changed predictions (click a header to sort)", wrap=True, max_height=400)
 
     refresh.click(lambda: gr.update(choices=_complete_runs()), outputs=[selected], api_name="refresh_runs")
-    comparison = [table, bars, per_class, confusion, examples, only_class, changes]
+    comparison = [table, bars, per_class, confusion, pareto, examples, only_class, changes]
     compare.click(on_compare, inputs=[selected], outputs=comparison, api_name="compare")
     train["finished_run"].change(on_finished, inputs=[train["finished_run"]], outputs=[selected])
     examples.change(lambda t: t or gr.update(), inputs=[examples], outputs=[text])
@@ -82,9 +84,9 @@ def on_compare(selected):
     try:
         selected = _checked(selected)
         last = selected[-1]
-        bars, per_class, confusion = comparison_figures(selected)
+        bars, per_class, confusion, pareto = comparison_figures(selected)
         names = read_report(last)["data"]["label_names"]
-        return (summary_table(selected), bars, per_class, confusion,
+        return (summary_table(selected), bars, per_class, confusion, pareto,
                 gr.update(choices=example_texts(last), value=None),
                 gr.update(choices=["(all)"] + names, value="(all)"), changed_rows(last))
     except LftError as exc:
