@@ -1,32 +1,37 @@
 """lft_core: evaluate a pretrained model, fine-tune it with PEFT, save, reload and compare.
 
-The one Python API that the CLI (`python -m lft_core`), the Gradio app and the notebook all use.
+The one Python API that the CLI (`python -m lft_core`), the Gradio app and the notebook all use. Names are
+imported on first use, so `import lft_core` is quick (peft alone takes seconds to import).
 """
 
+import importlib
 import logging
 
 # bitsandbytes warns on import, on every CPU with AVX512-BF16, about an optional kernel package we do not use.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
-from lft_core.config import RunConfig, load_config, validate
-from lft_core.data import DATASETS, list_datasets, load_data
-from lft_core.errors import LftError
-from lft_core.evaluate import Metrics, compute_metrics, evaluate
-from lft_core.methods import METHODS, list_methods
-from lft_core.models import MODELS, list_models, load_adapter, load_base_model
-from lft_core.predict import Predictor
-from lft_core.runs import list_runs, read_report
+_EXPORTS = {
+    "RunConfig": "config", "load_config": "config", "validate": "config",
+    "LftError": "errors",
+    "DATASETS": "data", "list_datasets": "data", "load_data": "data",
+    "METHODS": "methods", "list_methods": "methods",
+    "MODELS": "models", "list_models": "models", "load_adapter": "models", "load_base_model": "models",
+    "Predictor": "predict",
+    "list_runs": "runs", "read_report": "runs",
+    "run": "engine", "baseline": "engine",
+    "report": None,
+}
+__all__ = [*_EXPORTS, "evaluate", "Metrics", "compute_metrics"]
+
+# Imported eagerly: the function `evaluate` shares its name with its module, and a lazily imported submodule
+# would take the name over on the package.
+from lft_core.evaluate import Metrics, compute_metrics, evaluate  # noqa: E402
 
 
-def run(cfg: RunConfig, **kwargs):
-    """Run all three stages (see lft_core.engine.run)."""
-    from lft_core.engine import run as _run
-
-    return _run(cfg, **kwargs)
-
-
-__all__ = [
-    "RunConfig", "load_config", "validate", "LftError", "run", "load_data", "load_base_model", "load_adapter",
-    "evaluate", "compute_metrics", "Metrics", "Predictor", "list_runs", "read_report",
-    "DATASETS", "MODELS", "METHODS", "list_datasets", "list_models", "list_methods",
-]
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lft_core' has no attribute {name!r}")
+    module = _EXPORTS[name]
+    if module is None:
+        return importlib.import_module(f"lft_core.{name}")
+    return getattr(importlib.import_module(f"lft_core.{module}"), name)

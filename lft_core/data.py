@@ -111,7 +111,7 @@ def list_datasets() -> list[str]:
 # ---------------------------------------------------------------- local files and the Hub
 
 
-def _read_local_file(path: Path) -> pd.DataFrame:
+def read_local_file(path: Path) -> pd.DataFrame:
     kind = LOCAL_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise LftError(f"{path}: unsupported file type '{path.suffix}'; use one of {', '.join(LOCAL_SUFFIXES)}")
@@ -132,14 +132,14 @@ def _read_local_file(path: Path) -> pd.DataFrame:
 
 def _local_splits(path: Path) -> dict[str, pd.DataFrame]:
     if path.is_file():
-        return {"all": _read_local_file(path)}
+        return {"all": read_local_file(path)}
     splits = {}
     for file in sorted(path.iterdir()):
         if file.suffix.lower() not in LOCAL_SUFFIXES:
             continue
         for split, aliases in SPLIT_ALIASES.items():
             if file.stem.lower() in aliases:
-                splits[split] = _read_local_file(file)
+                splits[split] = read_local_file(file)
     if not splits:
         raise LftError(
             f"folder {path} has no train/validation/test files; name them train.csv, validation.csv, "

@@ -81,6 +81,7 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
     base = load_base_model(cfg.model, names, quantize=cfg.quantize, trust_remote_code=cfg.trust_remote_code,
                            allow_pickle=cfg.allow_pickle, base_dropout=cfg.base_dropout, seed=cfg.seed)
     model, tokenizer = base.model, base.tokenizer
+    _check_model_size(model)
     _warn_truncation(tokenizer, data["train"]["text"], cfg.max_length)
 
     emit({"event": "stage", "stage": "baseline", "message": "evaluating the base model on the test split"})
@@ -211,6 +212,15 @@ def _broadcast(value):
     holder = [value]
     torch.distributed.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def _check_model_size(model) -> None:
+    """A shared host caps model size (LFT_MAX_MODEL_PARAMS, e.g. 200e6) so one visitor cannot take it over."""
+    cap = os.environ.get("LFT_MAX_MODEL_PARAMS")
+    size = sum(p.numel() for p in model.parameters())
+    if cap and size > float(cap):
+        raise LftError(f"the model has {size / 1e6:.0f}M parameters; this host allows at most "
+                       f"{float(cap) / 1e6:.0f}M (LFT_MAX_MODEL_PARAMS). Pick a smaller model")
 
 
 def _warn_truncation(tokenizer, texts: list[str], max_length: int) -> None:

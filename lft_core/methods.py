@@ -10,11 +10,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import peft
 import torch
-from peft.utils import constants as peft_targets
 
 from lft_core.errors import LftError
+
+# peft is imported inside the functions: it takes seconds to import, and the app lists methods at start-up.
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,23 @@ class MethodSpec:
     """For plain methods: which parameter names train (the head always trains)."""
 
 
-def _targets(mapping: dict, ctx: MethodContext, params: dict, fallback: Any = None) -> Any:
+def _peft_map(kind: str) -> dict:
+    """peft's own per-architecture target modules for a method kind (LORA, IA3, VERA, ...)."""
+    from peft.utils import constants
+
+    return getattr(constants, f"TRANSFORMERS_MODELS_TO_{kind}_TARGET_MODULES_MAPPING")
+
+
+def _targets(mapping: dict | str, ctx: MethodContext, params: dict, fallback: Any = None) -> Any:
     if "target_modules" in params:
         return params["target_modules"]
+    extra = EXTRA_LAYERNORMS if mapping == "LNTUNING" else EXTRA_TARGETS
+    if isinstance(mapping, str):
+        mapping = _peft_map(mapping)
     if ctx.model_type in mapping:
         return list(mapping[ctx.model_type])
-    if ctx.model_type in EXTRA_TARGETS:
-        return EXTRA_TARGETS[ctx.model_type]
+    if ctx.model_type in extra:
+        return extra[ctx.model_type]
     if fallback is not None:
         return fallback
     raise LftError(
@@ -59,11 +69,13 @@ def _targets(mapping: dict, ctx: MethodContext, params: dict, fallback: Any = No
 EXTRA_TARGETS = {"mpnet": ["q", "v"], "deberta-v2": ["query_proj", "value_proj"], "modernbert": ["Wqkv"]}
 EXTRA_LAYERNORMS = {"bert": ["LayerNorm"], "roberta": ["LayerNorm"], "mpnet": ["LayerNorm"], "xlm-roberta": ["LayerNorm"],
                     "distilbert": ["sa_layer_norm", "output_layer_norm"], "electra": ["LayerNorm"]}
-LORA_MAP = peft_targets.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+LORA_MAP = "LORA"
 
 
 def _common(params: dict, ctx: MethodContext, *drop: str) -> dict:
     """Options every peft config takes, minus the ones only lft_core reads."""
+    import peft
+
     out = {k: v for k, v in params.items() if k not in drop}
     out.setdefault("task_type", peft.TaskType.SEQ_CLS)
     # peft itself adds 'classifier' and 'score' for SEQ_CLS; anything else the checkpoint lacked is added here
@@ -74,6 +86,8 @@ def _common(params: dict, ctx: MethodContext, *drop: str) -> dict:
 
 def _lora(**variant) -> Callable:
     def build(params: dict, ctx: MethodContext) -> peft.PeftConfig:
+        import peft
+
         kwargs = _common(params, ctx)
         kwargs["target_modules"] = _targets(LORA_MAP, ctx, params, fallback="all-linear")
         return peft.LoraConfig(**{**variant, **kwargs})
@@ -81,25 +95,32 @@ def _lora(**variant) -> Callable:
     return build
 
 
-def _simple(config_cls, mapping: dict | None = None, fallback: Any = None) -> Callable:
+def _simple(config_name: str, mapping: dict | str = LORA_MAP, fallback: Any = None) -> Callable:
     def build(params: dict, ctx: MethodContext) -> peft.PeftConfig:
+        import peft
+
         kwargs = _common(params, ctx)
-        kwargs["target_modules"] = _targets(mapping or LORA_MAP, ctx, params, fallback)
-        return config_cls(**kwargs)
+        kwargs["target_modules"] = _targets(mapping, ctx, params, fallback)
+        return getattr(peft, config_name)(**kwargs)
 
     return build
 
 
 def _ia3(params: dict, ctx: MethodContext) -> peft.PeftConfig:
+    import peft
+    from peft.utils import constants
+
     kwargs = _common(params, ctx)
-    kwargs["target_modules"] = _targets(peft_targets.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING, ctx, params)
+    kwargs["target_modules"] = _targets("IA3", ctx, params)
     if "feedforward_modules" not in params:
-        feedforward = peft_targets.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(ctx.model_type, [])
+        feedforward = constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(ctx.model_type, [])
         kwargs["feedforward_modules"] = [m for m in feedforward if m in kwargs["target_modules"]]
     return peft.IA3Config(**kwargs)
 
 
 def _adalora(params: dict, ctx: MethodContext) -> peft.PeftConfig:
+    import peft
+
     kwargs = _common(params, ctx)
     kwargs["target_modules"] = _targets(LORA_MAP, ctx, params, fallback="all-linear")
     # AdaLoRA prunes ranks on a schedule over the whole run, so it must know the step count.
@@ -112,6 +133,8 @@ def _adalora(params: dict, ctx: MethodContext) -> peft.PeftConfig:
 
 
 def _vblora(params: dict, ctx: MethodContext) -> peft.PeftConfig:
+    import peft
+
     kwargs = _common(params, ctx)
     kwargs["target_modules"] = _targets(LORA_MAP, ctx, params, fallback="all-linear")
     # vector_length must divide every targeted dimension; the hidden size's largest power-of-two divisor does.
@@ -119,9 +142,11 @@ def _vblora(params: dict, ctx: MethodContext) -> peft.PeftConfig:
     return peft.VBLoRAConfig(**kwargs)
 
 
-def _prompt(config_cls) -> Callable:
+def _prompt(config_name: str) -> Callable:
     def build(params: dict, ctx: MethodContext) -> peft.PeftConfig:
-        return config_cls(**_common(params, ctx))
+        import peft
+
+        return getattr(peft, config_name)(**_common(params, ctx))
 
     return build
 
@@ -144,32 +169,32 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("ia3", "IA3: learned rescaling of keys, values and feed-forward activations", 1e-2,
                    {}, _ia3),
         MethodSpec("loha", "LoHa: low-rank Hadamard product updates", 2e-3,
-                   {"r": 8, "alpha": 16}, _simple(peft.LoHaConfig, fallback="all-linear")),
+                   {"r": 8, "alpha": 16}, _simple("LoHaConfig", fallback="all-linear")),
         MethodSpec("lokr", "LoKr: low-rank Kronecker product updates", 2e-3,
-                   {"r": 8, "alpha": 16}, _simple(peft.LoKrConfig, fallback="all-linear")),
+                   {"r": 8, "alpha": 16}, _simple("LoKrConfig", fallback="all-linear")),
         MethodSpec("adalora", "AdaLoRA: LoRA with ranks pruned by importance during training", 2e-3,
                    {"init_r": 12, "target_r": 8, "lora_alpha": 16}, _adalora),
         MethodSpec("vera", "VeRA: shared frozen random matrices with learned scaling vectors", 1e-2,
-                   {"r": 128}, _simple(peft.VeraConfig, peft_targets.TRANSFORMERS_MODELS_TO_VERA_TARGET_MODULES_MAPPING)),
+                   {"r": 128}, _simple("VeraConfig", "VERA")),
         MethodSpec("oft", "OFT: orthogonal rotation of the projection weights", 2e-3,
-                   {"r": 0, "oft_block_size": 32}, _simple(peft.OFTConfig, fallback="all-linear")),
+                   {"r": 0, "oft_block_size": 32}, _simple("OFTConfig", fallback="all-linear")),
         MethodSpec("boft", "BOFT: butterfly-factorised orthogonal fine-tuning", 2e-3,
-                   {"boft_block_size": 4, "boft_n_butterfly_factor": 1}, _simple(peft.BOFTConfig)),
+                   {"boft_block_size": 4, "boft_n_butterfly_factor": 1}, _simple("BOFTConfig")),
         MethodSpec("hra", "HRA: Householder reflection adaptation", 2e-3,
-                   {"r": 8}, _simple(peft.HRAConfig)),
+                   {"r": 8}, _simple("HRAConfig")),
         MethodSpec("fourierft", "FourierFT: learned sparse spectral coefficients", 1e-2,
                    {"n_frequency": 1000, "scaling": 150.0},
-                   _simple(peft.FourierFTConfig, peft_targets.TRANSFORMERS_MODELS_TO_FOURIERFT_TARGET_MODULES_MAPPING)),
+                   _simple("FourierFTConfig", "FOURIERFT")),
         MethodSpec("vblora", "VB-LoRA: low-rank updates composed from a shared vector bank", 5e-3,
                    {"r": 4, "num_vectors": 64}, _vblora),
         MethodSpec("ln-tuning", "LN tuning: train only the LayerNorm weights", 5e-3,
-                   {}, _simple(peft.LNTuningConfig, {**EXTRA_LAYERNORMS, **peft_targets.TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING})),
+                   {}, _simple("LNTuningConfig", "LNTUNING")),
         MethodSpec("prompt-tuning", "Prompt tuning: learned virtual input tokens", 1e-2,
-                   {"num_virtual_tokens": 20}, _prompt(peft.PromptTuningConfig)),
+                   {"num_virtual_tokens": 20}, _prompt("PromptTuningConfig")),
         MethodSpec("p-tuning", "P-tuning: virtual tokens produced by a small prompt encoder", 5e-3,
-                   {"num_virtual_tokens": 20, "encoder_hidden_size": 128}, _prompt(peft.PromptEncoderConfig)),
+                   {"num_virtual_tokens": 20, "encoder_hidden_size": 128}, _prompt("PromptEncoderConfig")),
         MethodSpec("prefix-tuning", "Prefix tuning: learned key/value prefixes in every layer", 1e-2,
-                   {"num_virtual_tokens": 20}, _prompt(peft.PrefixTuningConfig)),
+                   {"num_virtual_tokens": 20}, _prompt("PrefixTuningConfig")),
         MethodSpec("bitfit", "BitFit: train the bias terms and the head", 5e-3, trainable=_is_bias),
         MethodSpec("head-only", "Linear probe: frozen base, only the classification head trains", 5e-3,
                    trainable=lambda name: False),
@@ -214,6 +239,8 @@ def apply_method(model: torch.nn.Module, name: str, params: dict, ctx: MethodCon
             in_head = any(param_name.startswith(m + ".") for m in ctx.new_modules)
             param.requires_grad = in_head or spec.trainable(param_name)
         return model
+    import peft
+
     config = build_peft_config(name, params, ctx)
     try:
         return peft.get_peft_model(model, config)

@@ -130,7 +130,7 @@ def _run_folders(root: Path) -> list[Path]:
             continue
         if child.name.startswith("sweep-") and not (child / "status.json").exists():
             found += [c for c in sorted(child.iterdir()) if c.is_dir() and (c / "status.json").exists()]
-        else:
+        elif (child / "status.json").exists():  # anything else in the folder is not a run
             found.append(child)
     return found
 

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from lft_core.errors import LftError
 from lft_core.evaluate import evaluate
@@ -62,8 +63,29 @@ class _Collator:
         return batch
 
 
+class _EpochSeededLengthSampler(LengthGroupedSampler):
+    """Length-grouped batches whose order depends only on (seed, epoch). Trainer's own sampler draws from the
+    global RNG when the epoch starts; after a resume that RNG holds the mid-epoch state of the checkpoint, so
+    the skipped batches would not be the ones already trained on."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + int(self.epoch))
+        return super().__iter__()
+
+
 class _GuardedTrainer(Trainer):
     """Stops at the first non-finite loss with the step number, before it poisons the weights."""
+
+    def _get_train_sampler(self, *args, **kwargs):
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return _EpochSeededLengthSampler(batch, list(self.train_dataset["length"]), self.args.seed)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)

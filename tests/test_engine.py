@@ -107,3 +107,30 @@ def test_bad_config_values_all_reported_at_once(keyword_csv):
         run(RunConfig(dataset=keyword_csv, epochs=0, learning_rate=-1, method_params={"r": 0}))
     message = str(err.value)
     assert "epochs must be > 0" in message and "learning_rate must be > 0" in message and "method_params.r" in message
+
+
+def test_hosted_model_size_cap(keyword_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("LFT_MAX_MODEL_PARAMS", "1e6")
+    with pytest.raises(LftError, match="this host allows at most 1M"):
+        run(RunConfig(dataset=keyword_csv, output=str(tmp_path / "x")))
+    assert not (tmp_path / "x").exists()
+
+
+def test_hosted_limits_clamp_the_app_config(monkeypatch):
+    from ui.state import apply_limits
+
+    monkeypatch.setenv("LFT_MAX_EPOCHS", "2")
+    monkeypatch.setenv("LFT_MAX_TRAIN_SAMPLES", "500")
+    cfg, notes = apply_limits(RunConfig(epochs=5))
+    assert cfg.epochs == 2 and cfg.max_train_samples == 500 and len(notes) == 2
+
+
+def test_run_names_stay_inside_saved_adapters(tmp_path):
+    from lft_core.runs import resolve_run, safe_name
+
+    assert safe_name("../../etc/passwd") == "etc-passwd"
+    assert "/" not in safe_name("a/b\\\\c d")
+    with pytest.raises(LftError):
+        safe_name("../..")
+    with pytest.raises(LftError, match="not a folder directly inside"):
+        resolve_run("../outside", root=tmp_path)

@@ -6,7 +6,6 @@ import gradio as gr
 import pandas as pd
 
 from lft_core import LftError, report
-from lft_core.engine import baseline
 from ui.state import as_gradio_error, data_config
 
 
@@ -24,6 +23,8 @@ def create_baseline_tab(data: dict) -> dict:
 
 
 def on_baseline(*values, progress=gr.Progress()):
+    from lft_core.engine import baseline  # heavy (transformers, peft): imported on first use, not at start-up
+
     try:
         cfg = data_config(*values)
         progress(0.2, desc="loading data and model, then scoring the test split")

@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from lft_core import DATASETS, MODELS, LftError, report
-from lft_core.data import TEXT_CANDIDATES, LABEL_CANDIDATES, _read_local_file
+from lft_core.data import TEXT_CANDIDATES, LABEL_CANDIDATES, read_local_file
 from lft_core.health import check_dataset
 from lft_core.models import load_tokenizer, resolve_model
 from ui.state import as_gradio_error, data_config, keep_upload
@@ -49,7 +49,7 @@ def on_upload(file):
         return gr.update(), gr.update(), gr.update()
     try:
         path = keep_upload(file if isinstance(file, str) else file.name)
-        columns = [str(c) for c in _read_local_file(Path(path)).columns]
+        columns = [str(c) for c in read_local_file(Path(path)).columns]
     except LftError as exc:
         raise as_gradio_error(exc) from None
     text = next((c for c in columns if c.lower() in TEXT_CANDIDATES), None)
