@@ -40,11 +40,12 @@ class RunConfig:
     """Per-method options (e.g. r, lora_alpha, lora_dropout, target_modules for LoRA)."""
     quantize: str | None = None
     """'4bit' or '8bit' loads the frozen base with bitsandbytes (QLoRA)."""
-    epochs: float = 1
+    epochs: float = 2
     learning_rate: float | None = None
     """None = the method's own default (LoRA 2e-3, prompt tuning 1e-2, full 5e-5, ...)."""
-    batch_size: int = 16
-    eval_batch_size: int = 64
+    batch_size: int = 8
+    eval_batch_size: int = 8
+    """Small batches score faster on CPU (measured: 8 gives ~6.6k tokens/s against ~5.6k at 64 on MiniLM)."""
     max_length: int = 128
     """Tokens per text; longer texts are truncated (with one warning)."""
     weight_decay: float = 0.0

@@ -389,13 +389,29 @@ class _forward_warnings(logging.Handler):
         super().close()
 
 
-def baseline(cfg: RunConfig):
+BASELINE_KEYS = ("model", "dataset", "dataset_config", "text_column", "label_column", "train_split",
+                 "validation_split", "test_split", "max_train_samples", "max_eval_samples", "max_length", "seed",
+                 "split_seed", "quantize")
+
+
+def baseline_path(cfg: RunConfig, folder: Path) -> Path:
+    """Where the baseline of this data and model configuration is kept, so a run can reuse it."""
+    import hashlib
+
+    key = json.dumps({k: getattr(cfg, k) for k in BASELINE_KEYS}, sort_keys=True, default=str)
+    return Path(folder) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def baseline(cfg: RunConfig, keep_in: Path | None = None):
     """Stage 1 alone: the base model (with its seeded fresh head) scored on the test split.
-    Returns (metrics, label names)."""
+    Returns (metrics, label names). With keep_in, also saves the evaluation for run(base_eval=...)."""
     validate(cfg)
     data = load_data(cfg)
     names = data["train"].features["label"].names
     base = load_base_model(cfg.model, names, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
-                           seed=cfg.seed)
-    metrics, _ = evaluate(base.model, base.tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size)
+                           seed=cfg.seed, quantize=cfg.quantize, base_dropout=cfg.base_dropout)
+    metrics, logits = evaluate(base.model, base.tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size)
+    if keep_in is not None:
+        Path(keep_in).mkdir(parents=True, exist_ok=True)
+        write_json(baseline_path(cfg, keep_in), {"metrics": metrics.to_dict(), "logits": logits.tolist()})
     return metrics, names

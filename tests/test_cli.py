@@ -126,3 +126,34 @@ def test_list_commands():
     out = cli("methods")
     assert out.returncode == 0 and "lora" in out.stdout and "prefix-tuning" in out.stdout
     assert "bbc-news" in cli("datasets").stdout and "minilm" in cli("models").stdout
+
+
+def test_adapter_from_a_different_base_model(tmp_path, keyword_csv, tiny_models, capsys):
+    """An adapter whose config points at another base (other shapes) is one clear line, not a traceback."""
+    import shutil
+
+    from lft_core import RunConfig, run
+    from lft_core.cli import main
+
+    result = run(RunConfig(model=tiny_models["bert"], dataset=keyword_csv, epochs=1, max_length=32,
+                           output=str(tmp_path / "run")))
+    config_path = result.run_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = tiny_models["llama"]  # a different architecture and size
+    config_path.write_text(json.dumps(config))
+    code = main(["predict", "--adapter", str(result.run_dir), "--input", str(keyword_csv)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.startswith("error:"), err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_long_texts_are_truncated_with_one_warning(tmp_path, tiny_models, caplog):
+    from lft_core import RunConfig, run
+
+    frame = pd.DataFrame({"text": [("goal match team " * 200) if i % 2 else ("bread soup cheese " * 200)
+                                   for i in range(40)], "label": ["sport" if i % 2 else "food" for i in range(40)]})
+    path = tmp_path / "long.csv"
+    frame.to_csv(path, index=False)
+    run(RunConfig(model=tiny_models["bert"], dataset=str(path), epochs=1, max_length=32, output=str(tmp_path / "r")))
+    warnings = [r for r in caplog.records if "longer than max_length" in r.getMessage()]
+    assert len(warnings) == 1 and "are truncated" in warnings[0].getMessage()

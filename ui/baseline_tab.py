@@ -6,6 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from lft_core import LftError, report
+from lft_core.runs import adapters_root
 from ui.state import as_gradio_error, data_config
 
 
@@ -28,7 +29,8 @@ def on_baseline(*values, progress=gr.Progress()):
     try:
         cfg = data_config(*values)
         progress(0.2, desc="loading data and model, then scoring the test split")
-        metrics, names = baseline(cfg)
+        # kept, so that Train can reuse it and show its first loss sooner
+        metrics, names = baseline(cfg, keep_in=adapters_root() / ".baselines")
     except LftError as exc:
         raise as_gradio_error(exc) from None
     table = pd.DataFrame([{"class": name, **{k: round(v, 4) for k, v in scores.items()}}

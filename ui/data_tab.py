@@ -7,11 +7,14 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from lft_core import DATASETS, MODELS, LftError, report
+from lft_core import DATASETS, MODELS, LftError, RunConfig, report
 from lft_core.data import TEXT_CANDIDATES, LABEL_CANDIDATES, read_local_file
 from lft_core.health import check_dataset
 from lft_core.models import load_tokenizer, resolve_model
 from ui.state import as_gradio_error, data_config, keep_upload
+
+
+DEFAULTS = RunConfig()
 
 
 def create_data_tab() -> dict:
@@ -27,8 +30,8 @@ def create_data_tab() -> dict:
     with gr.Row():
         max_train = gr.Number(value=None, precision=0, label="Train subset (empty = all)")
         max_eval = gr.Number(value=None, precision=0, label="Validation/test cap (empty = all)")
-        max_length = gr.Slider(16, 512, value=128, step=16, label="Max length (tokens)")
-        seed = gr.Number(value=42, precision=0, label="Seed")
+        max_length = gr.Slider(16, 512, value=DEFAULTS.max_length, step=16, label="Max length (tokens)")
+        seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed")
     check = gr.Button("Check dataset health", variant="secondary")
     summary = gr.Markdown()
     warnings = gr.Markdown()

@@ -85,7 +85,7 @@ class JobManager:
         jobs = self._jobs()
         return jobs[0] if jobs else None
 
-    def start(self, cfg: RunConfig, name: str | None = None) -> Job:
+    def start(self, cfg: RunConfig, name: str | None = None, base_eval: Path | None = None) -> Job:
         """Launch the worker for cfg. Raises Busy while another job runs."""
         with self.lock:
             if self.current() is not None:
@@ -100,8 +100,11 @@ class JobManager:
             events_path.unlink(missing_ok=True)
             log = open(self.jobs_dir / f"{name}.log", "w")
             env = {**os.environ, "PYTHONUNBUFFERED": "1", "LFT_ADAPTERS_DIR": str(self.root)}
+            command = [sys.executable, "-m", "lft_core", "run", "--config", str(config_path), "--events", str(events_path)]
+            if base_eval is not None and Path(base_eval).exists():
+                command += ["--base-eval", str(base_eval)]
             process = subprocess.Popen(
-                [sys.executable, "-m", "lft_core", "run", "--config", str(config_path), "--events", str(events_path)],
+                command,
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             job = Job(name, run_dir, events_path, process.pid, time.time())
             record = {"name": name, "run_dir": str(run_dir), "events_path": str(events_path), "pid": process.pid,

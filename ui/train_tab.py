@@ -10,20 +10,21 @@ import gradio as gr
 import pandas as pd
 import yaml
 
-from lft_core import METHODS, LftError, report
+from lft_core import METHODS, LftError, RunConfig, report
 from lft_core.methods import default_params, get_method
 from ui.jobs import Busy, Job, JobManager
 from ui.state import apply_limits, as_gradio_error, data_config
 
 POLL_S = 1.0
+DEFAULTS = RunConfig()
 
 
 def create_train_tab(data: dict, jobs: JobManager) -> dict:
     with gr.Row():
         method = gr.Dropdown(list(METHODS), value="lora", label="Method", scale=2)
         learning_rate = gr.Number(value=METHODS["lora"].learning_rate, label="Learning rate")
-        epochs = gr.Slider(1, 10, value=1, step=1, label="Epochs")
-        batch_size = gr.Slider(4, 64, value=16, step=4, label="Batch size")
+        epochs = gr.Slider(1, 10, value=DEFAULTS.epochs, step=1, label="Epochs")
+        batch_size = gr.Slider(4, 64, value=DEFAULTS.batch_size, step=4, label="Batch size")
     with gr.Row():
         r = gr.Slider(1, 64, value=8, step=1, label="LoRA r")
         alpha = gr.Slider(1, 128, value=16, step=1, label="LoRA alpha")
@@ -87,6 +88,12 @@ def _method_params(method, r, alpha, dropout, targets, options) -> dict:
     return params
 
 
+def baseline_path(cfg, folder):
+    from lft_core.engine import baseline_path as path  # heavy module: imported when first needed
+
+    return path(cfg, folder)
+
+
 def on_train(jobs: JobManager, *values):
     data_values, (method, learning_rate, epochs, batch_size, r, alpha, dropout, targets, options) = values[:8], values[8:]
     try:
@@ -100,7 +107,7 @@ def on_train(jobs: JobManager, *values):
         gr.Warning(note)
     while True:  # queued behind a job started from another page (or before a reload): wait for it
         try:
-            job = jobs.start(cfg)
+            job = jobs.start(cfg, base_eval=baseline_path(cfg, jobs.root / ".baselines"))
             break
         except Busy:
             running = jobs.current()
