@@ -155,10 +155,10 @@ class _RunCallback(TrainerCallback):
         tokens_per_step = self.tokens_per_epoch / max(state.max_steps / max(args.num_train_epochs, 1e-9), 1)
         event = {
             "event": "progress", "step": state.global_step, "total": state.max_steps,
-            "epoch": round(state.epoch or 0, 3), "loss": float(logs["loss"]),
-            "learning_rate": float(logs.get("learning_rate", 0.0)),
-            "tokens_per_s": tokens_per_step * done / max(elapsed, 1e-9),
-            "eta_s": elapsed / done * (state.max_steps - state.global_step),
+            "epoch": round(state.epoch or 0, 3), "loss": round(float(logs["loss"]), 5),
+            "learning_rate": float(f"{float(logs.get('learning_rate', 0.0)):.4g}"),
+            "tokens_per_s": round(tokens_per_step * done / max(elapsed, 1e-9)),
+            "eta_s": round(elapsed / done * (state.max_steps - state.global_step), 1),
         }
         self.result.losses.append((state.global_step, event["loss"]))
         if self.bar is not None:
@@ -252,7 +252,7 @@ def train(model, tokenizer, data, cfg, run_dir: Path, learning_rate: float, emit
         weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
         lr_scheduler_type="linear",
-        logging_steps=max(1, min(5, steps_per_epoch(len(train_set), cfg.batch_size) // 10)),
+        logging_steps=max(1, min(10, steps_per_epoch(len(train_set), cfg.batch_size) // 10)),
         logging_first_step=True,  # the app shows a first loss point as soon as training starts
         save_strategy="steps",
         save_steps=cfg.save_steps,
