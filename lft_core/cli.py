@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 from lft_core.config import FIELDS, RunConfig, config_from_dict, load_config
@@ -142,11 +141,12 @@ def cmd_run(args) -> int:
 def _also_to_file(path: Path, emit):
     """The app's worker protocol: every event, including a failure before the run folder exists, is one JSON
     line in a file the app tails. A file, not a pipe: nobody has to drain it for training to go on."""
+    from lft_core.runs import append_events
+
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def both(event: dict) -> None:
-        with path.open("a") as f:
-            f.write(json.dumps({"time": time.time(), **event}, default=str) + "\n")
+        append_events(path, [event])
         emit(event)
 
     return both

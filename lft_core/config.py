@@ -94,17 +94,23 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> RunConfi
     return RunConfig(**values)
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a YAML config; explicit overrides (CLI flags) win over the file."""
+def read_yaml(path: str | Path, what: str) -> dict:
+    """A YAML mapping from a file; a missing file, bad YAML or a non-mapping is one LftError naming `what`."""
     path = Path(path)
     if not path.is_file():
-        raise LftError(f"config file {path} does not exist; pass an existing YAML file to --config")
+        raise LftError(f"{what} {path} does not exist; pass an existing YAML file")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise LftError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise LftError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(values, dict):
-        raise LftError(f"config file {path} must be a mapping of keys to values, got {type(values).__name__}")
+        raise LftError(f"{what} {path} must be a mapping of keys to values, got {type(values).__name__}")
+    return values
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config; explicit overrides (CLI flags) win over the file."""
+    values = read_yaml(path, "config file")
     values.update(overrides or {})
     return config_from_dict(values, source=str(path))
 

@@ -12,7 +12,6 @@ import platform
 import resource
 import shutil
 import threading
-import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -31,7 +30,7 @@ from lft_core.errors import LftError
 from lft_core.evaluate import Metrics, evaluate, softmax
 from lft_core.methods import MethodContext, apply_method, get_method, method_params
 from lft_core.models import is_decoder, labelled_base, load_adapter, load_base_model, set_padding_side
-from lft_core.runs import default_run_name, finalize, prepare_run_dir, set_status, staging_dir, write_json
+from lft_core.runs import append_events, default_run_name, finalize, prepare_run_dir, set_status, staging_dir, write_json
 from lft_core.train import StopRequested, steps_per_epoch, train
 
 log = logging.getLogger("lft_core")
@@ -361,14 +360,10 @@ def _event_log(run_dir: Path, emit: Emit, replay: list[dict]) -> Emit:
     """Every event also goes to run_dir/events.jsonl, so a reloaded page or a notebook can replay the run and a
     worker never stalls on a pipe nobody reads."""
     path = run_dir / "events.jsonl"
-    with path.open("a") as f:
-        f.writelines(json.dumps({"time": time.time(), **event}, default=str) + "\n" for event in replay)
+    append_events(path, replay)
 
     def both(event: dict) -> None:
-        event = {"time": time.time(), **event}
-        with path.open("a") as f:
-            f.write(json.dumps(event, default=str) + "\n")
-        emit(event)
+        emit(append_events(path, [event])[0])
 
     return both
 

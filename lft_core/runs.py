@@ -50,6 +50,14 @@ def write_json(path: Path, value) -> None:
     os.replace(tmp, path)
 
 
+def append_events(path: Path, events) -> list[dict]:
+    """Append events as JSON lines, each stamped with the time; returns them as written."""
+    stamped = [{"time": time.time(), **event} for event in events]
+    with Path(path).open("a") as f:
+        f.writelines(json.dumps(event, default=str) + "\n" for event in stamped)
+    return stamped
+
+
 def set_status(run_dir: Path, status: str, **extra) -> None:
     write_json(run_dir / "status.json", {**_status(run_dir), "status": status, "updated": time.time(), **extra})
 

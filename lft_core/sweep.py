@@ -31,7 +31,7 @@ import plotly.graph_objects as go
 import yaml
 
 from lft_core import report as reports
-from lft_core.config import RunConfig, config_from_dict
+from lft_core.config import RunConfig, config_from_dict, read_yaml
 from lft_core.errors import LftError
 from lft_core.runs import adapters_root, is_complete, read_report, safe_name, write_json
 
@@ -42,12 +42,7 @@ BOOTSTRAP = 2000
 def load_sweep(path: str | Path) -> tuple[str, list[dict], bool]:
     """Expand a sweep file into run configs (dicts). Raises LftError naming what is wrong."""
     path = Path(path)
-    if not path.is_file():
-        raise LftError(f"sweep file {path} does not exist")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise LftError(f"sweep file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    spec = read_yaml(path, "sweep file")
     unknown = set(spec) - SWEEP_KEYS
     if unknown:
         raise LftError(f"sweep file {path}: unknown keys {sorted(unknown)}; valid: {sorted(SWEEP_KEYS)}")
