@@ -45,6 +45,8 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     add("--max-eval-samples", type=int, help="stratified cap on validation and test")
     add("--output", help="run folder (default saved_adapters/<model>-<dataset>-<method>-<time>)")
     add("--overwrite", action="store_true", default=None, help="write into a non-empty --output")
+    add("--precision", choices=["auto", "bf16", "fp32"],
+        help="training compute (default auto: bf16 where the hardware has it natively; evaluation is always fp32)")
     add("--base-dropout", action="store_true", default=None, help="keep dropout in the frozen base")
     add("--save-steps", type=int)
     add("--trust-remote-code", action="store_true", default=None)

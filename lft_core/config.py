@@ -50,6 +50,10 @@ class RunConfig:
     """Tokens per text; longer texts are truncated (with one warning)."""
     weight_decay: float = 0.0
     warmup_ratio: float = 0.06
+    precision: str = "auto"
+    """Training compute: 'auto' (bf16 autocast where the hardware has native bf16: CUDA with bf16, or a CPU with
+    AVX512-BF16/AMX; fp32 elsewhere, where bf16 is emulated and ~100x slower), 'bf16' or 'fp32'. Evaluation
+    always runs in fp32, so reported scores reproduce on any machine that loads the adapter."""
     base_dropout: bool = False
     """Keep dropout inside the frozen base. Off by default: it costs ~15% of CPU step time and the
     frozen weights do not need the regularisation (measured in benchmarks/)."""
@@ -132,6 +136,8 @@ def validate(cfg: RunConfig) -> None:
             problems.append(f"{name} must be a positive integer or empty (got {value!r})")
     if cfg.quantize not in (None, "4bit", "8bit"):
         problems.append(f"quantize must be '4bit' or '8bit' (got {cfg.quantize!r})")
+    if cfg.precision not in ("auto", "bf16", "fp32"):
+        problems.append(f"precision must be 'auto', 'bf16' or 'fp32' (got {cfg.precision!r})")
     if not 0 <= cfg.warmup_ratio < 1:
         problems.append(f"warmup_ratio must be in [0, 1) (got {cfg.warmup_ratio})")
     if not isinstance(cfg.method_params, dict):

@@ -115,11 +115,13 @@ def _facts(report: dict) -> list[tuple[str, str]]:
                     f"{report['data']['validation']}, test {report['data']['test']})"),
         ("method", report["config"]["method"]),
         ("trainable parameters", f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']:.3f}%)"),
-        ("train time", f"{timing['train_s']:.1f} s ({report['throughput']['train_tokens_per_s']:.0f} tokens/s)"),
+        ("train time", f"{timing['train_s']:.1f} s ({report['throughput']['train_tokens_per_s']:.0f} tokens/s, "
+                       f"{report.get('training_precision', 'fp32')} training, fp32 evaluation)"),
         ("eval time (base, fine-tuned)", f"{timing['base_eval_s']:.1f} s, {timing['finetuned_eval_s']:.1f} s"),
         ("peak memory (RSS)", f"{report['peak_memory_mb']:.0f} MB"),
         ("best epoch", str(report["best_epoch"])),
         ("reload check", f"max |logit difference| {report['reload_check']['max_abs_diff']:.2e} "
+                         f"on {report['reload_check'].get('test_rows', report['data']['test'])} test rows "
                          f"({'passed' if report['reload_check']['passed'] else 'FAILED'})"),
         ("seed", str(report["config"]["seed"])),
     ]

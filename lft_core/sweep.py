@@ -9,6 +9,7 @@ A sweep file:
       - {method: full}
     grid: {method: [lora, dora], learning_rate: [1e-3, 4e-3]} # ... and/or a grid of them
     seeds: [42, 43]                                           # every configuration once per seed
+                                                              # (a run entry's own `seeds` wins)
 
 Each run is `python -m lft_core run` in its own process (so peak memory is its own), saved under
 <sweep>/<run>; a run already finished is skipped when the sweep is started again. The base model is
@@ -58,7 +59,7 @@ def load_sweep(path: str | Path) -> tuple[str, list[dict], bool]:
     split_seed = base.get("split_seed", base.get("seed", 42))
     configs = []
     for variant in variants:
-        for seed in seeds:
+        for seed in variant.pop("seeds", seeds):  # a run entry may carry its own seeds
             values = {**base, **variant, "seed": seed, "split_seed": split_seed}
             config_from_dict(values, source=str(path))  # unknown keys fail here, before anything runs
             configs.append({**values, "_name": _run_name(variant, seed)})
