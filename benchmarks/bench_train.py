@@ -5,7 +5,8 @@
 For each dataset it runs, in alternating order, (ref) benchmarks/ref_recipe.py and (ours) `python -m lft_core
 run`, each in its own process, with the same model, data split, max length, epochs, LoRA config, learning
 rate, batch size and seed. It prints, per contestant: train, eval and end-to-end wall time, real (non-pad)
-tokens/s, achieved GFLOP/s and its share of a matmul peak measured in this same invocation (MFU), peak RSS,
+tokens/s, achieved GFLOP/s and its share of the fp32 and bf16 matmul peaks measured in this same invocation
+(MFU; "own peak" is the peak of the precision that contestant trained in), peak RSS,
 test accuracy, and the ref/ours ratios.
 
 FLOPs are counted, not estimated: torch's FlopCounterMode records one forward+backward of the LoRA model on a
@@ -30,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak_gflops(n: int = 1024, repeats: int = 20, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     best = 0.0
@@ -89,7 +90,7 @@ def run_ours(dataset: str, args) -> dict:
     return {"train_s": report["timing"]["train_s"],
             "eval_s": report["timing"]["base_eval_s"] + report["timing"]["finetuned_eval_s"],
             "wall_s": wall, "test_accuracy": report["finetuned_metrics"]["accuracy"],
-            "peak_rss_mb": report["peak_memory_mb"]}
+            "peak_rss_mb": report["peak_memory_mb"], "precision": report.get("training_precision", "fp32")}
 
 
 def run_ref(dataset: str, args) -> dict:
@@ -102,7 +103,9 @@ def run_ref(dataset: str, args) -> dict:
     out = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - start
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return {**{k: result[k] for k in ("train_s", "eval_s", "test_accuracy", "peak_rss_mb")}, "wall_s": wall}
+    # default TrainingArguments: fp32 on a CPU
+    return {**{k: result[k] for k in ("train_s", "eval_s", "test_accuracy", "peak_rss_mb")}, "wall_s": wall,
+            "precision": "fp32"}
 
 
 def main() -> None:
@@ -119,8 +122,8 @@ def main() -> None:
     print(f"# bench_train  {time.strftime('%Y-%m-%d %H:%M')}  torch {torch.__version__}  threads "
           f"{torch.get_num_threads()}  cpus {os.cpu_count()}  env {env}")
     print(f"# args {vars(args)}")
-    peak = matmul_peak_gflops()
-    print(f"matmul peak (fp32, 1024^3, best of 5): {peak:.1f} GFLOP/s\n")
+    peaks = {"fp32": matmul_peak_gflops(), "bf16": matmul_peak_gflops(dtype=torch.bfloat16)}
+    print(f"matmul peak (1024^3, best of 5): fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s\n")
     for i, dataset in enumerate(args.datasets.split(",")):
         facts = data_facts(dataset, args.max_length, args.seed, args.max_train_samples)
         per_token = training_flops_per_token(facts["mean_len"])
@@ -132,6 +135,8 @@ def main() -> None:
         print(f"## {dataset}: {facts['train_rows']} train rows, mean {facts['mean_len']:.0f} real tokens of "
               f"{args.max_length}; counted {per_token / 1e6:.1f} MFLOP per trained token; order {' then '.join(order)}")
         header = f"{'':24s}{'ref':>12s}{'ours':>12s}{'ref/ours':>10s}"
+        print(f"training precision: ref {results['ref']['precision']}, ours {results['ours']['precision']} "
+              f"(\"own peak\" is the matmul peak of that precision); evaluation fp32 for both")
         print(header)
         rows = [
             ("train wall s", "train_s", lambda r: r["train_s"]),
@@ -140,7 +145,9 @@ def main() -> None:
             ("train real tokens/s", None, lambda r: trained / r["train_s"]),
             ("eval real tokens/s", None, lambda r: 2 * facts["test_tokens"] / r["eval_s"]),
             ("train GFLOP/s (useful)", None, lambda r: trained * per_token / r["train_s"] / 1e9),
-            ("train MFU vs matmul peak", None, lambda r: trained * per_token / r["train_s"] / 1e9 / peak),
+            ("train MFU vs fp32 peak", None, lambda r: trained * per_token / r["train_s"] / 1e9 / peaks["fp32"]),
+            ("train MFU vs own peak", None,
+             lambda r: trained * per_token / r["train_s"] / 1e9 / peaks[r["precision"]]),
             ("peak RSS MB", None, lambda r: r["peak_rss_mb"]),
             ("test accuracy", None, lambda r: r["test_accuracy"]),
         ]

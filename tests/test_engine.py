@@ -134,3 +134,24 @@ def test_run_names_stay_inside_saved_adapters(tmp_path):
         safe_name("../..")
     with pytest.raises(LftError, match="not a folder directly inside"):
         resolve_run("../outside", root=tmp_path)
+
+
+def test_training_precision_is_chosen_and_recorded(tiny_models, keyword_csv, tmp_path):
+    from safetensors.torch import load_file
+
+    from lft_core.train import training_precision
+
+    assert training_precision("fp32", None) == "fp32" and training_precision("bf16", None) == "bf16"
+    assert training_precision("auto", "4bit") == "fp32"  # QLoRA keeps bitsandbytes' compute dtype
+    weights = {}
+    for precision in ("bf16", "fp32"):
+        result = run(RunConfig(model=tiny_models["bert"], dataset=keyword_csv, epochs=1, max_length=32,
+                               precision=precision, output=str(tmp_path / precision)))
+        report = result.report
+        assert report["training_precision"] == precision
+        # evaluation is fp32 whatever the training precision, so the saved adapter reproduces it exactly
+        assert report["reload_check"]["passed"] and report["reload_check"]["max_abs_diff"] <= 1e-4
+        weights[precision] = load_file(result.run_dir / "adapter_model.safetensors")
+    assert any(not (weights["bf16"][k] == weights["fp32"][k]).all() for k in weights["fp32"])  # bf16 really ran
+    with pytest.raises(LftError, match="precision must be"):
+        run(RunConfig(dataset=keyword_csv, precision="fp16"))

@@ -72,3 +72,11 @@ def test_zero_shot_encoder_and_decoder(keyword_csv, tiny_models):
     assert 0 <= encoder.accuracy <= 1 and encoder.n == len(data["test"])
     decoder = zero_shot(tiny_models["gpt2"], data, 32)
     assert decoder.n == len(data["test"])
+
+
+def test_a_run_entry_can_carry_its_own_seeds(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("base: {dataset: bbc-news}\nruns: [{method: lora, seeds: [1, 2]}, {method: full}]\nseeds: [3]\n")
+    _, configs, _ = load_sweep(path)
+    assert [c["_name"] for c in configs] == ["lora-seed1", "lora-seed2", "full-seed3"]
+    assert all("seeds" not in c for c in configs)
