@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--datasets", default="airline-tweets,bbc-news")
     parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=4e-3)
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="default: lft_core's LoRA default")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-train-samples", type=int, help="smaller runs for a quick look")

@@ -113,31 +113,33 @@ def cmd_run(args) -> int:
     from lft_core.engine import run
     from lft_core.train import StopRequested
 
-    if args.resume:
-        saved = Path(args.resume) / "run_config.json"
-        if not saved.exists():
-            raise LftError(f"{args.resume} has no run_config.json; pass the folder of an interrupted run to --resume")
-        cfg = config_from_dict(json.loads(saved.read_text()), source=str(saved))
-    else:
-        cfg = _config_from_args(args)
+    emit = _also_to_file(Path(args.events), print_event) if args.events else print_event
+    try:
+        cfg = _run_config(args)
+    except LftError as exc:  # the engine reports its own failures; a bad config never reaches it
+        emit({"event": "failed", "message": str(exc)})
+        raise
     stop = threading.Event()
     # SIGTERM (the app's Stop button, a scheduler's preemption) ends training at the next step, cleanly.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    emit = print_event
-    if args.events:
-        emit = _also_to_file(Path(args.events), print_event)
     try:
         base_eval = json.loads(Path(args.base_eval).read_text()) if args.base_eval else None
         result = run(cfg, emit=emit, stop=stop, resume=args.resume, progress_bar=True, base_eval=base_eval)
     except StopRequested as exc:
         print(f"stopped: {exc}; nothing was saved as a finished adapter", file=sys.stderr)
         return 3
-    except LftError as exc:
-        emit({"event": "failed", "message": str(exc)})
-        raise
     if result.report:
         _print_summary(result)
     return 0
+
+
+def _run_config(args) -> RunConfig:
+    if not args.resume:
+        return _config_from_args(args)
+    saved = Path(args.resume) / "run_config.json"
+    if not saved.exists():
+        raise LftError(f"{args.resume} has no run_config.json; pass the folder of an interrupted run to --resume")
+    return config_from_dict(json.loads(saved.read_text()), source=str(saved))
 
 
 def _also_to_file(path: Path, emit):

@@ -42,7 +42,7 @@ class RunConfig:
     """'4bit' or '8bit' loads the frozen base with bitsandbytes (QLoRA)."""
     epochs: float = 2
     learning_rate: float | None = None
-    """None = the method's own default (LoRA 4e-3, prompt tuning 1e-2, full 5e-5, ...)."""
+    """None = the method's own default (LoRA 1e-3, prompt tuning 1e-2, full 5e-5, ...)."""
     batch_size: int = 8
     eval_batch_size: int = 8
     """Small batches score faster on CPU (measured: 8 gives ~6.6k tokens/s against ~5.6k at 64 on MiniLM)."""

@@ -55,6 +55,11 @@ def run(cfg: RunConfig, emit: Emit = lambda event: None, stop: threading.Event |
     forward = _forward_warnings(emit)
     try:
         return _run(cfg, forward, stop, resume, progress_bar, base_eval)
+    except StopRequested:
+        raise
+    except BaseException as exc:  # once, here: forward.emit_event also writes events.jsonl once the folder exists
+        forward.emit_event({"event": "failed", "message": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+        raise
     finally:
         forward.close()
 
@@ -173,7 +178,6 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
         if is_main:
             shutil.rmtree(run_dir / ".staging", ignore_errors=True)  # never leave half an adapter behind
             set_status(run_dir, "failed", message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        emit({"event": "failed", "message": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
         raise
 
 

@@ -1,7 +1,9 @@
 """Methods: one registry maps a name to how to build it. Adding a peft method is one entry.
 
 Each entry carries defaults that work, because good learning rates differ by orders of magnitude between
-methods (prompt tuning ~1e-2, LoRA ~1e-3, full fine-tuning ~5e-5).
+methods (prompt tuning ~1e-2, LoRA ~1e-3, full fine-tuning ~5e-5). LoRA's 1e-3 is measured: at 4e-3 it
+matched on bbc-news (425 steps) but collapsed to the majority class on airline-tweets (1,440 steps, test 0.65);
+at 1e-3 it scored 0.976 and 0.863.
 """
 
 from __future__ import annotations
@@ -158,11 +160,11 @@ def _is_bias(name: str) -> bool:
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("lora", "LoRA: low-rank updates of the attention projections", 4e-3,
+        MethodSpec("lora", "LoRA: low-rank updates of the attention projections", 1e-3,
                    {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05}, _lora()),
-        MethodSpec("dora", "DoRA: LoRA with a learned magnitude per output", 4e-3,
+        MethodSpec("dora", "DoRA: LoRA with a learned magnitude per output", 1e-3,
                    {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05}, _lora(use_dora=True)),
-        MethodSpec("rslora", "rsLoRA: LoRA scaled by alpha/sqrt(r)", 4e-3,
+        MethodSpec("rslora", "rsLoRA: LoRA scaled by alpha/sqrt(r)", 1e-3,
                    {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05}, _lora(use_rslora=True)),
         MethodSpec("pissa", "PiSSA: LoRA initialised from the principal singular vectors", 2e-3,
                    {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0}, _lora(init_lora_weights="pissa_niter_4")),

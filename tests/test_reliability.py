@@ -110,9 +110,12 @@ def test_disk_full_while_saving_keeps_previous_adapter(tiny_models, keyword_csv,
 def test_non_finite_loss_names_the_step(tiny_models, keyword_csv, tmp_path):
     cfg = RunConfig(model=tiny_models["bert"], dataset=keyword_csv, method="full", epochs=2, max_length=32,
                     learning_rate=1e12, output=str(tmp_path / "nan"), warmup_ratio=0.0)
+    events = []
     with pytest.raises(LftError, match=r"(loss became|gradient became) .*step \d+.*learning rate"):
-        run(cfg)
+        run(cfg, emit=events.append)
     assert json.loads((tmp_path / "nan" / "status.json").read_text())["status"] == "failed"
+    logged = [json.loads(line)["event"] for line in (tmp_path / "nan" / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events].count("failed") == logged.count("failed") == 1 and logged[-1] == "failed"
 
 
 @pytest.mark.slow
