@@ -101,7 +101,7 @@ def test_non_empty_output_refused(tmp_path, keyword_csv):
 
 def test_run_then_predict(tmp_path, keyword_csv):
     run_dir = tmp_path / "run"
-    # 30 steps in all: a learning rate above LoRA's default (1e-3, chosen for runs of hundreds of steps) makes
+    # about 50 steps in all: a learning rate above LoRA's default (1e-3, chosen for runs of hundreds of steps) makes
     # the model confident enough for the probability check below
     out = cli("run", "--dataset", keyword_csv, "--epochs", "3", "--max-length", "32", "--output", str(run_dir),
               "--learning-rate", "4e-3")
