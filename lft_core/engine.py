@@ -27,11 +27,11 @@ from lft_core import report as reports
 from lft_core.config import RunConfig, validate
 from lft_core.data import load_data
 from lft_core.errors import LftError
-from lft_core.evaluate import Metrics, evaluate, softmax
+from lft_core.evaluate import Metrics, evaluate, predict_logits, softmax
 from lft_core.methods import MethodContext, apply_method, get_method, method_params
 from lft_core.models import is_decoder, labelled_base, load_adapter, load_base_model, set_padding_side
 from lft_core.runs import append_events, default_run_name, finalize, prepare_run_dir, set_status, staging_dir, write_json
-from lft_core.train import StopRequested, steps_per_epoch, train, training_precision
+from lft_core.train import StopRequested, steps_per_epoch, train
 
 log = logging.getLogger("lft_core")
 Emit = Callable[[dict], None]
@@ -58,10 +58,14 @@ def run(cfg: RunConfig, emit: Emit = lambda event: None, stop: threading.Event |
     except StopRequested:
         raise
     except BaseException as exc:  # once, here: forward.emit_event also writes events.jsonl once the folder exists
-        forward.emit_event({"event": "failed", "message": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+        forward.emit_event({"event": "failed", "message": _one_line(exc)})
         raise
     finally:
         forward.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_bar, base_eval) -> RunResult:
@@ -128,8 +132,8 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
         # rank 0 alone from here: no collectives
         # the reload check needs the trained model's logits on some test rows, not all: a wrong adapter changes them all
         check_rows = list(range(min(RELOAD_CHECK_ROWS, len(data["test"]))))
-        _, memory_logits = evaluate(model, tokenizer, data["test"].select(check_rows), cfg.max_length,
-                                    cfg.eval_batch_size, shard=False)
+        memory_logits = predict_logits(model, tokenizer, data["test"]["text"][:len(check_rows)], cfg.max_length,
+                                       cfg.eval_batch_size)
         staging = staging_dir(run_dir)
         with _disk_full_is_user_error(run_dir):
             reload_base = _save(model, tokenizer, base.source, staging, spec, pissa_init)
@@ -160,7 +164,7 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
             reload_check={"max_abs_diff": diff, "tolerance": RELOAD_TOLERANCE, "passed": diff <= RELOAD_TOLERANCE,
                           "test_rows": len(check_rows)},
             environment=environment(), seed=cfg.seed, quantization=quantization,
-            training_precision=training_precision(cfg.precision, cfg.quantize),
+            training_precision=history.precision,
         )
         result["verdict"] = reports.verdict(result["base_metrics"], result["finetuned_metrics"])
         with _disk_full_is_user_error(run_dir):
@@ -177,7 +181,7 @@ def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_ba
     except BaseException as exc:
         if is_main:
             shutil.rmtree(run_dir / ".staging", ignore_errors=True)  # never leave half an adapter behind
-            set_status(run_dir, "failed", message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            set_status(run_dir, "failed", message=_one_line(exc))
         raise
 
 

@@ -40,6 +40,8 @@ class TrainResult:
     tokens: int = 0
     """real (non-pad) tokens trained on, all epochs"""
     steps: int = 0
+    precision: str = "fp32"
+    """compute precision of training: 'bf16' (autocast) or 'fp32'"""
 
 
 def tokenize(dataset, tokenizer, max_length: int):
@@ -91,7 +93,9 @@ class _GuardedTrainer(Trainer):
     def _get_train_sampler(self, *args, **kwargs):
         return _EpochSeededSampler(len(self.train_dataset), self.args.seed)
 
-    bf16 = False
+    def __init__(self, *args, bf16: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bf16 = bf16
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         # Autocast here rather than with TrainingArguments(bf16=True): that flag wraps model.forward for good,
@@ -281,9 +285,9 @@ def train(model, tokenizer, data, cfg, run_dir: Path, learning_rate: float, emit
                               progress_bar, is_main), _GradGuard(model)]
     if adalora:
         callbacks.append(_AdaLoraCallback(model))
+    result.precision = training_precision(cfg.precision, cfg.quantize)
     trainer = _GuardedTrainer(model=model, args=args, train_dataset=train_set, data_collator=_Collator(tokenizer),
-                              callbacks=callbacks)
-    trainer.bf16 = training_precision(cfg.precision, cfg.quantize) == "bf16"
+                              callbacks=callbacks, bf16=result.precision == "bf16")
     trainer.remove_callback(PrinterCallback)  # our callback reports progress; raw log dicts are noise
     checkpoint = last_good_checkpoint(state_dir) if resume else None
     if resume and checkpoint is None:
