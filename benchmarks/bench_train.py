@@ -1,13 +1,14 @@
 """Speed benchmark: lft_core against the straightforward recipe, side by side in one invocation.
 
     .venv/bin/python benchmarks/bench_train.py | tee benchmarks/results/bench_train.txt
+    .venv/bin/python benchmarks/bench_train.py --datasets bbc-news --seeds 42,7,1   # mean of three pairs
 
 For each dataset it runs, in alternating order, (ref) benchmarks/ref_recipe.py and (ours) `python -m lft_core
 run`, each in its own process, with the same model, data split, max length, epochs, LoRA config, learning
 rate, batch size and seed. It prints, per contestant: train, eval and end-to-end wall time, real (non-pad)
 tokens/s, achieved GFLOP/s and its share of the fp32 and bf16 matmul peaks measured in this same invocation
 (MFU; "own peak" is the peak of the precision that contestant trained in), peak RSS,
-test accuracy, and the ref/ours ratios.
+test accuracy, and the ref/ours ratios; with several --seeds, the means and each seed's figures.
 
 FLOPs are counted, not estimated: torch's FlopCounterMode records one forward+backward of the LoRA model on a
 batch at the dataset's mean length; multiplied by the real tokens trained, that is the useful work, so the
@@ -108,6 +109,10 @@ def run_ref(dataset: str, args) -> dict:
             "precision": "fp32"}
 
 
+def mean_result(runs: list[dict]) -> dict:
+    return {k: (float(np.mean([r[k] for r in runs])) if k != "precision" else runs[0][k]) for k in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="airline-tweets,bbc-news")
@@ -115,47 +120,68 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="default: lft_core's LoRA default")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", default="42", help="comma-separated; one ref/ours pair per seed, figures are means")
     parser.add_argument("--max-train-samples", type=int, help="smaller runs for a quick look")
     args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
     env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE")}
     print(f"# bench_train  {time.strftime('%Y-%m-%d %H:%M')}  torch {torch.__version__}  threads "
           f"{torch.get_num_threads()}  cpus {os.cpu_count()}  env {env}")
     print(f"# args {vars(args)}")
     peaks = {"fp32": matmul_peak_gflops(), "bf16": matmul_peak_gflops(dtype=torch.bfloat16)}
     print(f"matmul peak (1024^3, best of 5): fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s\n")
-    for i, dataset in enumerate(args.datasets.split(",")):
-        facts = data_facts(dataset, args.max_length, args.seed, args.max_train_samples)
-        per_token = training_flops_per_token(facts["mean_len"])
-        order = ["ref", "ours"] if i % 2 == 0 else ["ours", "ref"]
-        results = {}
-        for who in order:
-            results[who] = (run_ref if who == "ref" else run_ours)(dataset, args)
-        trained = facts["train_tokens"] * args.epochs
-        print(f"## {dataset}: {facts['train_rows']} train rows, mean {facts['mean_len']:.0f} real tokens of "
-              f"{args.max_length}; counted {per_token / 1e6:.1f} MFLOP per trained token; order {' then '.join(order)}")
-        header = f"{'':24s}{'ref':>12s}{'ours':>12s}{'ref/ours':>10s}"
+    pair = 0
+    for dataset in args.datasets.split(","):
+        # the split is drawn from the seed, so token counts are taken per seed
+        facts = {seed: data_facts(dataset, args.max_length, seed, args.max_train_samples) for seed in seeds}
+        per_token = training_flops_per_token(np.mean([f["mean_len"] for f in facts.values()]))
+        runs = {"ref": [], "ours": []}
+        orders = []
+        for seed in seeds:
+            order = ["ref", "ours"] if pair % 2 == 0 else ["ours", "ref"]
+            pair += 1
+            orders.append(" then ".join(order))
+            for who in order:
+                result = (run_ref if who == "ref" else run_ours)(dataset, argparse.Namespace(**{**vars(args), "seed": seed}))
+                runs[who].append({**result, "trained_tokens": facts[seed]["train_tokens"] * args.epochs,
+                                  "test_tokens": facts[seed]["test_tokens"]})
+        results = {who: mean_result(r) for who, r in runs.items()}
+        facts = mean_result(list(facts.values()))
+        print(f"## {dataset}: {facts['train_rows']:.0f} train rows, {facts['test_rows']:.0f} test rows, mean "
+              f"{facts['mean_len']:.0f} real tokens of {args.max_length}; counted {per_token / 1e6:.1f} MFLOP per "
+              f"trained token; seeds {seeds}, order per seed: {'; '.join(orders)}")
         print(f"training precision: ref {results['ref']['precision']}, ours {results['ours']['precision']} "
               f"(\"own peak\" is the matmul peak of that precision); evaluation fp32 for both")
-        print(header)
+        if len(seeds) > 1:
+            print("figures are means over the seeds; per seed below the table")
+        print(f"{'':28s}{'ref':>12s}{'ours':>12s}{'ref/ours':>10s}")
         rows = [
-            ("train wall s", "train_s", lambda r: r["train_s"]),
-            ("eval wall s (2 test evals)", "eval_s", lambda r: r["eval_s"]),
-            ("end-to-end wall s", "wall_s", lambda r: r["wall_s"]),
-            ("train real tokens/s", None, lambda r: trained / r["train_s"]),
-            ("eval real tokens/s", None, lambda r: 2 * facts["test_tokens"] / r["eval_s"]),
-            ("train GFLOP/s (useful)", None, lambda r: trained * per_token / r["train_s"] / 1e9),
-            ("train MFU vs fp32 peak", None, lambda r: trained * per_token / r["train_s"] / 1e9 / peaks["fp32"]),
-            ("train MFU vs own peak", None,
-             lambda r: trained * per_token / r["train_s"] / 1e9 / peaks[r["precision"]]),
-            ("peak RSS MB", None, lambda r: r["peak_rss_mb"]),
-            ("test accuracy", None, lambda r: r["test_accuracy"]),
+            ("train wall s", lambda r: r["train_s"]),
+            ("eval wall s (2 test evals)", lambda r: r["eval_s"]),
+            ("end-to-end wall s", lambda r: r["wall_s"]),
+            ("train real tokens/s", lambda r: r["trained_tokens"] / r["train_s"]),
+            ("eval real tokens/s", lambda r: 2 * r["test_tokens"] / r["eval_s"]),
+            ("train GFLOP/s (useful)", lambda r: r["trained_tokens"] * per_token / r["train_s"] / 1e9),
+            ("train MFU vs fp32 peak", lambda r: r["trained_tokens"] * per_token / r["train_s"] / 1e9 / peaks["fp32"]),
+            ("train MFU vs own peak",
+             lambda r: r["trained_tokens"] * per_token / r["train_s"] / 1e9 / peaks[r["precision"]]),
+            ("peak RSS MB", lambda r: r["peak_rss_mb"]),
+            ("test accuracy", lambda r: r["test_accuracy"]),
         ]
-        for label, _, value in rows:
+        for label, value in rows:
             ref, ours = value(results["ref"]), value(results["ours"])
-            print(f"{label:24s}{ref:12.3f}{ours:12.3f}{ref / ours if ours else float('nan'):10.2f}")
+            print(f"{label:28s}{ref:12.3f}{ours:12.3f}{ref / ours if ours else float('nan'):10.2f}")
+        if len(seeds) > 1:
+            for i, seed in enumerate(seeds):
+                ref, ours = runs["ref"][i], runs["ours"][i]
+                print(f"seed {seed:<5d} end-to-end s ref {ref['wall_s']:6.1f} ours {ours['wall_s']:6.1f} "
+                      f"ratio {ref['wall_s'] / ours['wall_s']:4.2f}; test accuracy ref {ref['test_accuracy']:.4f} "
+                      f"ours {ours['test_accuracy']:.4f}")
+            gap = [100 * (o["test_accuracy"] - r["test_accuracy"]) for r, o in zip(runs["ref"], runs["ours"])]
+            print(f"accuracy ours - ref, points: per seed {[round(g, 2) for g in gap]}, mean {np.mean(gap):+.2f}, "
+                  f"std {np.std(gap, ddof=1):.2f}")
         print()
-    sys.stdout.flush()
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

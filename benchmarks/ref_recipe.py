@@ -21,6 +21,7 @@ from peft import AutoPeftModelForSequenceClassification, LoraConfig, get_peft_mo
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
 from lft_core import RunConfig, load_data
+from lft_core.methods import METHODS
 from lft_core.models import labelled_base, resolve_model
 
 
@@ -61,8 +62,9 @@ def main() -> None:
         base_accuracy = accuracy(Trainer(model=model, args=training_args).predict(encoded["test"]))
         eval_s = time.perf_counter() - eval_start
 
-        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.05,
-                                                 target_modules=["query", "value"]))
+        lora = METHODS["lora"].defaults  # the very LoRA config lft_core uses, so only the recipe differs
+        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=lora["r"], lora_alpha=lora["lora_alpha"],
+                                                 lora_dropout=lora["lora_dropout"], target_modules=["query", "value"]))
         trainer = Trainer(model=model, args=training_args, train_dataset=encoded["train"])
         train_start = time.perf_counter()
         trainer.train()

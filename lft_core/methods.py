@@ -3,7 +3,9 @@
 Each entry carries defaults that work, because good learning rates differ by orders of magnitude between
 methods (prompt tuning ~1e-2, LoRA ~1e-3, full fine-tuning ~5e-5). LoRA's 1e-3 is measured: at 4e-3 it
 matched on bbc-news (425 steps) but collapsed to the majority class on airline-tweets (1,440 steps, test 0.65);
-at 1e-3 it scored 0.976 and 0.863.
+at 1e-3 it scored 0.976 and 0.863. LoRA dropout is off (peft's own default): its random masks took a fifth
+of a bf16 MiniLM step on CPU, and on bbc-news (3 seeds, 1 epoch) the mean test accuracy was the same with and
+without it.
 """
 
 from __future__ import annotations
@@ -161,11 +163,11 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         MethodSpec("lora", "LoRA: low-rank updates of the attention projections", 1e-3,
-                   {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05}, _lora()),
+                   {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}, _lora()),
         MethodSpec("dora", "DoRA: LoRA with a learned magnitude per output", 1e-3,
-                   {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05}, _lora(use_dora=True)),
+                   {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}, _lora(use_dora=True)),
         MethodSpec("rslora", "rsLoRA: LoRA scaled by alpha/sqrt(r)", 1e-3,
-                   {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05}, _lora(use_rslora=True)),
+                   {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}, _lora(use_rslora=True)),
         MethodSpec("pissa", "PiSSA: LoRA initialised from the principal singular vectors", 2e-3,
                    {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0}, _lora(init_lora_weights="pissa_niter_4")),
         MethodSpec("ia3", "IA3: learned rescaling of keys, values and feed-forward activations", 1e-2,

@@ -155,3 +155,31 @@ def test_training_precision_is_chosen_and_recorded(tiny_models, keyword_csv, tmp
     assert any(not (weights["bf16"][k] == weights["fp32"][k]).all() for k in weights["fp32"])  # bf16 really ran
     with pytest.raises(LftError, match="precision must be"):
         run(RunConfig(dataset=keyword_csv, precision="fp16"))
+
+
+def test_cpu_bf16_training_swaps_to_eager_attention_and_back(tiny_models, keyword_csv, tmp_path, monkeypatch):
+    from transformers import AutoModelForSequenceClassification
+
+    import lft_core.train as train_module
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_models["bert"], num_labels=2)
+    assert model.config._attn_implementation == "sdpa"
+    with train_module.attention_implementation(model, "eager"):
+        assert model.config._attn_implementation == "eager"
+    assert model.config._attn_implementation == "sdpa"
+    with pytest.raises(RuntimeError), train_module.attention_implementation(model, "eager"):
+        raise RuntimeError("a failing step")
+    assert model.config._attn_implementation == "sdpa"  # restored even when the step fails
+
+    requested, original = [], train_module.attention_implementation
+
+    def spy(model, implementation):
+        requested.append(implementation)
+        return original(model, implementation)
+
+    monkeypatch.setattr(train_module, "attention_implementation", spy)
+    for precision in ("bf16", "fp32"):
+        requested.clear()
+        run(RunConfig(model=tiny_models["bert"], dataset=keyword_csv, epochs=1, max_length=32, precision=precision,
+                      output=str(tmp_path / precision)))
+        assert requested and set(requested) == ({"eager"} if precision == "bf16" else {None})

@@ -26,9 +26,10 @@ def create_train_tab(data: dict, jobs: JobManager) -> dict:
         epochs = gr.Slider(1, 10, value=DEFAULTS.epochs, step=1, label="Epochs")
         batch_size = gr.Slider(4, 64, value=DEFAULTS.batch_size, step=4, label="Batch size")
     with gr.Row():
-        r = gr.Slider(1, 64, value=8, step=1, label="LoRA r")
-        alpha = gr.Slider(1, 128, value=16, step=1, label="LoRA alpha")
-        dropout = gr.Slider(0.0, 0.5, value=0.05, step=0.01, label="LoRA dropout")
+        lora = METHODS["lora"].defaults
+        r = gr.Slider(1, 64, value=lora["r"], step=1, label="LoRA r")
+        alpha = gr.Slider(1, 128, value=lora["lora_alpha"], step=1, label="LoRA alpha")
+        dropout = gr.Slider(0.0, 0.5, value=lora["lora_dropout"], step=0.01, label="LoRA dropout")
         targets = gr.Textbox(value="query, value", label="Target modules", info="pre-filled for the architecture")
     options = gr.Textbox(value="", label="Other method options (YAML)", lines=2,
                          info="e.g. num_virtual_tokens: 20 for prompt tuning; overrides the fields above")
