@@ -49,7 +49,9 @@ class RunConfig:
     max_length: int = 128
     """Tokens per text; longer texts are truncated (with one warning)."""
     weight_decay: float = 0.0
-    warmup_ratio: float = 0.06
+    warmup_ratio: float = 0.0
+    """Share of the steps with a rising learning rate (transformers' default: none). 0.06 cost about 0.8 points on
+    1-epoch bbc-news runs (3 seeds: 0.943 against 0.951 without), and it did not stop LoRA at 4e-3 collapsing."""
     precision: str = "auto"
     """Training compute: 'auto' (bf16 autocast where the hardware has native bf16: CUDA with bf16, or a CPU with
     AVX512-BF16/AMX; fp32 elsewhere, where bf16 is emulated and ~100x slower), 'bf16' or 'fp32'. Evaluation
