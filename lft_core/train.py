@@ -98,7 +98,7 @@ class _GuardedTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.bf16 = bf16
         # torch's CPU kernel for bf16 SDPA has a slow backward (a third of a MiniLM step); eager attention's
-        # plain bf16 matmuls made the step 1.3x faster (benchmarks/results). CUDA keeps SDPA's fused kernels.
+        # plain bf16 matmuls made the step 1.6x faster (benchmarks/bench_step.py). CUDA keeps SDPA's fused kernels.
         self.attention = "eager" if bf16 and self.args.device.type == "cpu" else None
 
     def compute_loss(self, model, inputs, *args, **kwargs):
@@ -126,7 +126,8 @@ def attention_implementation(model, implementation: str | None):
     None, or a model that cannot switch, leaves the model as it is."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     before = getattr(getattr(base, "config", None), "_attn_implementation", None)
-    if implementation in (None, before) or not getattr(base, "_can_set_attn_implementation", lambda: False)():
+    can_switch = getattr(base, "_can_set_attn_implementation", lambda: False)()
+    if not can_switch or before is None or implementation in (None, before):
         yield
         return
     base.set_attn_implementation(implementation)
