@@ -22,11 +22,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def make_model(attention: str, lora_dropout: float):
+def make_model(attention: str = "sdpa", lora_dropout: float = 0.0):
+    """MiniLM with a 5-class head and lft_core's default LoRA (r, alpha from the registry), base dropout off."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging
 
+    from lft_core.methods import METHODS
     from lft_core.models import resolve_model
 
     logging.set_verbosity_error()
@@ -36,7 +38,8 @@ def make_model(attention: str, lora_dropout: float):
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    config = LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=lora_dropout,
+    lora = METHODS["lora"].defaults
+    config = LoraConfig(task_type="SEQ_CLS", r=lora["r"], lora_alpha=lora["lora_alpha"], lora_dropout=lora_dropout,
                         target_modules=["query", "value"])
     return get_peft_model(model, config).train()
 

@@ -62,14 +62,11 @@ def data_facts(dataset: str, max_length: int, seed: int, max_train: int | None) 
 
 def training_flops_per_token(mean_len: int, batch: int = 16) -> float:
     """Counted FLOPs of one LoRA training step (forward + backward), per token, at this length."""
-    from peft import LoraConfig, get_peft_model
     from torch.utils.flop_counter import FlopCounterMode
-    from transformers import AutoModelForSequenceClassification
 
-    from lft_core.models import resolve_model
+    from bench_step import make_model
 
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=5)
-    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=["query", "value"]))
+    model = make_model()
     ids = torch.randint(1000, 20000, (batch, max(int(mean_len), 2)))
     counter = FlopCounterMode(display=False)
     with counter:
