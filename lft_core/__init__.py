@@ -11,21 +11,35 @@ import logging
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 _EXPORTS = {
-    "RunConfig": "config", "load_config": "config", "validate": "config",
-    "LftError": "errors",
-    "DATASETS": "data", "list_datasets": "data", "load_data": "data",
-    "METHODS": "methods", "list_methods": "methods",
-    "MODELS": "models", "list_models": "models", "load_adapter": "models", "load_base_model": "models",
-    "Predictor": "predict",
-    "list_runs": "runs", "read_report": "runs",
-    "run": "engine", "baseline": "engine",
-    "report": None,
+    # configuration and errors
+    "RunConfig": "config", "config_from_dict": "config", "load_config": "config", "validate": "config",
+    "LftError": "errors", "StopRequested": "errors",
+    "HostLimits": "limits", "host_limits": "limits", "apply_host_limits": "limits",
+    # registries
+    "DATASETS": "data", "list_datasets": "data", "load_data": "data", "read_columns": "data",
+    "detect_text_column": "data",
+    "METHODS": "methods", "list_methods": "methods", "get_method": "methods", "default_params": "methods",
+    "MODELS": "models", "list_models": "models", "load_base_model": "models", "tokenizer_for": "models",
+    # the job and its parts
+    "run": "engine", "evaluate_base": "engine", "check_run": "engine", "RunResult": "engine",
+    "check_dataset": "health", "majority_class": "baselines", "tfidf_logreg": "baselines",
+    "METRICS": "evaluate", "Metrics": "evaluate", "compute_metrics": "evaluate",
+    "RunReport": "report", "read_report": "report",
+    # run folders
+    "list_runs": "runs", "resolve_run": "runs", "delete_run": "runs", "load_adapter": "runs", "save_run": "runs",
+    "export_zip": "runs", "push_to_hub": "runs", "adapters_root": "runs", "RunInfo": "runs",
+    # using and comparing runs
+    "Predictor": "predict", "predict_file": "predict",
+    "summary_table": "compare", "changed_rows": "compare", "example_texts": "compare",
+    "comparison_figures": "compare", "live_predict": "compare",
+    # modules
+    "events": None, "report": None, "stats": None,
 }
-__all__ = [*_EXPORTS, "evaluate", "Metrics", "compute_metrics"]
+__all__ = [*_EXPORTS, "evaluate"]
 
 # Imported eagerly: the function `evaluate` shares its name with its module, and a lazily imported submodule
 # would take the name over on the package.
-from lft_core.evaluate import Metrics, compute_metrics, evaluate  # noqa: E402
+from lft_core.evaluate import evaluate  # noqa: E402
 
 
 def __getattr__(name: str):

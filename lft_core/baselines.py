@@ -1,6 +1,7 @@
-"""Reference rows beyond the random-head baseline: what a classical model and the foundation model, untuned,
-already get right. TF-IDF + logistic regression says whether a transformer is worth it on this data at all;
-zero-shot says what the pretrained representation knows before any training."""
+"""Reference rows beyond the random-head baseline: what needs no training, what a classical model and the
+foundation model, untuned, already get right. Always predicting the most frequent class is the floor a verdict
+must clear; TF-IDF + logistic regression says whether a transformer is worth it on this data at all; zero-shot
+says what the pretrained representation knows before any training."""
 
 from __future__ import annotations
 
@@ -11,6 +12,15 @@ import torch
 
 from lft_core.evaluate import Metrics, compute_metrics
 from lft_core.models import is_decoder, load_tokenizer, resolve_model
+
+
+def majority_class(data) -> Metrics:
+    """Every test text gets the class most frequent in the train split."""
+    train = np.asarray(data["train"]["label"])
+    labels = np.asarray(data["test"]["label"])
+    names = data["test"].features["label"].names
+    top = int(np.bincount(train, minlength=len(names)).argmax())
+    return compute_metrics(labels, np.full(len(labels), top), names)
 
 
 def tfidf_logreg(data, seed: int = 42) -> Metrics:

@@ -1,9 +1,11 @@
-"""The headless CLI: argparse -> RunConfig -> engine.run. LftError is caught here and becomes one line, exit 2."""
+"""The headless CLI: flags (one per RunConfig field) -> RunConfig -> engine.run. Anything a user can get wrong is
+one line on stderr and exit code 2; a stop (Ctrl-C, SIGTERM) ends at the next step with exit code 3."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -11,158 +13,143 @@ import sys
 import threading
 from pathlib import Path
 
-from lft_core.config import FIELDS, RunConfig, config_from_dict, load_config
-from lft_core.errors import LftError
+from lft_core.config import _TYPES, RunConfig, config_from_dict, load_config, parse_yaml
+from lft_core.errors import LftError, StopRequested
 
 DEFAULTS = RunConfig()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (not the whole usage), like every other input error, and no
+    abbreviations (a typo like --learning-rat would silently mean --learning-rate)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def run_flags() -> dict[str, str]:
+    """Every RunConfig field and its flag."""
+    return {f.name: f.metadata.get("flag", "--" + f.name.replace("_", "-")) for f in dataclasses.fields(RunConfig)}
+
+
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
-    from lft_core.data import DATASETS
-    from lft_core.methods import METHODS
-    from lft_core.models import MODELS
-
-    add = parser.add_argument
-    add("--config", help="YAML file with any RunConfig keys; flags override it")
-    add("--model", help=f"built-in ({', '.join(MODELS)}), local folder or Hub name (default {DEFAULTS.model})")
-    add("--dataset", help=f"built-in ({', '.join(DATASETS)}), local file/folder or Hub name (default {DEFAULTS.dataset})")
-    add("--dataset-config", help="Hub dataset configuration name")
-    add("--text-column")
-    add("--label-column")
-    add("--train-split")
-    add("--validation-split")
-    add("--test-split")
-    add("--method", help=f"one of {', '.join(METHODS)} (default {DEFAULTS.method})")
-    add("--method-param", action="append", metavar="KEY=VALUE", help="method option, repeatable (e.g. r=16)")
-    add("--quantize", choices=["4bit", "8bit"], help="QLoRA: load the frozen base with bitsandbytes")
-    add("--epochs", type=float, help=f"default {DEFAULTS.epochs}")
-    add("--learning-rate", type=float, help="default: the method's own")
-    add("--batch-size", type=int, help=f"default {DEFAULTS.batch_size}")
-    add("--eval-batch-size", type=int)
-    add("--max-length", type=int, help=f"tokens per text (default {DEFAULTS.max_length})")
-    add("--seed", type=int, help=f"default {DEFAULTS.seed}")
-    add("--max-train-samples", type=int, help="stratified subset of train")
-    add("--max-eval-samples", type=int, help="stratified cap on validation and test")
-    add("--output", help="run folder (default saved_adapters/<model>-<dataset>-<method>-<time>)")
-    add("--overwrite", action="store_true", default=None, help="write into a non-empty --output")
-    add("--precision", choices=["auto", "bf16", "fp32"],
-        help="training compute (default auto: bf16 where the hardware has it natively; evaluation is always fp32)")
-    add("--base-dropout", action="store_true", default=None, help="keep dropout in the frozen base")
-    add("--save-steps", type=int)
-    add("--trust-remote-code", action="store_true", default=None)
-    add("--allow-pickle", action="store_true", default=None, help="allow pickle (.bin) weights")
+    """One flag per RunConfig field, typed by the field, so the CLI cannot drift from the config. Values stay
+    strings here and are typed by config_from_dict, which names the field in its message."""
+    parser.add_argument("--config", help="YAML file with any of the keys below; flags override it")
+    flags = run_flags()
+    for spec in dataclasses.fields(RunConfig):
+        kind, meta = _TYPES[spec.name], spec.metadata
+        default = spec.default if spec.default is not dataclasses.MISSING else None
+        text = meta.get("help", "")
+        if "choices" in meta:
+            text += f" ({', '.join(meta['choices'])})"
+        if default not in (None, False, True) and not isinstance(default, dict):
+            text += f" (default {default})"
+        if kind is bool:
+            parser.add_argument(flags[spec.name], dest=spec.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=text)
+        elif spec.name == "method_params":
+            parser.add_argument(flags[spec.name], dest=spec.name, action="append", metavar="KEY=VALUE", help=text)
+        else:
+            parser.add_argument(flags[spec.name], dest=spec.name, metavar=spec.name.upper(), help=text)
 
 
-def _parse_value(text: str):
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+def _method_params(items: list[str]) -> dict:
+    params = {}
+    for item in items:
+        if "=" not in item:
+            raise LftError(f"--method-param {item!r} must look like KEY=VALUE, e.g. r=16")
+        key, value = item.split("=", 1)
+        try:
+            params[key.strip()] = parse_yaml(value)
+        except Exception:  # a value YAML cannot read is kept as text; validate() names the option if it is wrong
+            params[key.strip()] = value
+    return params
 
 
 def _config_from_args(args: argparse.Namespace) -> RunConfig:
-    overrides = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
-    if args.method_param:
-        params = {}
-        for item in args.method_param:
-            if "=" not in item:
-                raise LftError(f"--method-param {item!r} must look like KEY=VALUE, e.g. r=16")
-            key, value = item.split("=", 1)
-            params[key.strip()] = _parse_value(value)
-        overrides["method_params"] = params
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if "method_params" in overrides:
+        overrides["method_params"] = _method_params(overrides["method_params"])
     if args.config:
         return load_config(args.config, overrides)
     return config_from_dict(overrides, source="flags")
 
 
-def print_event(event: dict) -> None:
-    """Human-readable lines for the events the engine emits (progress goes to the progress bar)."""
-    kind = event.get("event")
-    if kind == "stage":
-        print(f"[{event['stage']}] {event['message']}", flush=True)
-    elif kind == "data":
-        print(f"  splits: train {event['train']}, validation {event['validation']}, test {event['test']}; "
-              f"classes: {', '.join(event['label_names'])}", flush=True)
-    elif kind == "metrics":
-        print(f"  {event['which']}: accuracy {event['accuracy']:.4f}, macro-F1 {event['macro_f1']:.4f} "
-              f"({event['n']} test texts, {event['seconds']:.1f} s)", flush=True)
-    elif kind == "epoch":
-        print(f"  epoch {event['epoch']}: validation accuracy {event['accuracy']:.4f}, macro-F1 "
-              f"{event['macro_f1']:.4f} (best epoch so far: {event['best_epoch']})", flush=True)
+def print_event(event) -> None:
+    """Events as lines of plain words; progress is the progress bar's job."""
+    from tqdm.auto import tqdm
+
+    from lft_core import events
+
+    # warnings reach stderr through logging, failures and stops through main() and cmd_run, the verdict with
+    # the summary table
+    if not isinstance(event, (events.Progress, events.Started, events.Warn, events.Failed, events.Stopped,
+                              events.Finished)):
+        tqdm.write(events.describe(event))
 
 
-def _print_summary(result) -> None:
-    from lft_core.report import comparison_rows
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event):
+    """SIGTERM (the app's Stop, a scheduler's preemption) and a first Ctrl-C end training at the next step and
+    keep a checkpoint to resume from; a second Ctrl-C aborts at once. The previous handlers come back after."""
 
-    report = result.report
-    rows = comparison_rows(report)
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'metric'.ljust(width)}  {'base':>10}  {'fine-tuned':>10}")
-    for metric, base, tuned in rows:
-        print(f"{metric.ljust(width)}  {base:>10}  {tuned:>10}")
-    print(f"\n{report['verdict']}")
-    print(f"trainable parameters: {report['parameters']['trainable']:,} of {report['parameters']['total']:,}; "
-          f"train {report['timing']['train_s']:.1f} s; peak memory {report['peak_memory_mb']:.0f} MB; "
-          f"reload check max |diff| {report['reload_check']['max_abs_diff']:.1e}")
-    print(f"saved: {result.run_dir}")
+    def first(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+        if signum == signal.SIGINT:
+            print("\nstopping at the next step (Ctrl-C again to abort now)", file=sys.stderr, flush=True)
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    before = {sig: signal.signal(sig, first) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def cmd_run(args) -> int:
+    from lft_core import events, report
     from lft_core.engine import run
-    from lft_core.train import StopRequested
 
-    emit = _also_to_file(Path(args.events), print_event) if args.events else print_event
+    cfg = None if args.resume else _config_from_args(args)
+    stop, seen = threading.Event(), {}
+
+    def emit(event):
+        seen[type(event)] = event
+        print_event(event)
+
     try:
-        cfg = _run_config(args)
-    except LftError as exc:  # the engine reports its own failures; a bad config never reaches it
-        emit({"event": "failed", "message": str(exc)})
-        raise
-    stop = threading.Event()
-    # SIGTERM (the app's Stop button, a scheduler's preemption) ends training at the next step, cleanly.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        base_eval = json.loads(Path(args.base_eval).read_text()) if args.base_eval else None
-        result = run(cfg, emit=emit, stop=stop, resume=args.resume, progress_bar=True, base_eval=base_eval)
-    except StopRequested as exc:
-        print(f"stopped: {exc}; nothing was saved as a finished adapter", file=sys.stderr)
+        with _stop_on_signals(stop):
+            result = run(cfg or RunConfig(), emit=emit, stop=stop, resume=args.resume, progress_bar=True)
+    except StopRequested:
+        started, stopped = seen.get(events.Started), seen.get(events.Stopped)
+        hint = (f"; resume with `python -m lft_core run --resume {started.run_dir}`"
+                if started and stopped and stopped.resumable else "; nothing was saved as a finished adapter")
+        print(f"stopped{hint}", file=sys.stderr)
         return 3
-    if result.report:
-        _print_summary(result)
+    if result.report is not None:
+        print("\n" + report.cli_summary(result.report))
+        print(f"saved: {result.run_dir}")
     return 0
-
-
-def _run_config(args) -> RunConfig:
-    if not args.resume:
-        return _config_from_args(args)
-    saved = Path(args.resume) / "run_config.json"
-    if not saved.exists():
-        raise LftError(f"{args.resume} has no run_config.json; pass the folder of an interrupted run to --resume")
-    return config_from_dict(json.loads(saved.read_text()), source=str(saved))
-
-
-def _also_to_file(path: Path, emit):
-    """The app's worker protocol: every event, including a failure before the run folder exists, is one JSON
-    line in a file the app tails. A file, not a pipe: nobody has to drain it for training to go on."""
-    from lft_core.runs import append_events
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def both(event: dict) -> None:
-        append_events(path, [event])
-        emit(event)
-
-    return both
 
 
 def cmd_predict(args) -> int:
     from lft_core.predict import predict_stream
 
-    for frame in predict_stream(args.adapter, args.input, text_column=args.text_column,
-                                batch_size=args.batch_size, max_length=args.max_length,
-                                allow_pickle=args.allow_pickle):
-        frame.to_csv(sys.stdout, index=False, header=frame.index[0] == 0)
+    header = True
+    for frame in predict_stream(args.adapter, args.input, text_column=args.text_column, batch_size=args.batch_size,
+                                max_length=args.max_length, allow_pickle=args.allow_pickle):
+        frame.to_csv(sys.stdout, index=False, header=header)
+        header = False
         sys.stdout.flush()
     return 0
 
@@ -188,23 +175,31 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lft_core", description="Lightweight fine-tuning: "
-                                     "evaluate a base model, fine-tune it with PEFT, reload and compare.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="python -m lft_core", description="Lightweight fine-tuning: evaluate a base model, fine-tune "
+                     "it with PEFT, reload and compare.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run_parser = sub.add_parser("run", help="evaluate -> fine-tune -> save -> reload -> compare")
     _add_run_flags(run_parser)
-    run_parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    run_parser.add_argument("--events", metavar="FILE", help="also append every event as a JSON line to FILE")
-    run_parser.add_argument("--base-eval", metavar="FILE", help="reuse a base evaluation (JSON; sweeps share one)")
+    run_parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or interrupted run from its last checkpoint")
     run_parser.set_defaults(func=cmd_run)
 
     predict = sub.add_parser("predict", help="batch inference with a saved adapter")
     predict.add_argument("--adapter", required=True, help="a run folder")
     predict.add_argument("--input", required=True, help="csv, jsonl or txt file, or - for stdin (one text per line)")
     predict.add_argument("--text-column", help="column of the texts (default: detected)")
-    predict.add_argument("--batch-size", type=int, default=64)
-    predict.add_argument("--max-length", type=int, help="default: the run's max_length")
+    predict.add_argument("--batch-size", type=_positive_int, default=8)
+    predict.add_argument("--max-length", type=_positive_int, help="default: the run's max_length")
     predict.add_argument("--allow-pickle", action="store_true")
     predict.set_defaults(func=cmd_predict)
 
@@ -218,10 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def _quiet_libraries() -> None:
     import warnings
 
     import datasets
@@ -230,12 +222,24 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not user problems
+    datasets.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore")  # library deprecation notices, not user problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_libraries()
     try:
         return args.func(args)
     except LftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader (`| head`) has what it wanted; Python would print a traceback when flushing at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
-        print("error: interrupted; resume with `python -m lft_core run --resume RUN_DIR`", file=sys.stderr)
+        print("\nerror: interrupted", file=sys.stderr)
         return 130

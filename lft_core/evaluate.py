@@ -1,116 +1,228 @@
-"""Evaluate: logits for a split (length-sorted, dynamically padded, under inference_mode) and the metrics."""
+"""Evaluate: token ids for texts (with the run's truncation), logits for a split (length-sorted, dynamically padded,
+under inference_mode), and the metrics, each computed through a local `evaluate` module in lft_core/metrics/.
+
+METRICS lists the headline scores; every table, chart, CLI summary and sweep row iterates it, so a new score is
+a module in lft_core/metrics/ plus one entry here."""
 
 from __future__ import annotations
 
-import logging
+import functools
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-log = logging.getLogger("lft_core")
+from lft_core.errors import StopRequested
+
+METRIC_MODULES = Path(__file__).parent / "metrics"
+TRUNCATIONS = ("head", "head+tail", "tail")
+HEAD_SHARE = 0.25
+"""head+tail keeps this share of the budget from the start of the text and the rest from its end: Sun et al.
+(2019, "How to Fine-Tune BERT for Text Classification?") found 128 head + 382 tail tokens best on long reviews."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str
+    """name in Metrics.scores and report.json"""
+    label: str
+    """how tables and charts name it"""
+    module: str
+    """folder of its evaluate module in lft_core/metrics/"""
+    higher_is_better: bool = True
+
+
+METRICS = [
+    MetricSpec("accuracy", "accuracy", "accuracy"),
+    MetricSpec("macro_f1", "macro-F1", "macro_f1"),
+]
 
 
 @dataclass
 class Metrics:
-    accuracy: float
-    macro_f1: float
+    scores: dict[str, float]
+    """one value per METRICS key"""
     per_class: dict[str, dict[str, float]]
     """class name -> precision, recall, f1, support"""
     confusion: list[list[int]]
     """rows = true class, columns = predicted class"""
     n: int
+    unscored_classes: list[str] = field(default_factory=list)
+    """classes with no test example that were never predicted either: macro averages leave them out"""
     seconds: float = 0.0
     tokens: int = 0
     """real (non-pad) tokens scored"""
 
+    @property
+    def accuracy(self) -> float:
+        return self.scores["accuracy"]
+
+    @property
+    def macro_f1(self) -> float:
+        return self.scores["macro_f1"]
+
+    def predicted_share(self) -> tuple[str, float]:
+        """The class predicted most often and the share of rows it got."""
+        columns = np.asarray(self.confusion).sum(0)
+        top = int(columns.argmax()) if columns.sum() else 0
+        return list(self.per_class)[top], float(columns[top] / max(columns.sum(), 1))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-def compute_metrics(labels: np.ndarray, predictions: np.ndarray, names: list[str]) -> Metrics:
-    ids = list(range(len(names)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predictions, labels=ids, zero_division=0
-    )
-    per_class = {
-        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-        for name, p, r, f, s in zip(names, precision, recall, f1, support)
-    }
-    return Metrics(
-        accuracy=float(accuracy_score(labels, predictions)),
-        macro_f1=float(f1_score(labels, predictions, labels=ids, average="macro", zero_division=0)),
-        per_class=per_class,
-        confusion=confusion_matrix(labels, predictions, labels=ids).tolist(),
-        n=int(len(labels)),
-    )
+    @classmethod
+    def from_dict(cls, values: dict) -> "Metrics":
+        values = dict(values)
+        if "scores" not in values:  # reports written before scores were grouped
+            values["scores"] = {m.key: values.pop(m.key) for m in METRICS if m.key in values}
+        known = {"scores", "per_class", "confusion", "n", "unscored_classes", "seconds", "tokens"}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
+@functools.lru_cache(maxsize=None)
+def _module(name: str):
+    import evaluate as hf_evaluate  # the Hugging Face library; this file is lft_core.evaluate
+
+    # keep_in_memory: no Arrow cache files, so parallel runs never share (or lock) one
+    return hf_evaluate.load(str(METRIC_MODULES / name), keep_in_memory=True)
+
+
+def compute_metrics(labels, predictions, names: list[str]) -> Metrics:
+    labels, predictions = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
+    k = len(names)
+    scores = {}
+    if len(labels):
+        for spec in METRICS:
+            scores.update(_module(spec.module).compute(predictions=predictions, references=labels))
+        per = _module("per_class").compute(predictions=predictions, references=labels, num_classes=k)
+        confusion = _module("confusion").compute(predictions=predictions, references=labels, num_classes=k)["confusion"]
+    else:
+        scores = {spec.key: 0.0 for spec in METRICS}
+        per = {"precision": [0.0] * k, "recall": [0.0] * k, "f1": [0.0] * k, "support": [0] * k}
+        confusion = [[0] * k for _ in range(k)]
+    per_class = {name: {"precision": per["precision"][i], "recall": per["recall"][i], "f1": per["f1"][i],
+                        "support": per["support"][i]} for i, name in enumerate(names)}
+    seen = set(labels.tolist()) | set(predictions.tolist())
+    return Metrics(scores={m.key: float(scores[m.key]) for m in METRICS}, per_class=per_class, confusion=confusion,
+                   n=int(len(labels)), unscored_classes=[n for i, n in enumerate(names) if i not in seen])
+
+
+# ---------------------------------------------------------------- token ids
+
+
+def encode(tokenizer, texts: list[str], max_length: int, truncation: str = "head") -> tuple[list[list[int]], list[int]]:
+    """Token ids of each text cut to max_length (special tokens included), and each text's untruncated length.
+    'head' keeps the start (what tokenizer(..., truncation=True) does), 'tail' the end, 'head+tail' both ends
+    (HEAD_SHARE of the budget from the start). One tokenizer pass serves the ids and the lengths."""
+    prefix, suffix = _special_tokens(tokenizer)
+    budget = max(1, max_length - len(prefix) - len(suffix))
+    head = budget if truncation == "head" else int(budget * HEAD_SHARE) if truncation == "head+tail" else 0
+    bare = tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+    ids, lengths = [], []
+    for row in bare:
+        lengths.append(len(row) + len(prefix) + len(suffix))
+        if len(row) > budget:
+            row = row[:head] + row[len(row) - (budget - head):]
+        ids.append(prefix + row + suffix)
+    return ids, lengths
+
+
+def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after one text ([CLS] and [SEP] for BERT, <s> for Llama,
+    none for GPT-2), found by encoding a probe with and without them."""
+    probe = "a"
+    framed = tokenizer(probe)["input_ids"]
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    for i in range(len(framed) - len(bare) + 1):
+        if framed[i:i + len(bare)] == bare:
+            return framed[:i], framed[i + len(bare):]
+    return [], []
+
+
+def count_tokens(ids: list[list[int]]) -> int:
+    return int(sum(len(row) for row in ids))
+
+
+# ---------------------------------------------------------------- scoring
+
+
+Progress = Callable[[int, int], None]
+"""called with (rows done, rows in all) after each batch"""
 
 
 @torch.inference_mode()
-def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
-    """Class logits for texts, in input order. Sorting by length makes each batch pad to a similar length."""
-    if not texts:
-        return np.zeros((0, model.config.num_labels), dtype=np.float32)
+def logits_for_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 8, stop: threading.Event | None = None,
+                   progress: Progress | None = None) -> np.ndarray:
+    """Class logits for pre-encoded texts, in input order. Sorting by length makes each batch pad to a similar
+    length. Raises StopRequested between batches once `stop` is set."""
+    num_labels = model.config.num_labels
+    if not ids:
+        return np.zeros((0, num_labels), dtype=np.float32)
     was_training = model.training
     model.eval()
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    order = np.argsort([-len(ids) for ids in encoded], kind="stable")
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    device = _device(model)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out[rows] = model(**batch).logits.float().cpu().numpy()
-    model.train(was_training)
+    order = np.argsort([-len(row) for row in ids], kind="stable")
+    out = np.zeros((len(ids), num_labels), dtype=np.float32)
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(order), batch_size):
+            if stop is not None and stop.is_set():
+                raise StopRequested("stopped by the user during evaluation")
+            rows = order[start:start + batch_size]
+            batch = tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out[rows] = model(**batch).logits.float().cpu().numpy()
+            if progress is not None:
+                progress(min(start + batch_size, len(order)), len(order))
+    finally:
+        model.train(was_training)
     return out
 
 
-def count_tokens(tokenizer, texts: list[str], max_length: int) -> int:
-    return int(sum(len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]))
+def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 8,
+                   truncation: str = "head", stop: threading.Event | None = None) -> np.ndarray:
+    ids, _ = encode(tokenizer, texts, max_length, truncation)
+    return logits_for_ids(model, tokenizer, ids, batch_size, stop)
 
 
-def evaluate(model, tokenizer, dataset, max_length: int, batch_size: int = 64,
-             shard: bool = True) -> tuple[Metrics, np.ndarray]:
+def evaluate(model, tokenizer, dataset, max_length: int, batch_size: int = 8, shard: bool = True,
+             truncation: str = "head", stop: threading.Event | None = None,
+             progress: Progress | None = None) -> tuple[Metrics, np.ndarray]:
     """Score a split: returns its metrics and the logits (rows in dataset order).
 
     Under torch.distributed (and shard=True, which every rank must then call) each rank scores a disjoint
     shard and the logits are gathered, so every example counts exactly once (a DistributedSampler would pad
-    the last shard with duplicates).
-    """
-    texts, labels = dataset["text"], np.asarray(dataset["label"])
+    the last shard with duplicates)."""
+    texts, labels = list(dataset["text"]), np.asarray(dataset["label"])
     names = dataset.features["label"].names
     start = time.perf_counter()
+    ids, _ = encode(tokenizer, texts, max_length, truncation)
     if shard and torch.distributed.is_available() and torch.distributed.is_initialized():
-        logits = _sharded_logits(model, tokenizer, texts, max_length, batch_size)
+        logits = _sharded_logits(model, tokenizer, ids, batch_size, stop)
     else:
-        logits = predict_logits(model, tokenizer, texts, max_length, batch_size)
+        logits = logits_for_ids(model, tokenizer, ids, batch_size, stop, progress)
     metrics = compute_metrics(labels, logits.argmax(-1), names)
     metrics.seconds = time.perf_counter() - start
-    metrics.tokens = count_tokens(tokenizer, texts, max_length)
+    metrics.tokens = count_tokens(ids)
     return metrics, logits
 
 
-def _sharded_logits(model, tokenizer, texts, max_length, batch_size) -> np.ndarray:
-    dist = torch.distributed
-    rank, world = dist.get_rank(), dist.get_world_size()
-    mine = list(range(rank, len(texts), world))
-    part = predict_logits(model, tokenizer, [texts[i] for i in mine], max_length, batch_size)
-    gathered = [None] * world
-    dist.all_gather_object(gathered, (mine, part))
-    logits = np.zeros((len(texts), part.shape[1] if len(part) else model.config.num_labels), dtype=np.float32)
-    for indices, values in gathered:
+def _sharded_logits(model, tokenizer, ids, batch_size, stop) -> np.ndarray:
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    mine = list(range(state.process_index, len(ids), state.num_processes))
+    part = logits_for_ids(model, tokenizer, [ids[i] for i in mine], batch_size, stop)
+    logits = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
+    for indices, values in gather_object([(mine, part)]):
         if len(indices):
             logits[indices] = values
     return logits
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(-1, keepdims=True))
-    return shifted / shifted.sum(-1, keepdims=True)
+    return torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()

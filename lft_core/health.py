@@ -1,9 +1,11 @@
-"""Dataset health check, before any training: split sizes, class balance, samples, token lengths against
-max_length, duplicates within and across splits, labels missing from train, empty texts. Problems become
-warnings that name the rows; a problem that stops training is reported as the error load_data raises."""
+"""Dataset health check, before any training: split sizes, class balance (and what to do about imbalance),
+samples, token lengths against max_length, duplicates within and across splits, classes missing from a split,
+empty texts. Problems become warnings that name the rows and classes; a problem that stops training is reported
+as the error load_data raises."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,6 +13,9 @@ import pandas as pd
 
 from lft_core.data import detect_columns, load_data, read_source
 from lft_core.errors import LftError
+
+IMBALANCE_RATIO = 3.0
+"""Largest over smallest class in train at which a warning says how to train and judge such data."""
 
 
 @dataclass
@@ -24,6 +29,8 @@ class Health:
     max_length: int = 0
     truncated_share: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    imbalanced: bool = False
+    """the largest class outnumbers the smallest IMBALANCE_RATIO to 1 or more: class weights are suggested"""
     error: str | None = None
 
 
@@ -42,51 +49,84 @@ def _raw_warnings(cfg) -> list[str]:
         empty = frame.index[frame[text].fillna("").astype(str).str.strip() == ""]
         if len(empty):
             found.append(f"{where}: {len(empty)} empty texts (rows {_rows(empty)}) will be dropped")
-        missing = frame.index[frame[label].isna()]
-        if len(missing):
-            found.append(f"{where}: {len(missing)} rows without a label (rows {_rows(missing)})")
         duplicated = frame.index[frame[text].astype(str).str.lower().str.strip().duplicated(keep="first")]
         if len(duplicated):
             found.append(f"{where}: {len(duplicated)} duplicate texts (rows {_rows(duplicated)})")
     return found
 
 
+class _Collect(logging.Handler):
+    """The warnings load_data logs (merged label spellings, classes too small to split) belong in the report."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        if "empty texts" not in record.getMessage():  # already named row by row
+            self.messages.append(record.getMessage())
+
+
+def imbalance_warning(balance: pd.DataFrame) -> str | None:
+    counts = balance.set_index("class")["train"]
+    counts = counts[counts > 0]
+    if len(counts) < 2 or counts.max() < IMBALANCE_RATIO * counts.min():
+        return None
+    top, low = counts.idxmax(), counts.idxmin()
+    share = counts / counts.sum()
+    return (f"train is imbalanced: '{top}' has {share[top]:.0%} of the texts, '{low}' {share[low]:.0%} "
+            f"({counts.max() / counts.min():.1f} to 1). Always answering '{top}' already scores {share[top]:.2f} "
+            f"accuracy, so judge the run by macro-F1; class weights (pre-set in Fine-tune) and more epochs help the "
+            f"rare classes")
+
+
 def check_dataset(cfg, tokenizer=None) -> Health:
     """Inspect cfg.dataset as training would see it. Never raises LftError: it is reported in Health.error."""
-    health = Health(max_length=cfg.max_length)
+    health, collect = Health(max_length=cfg.max_length), _Collect()
+    logger = logging.getLogger("lft_core")
+    logger.addHandler(collect)
     try:
         health.warnings += _raw_warnings(cfg)
         data = load_data(cfg)
     except LftError as exc:
         health.error = str(exc)
         return health
+    finally:
+        logger.removeHandler(collect)
+    health.warnings += collect.messages
     names = data["train"].features["label"].names
     health.splits = {split: len(data[split]) for split in data}
-    health.balance = pd.DataFrame({split: pd.Series(list(data[split]["label"])).value_counts().reindex(range(len(names)),
-                                                                                               fill_value=0).values
-                                   for split in data}, index=names).rename_axis("class").reset_index()
+    health.balance = pd.DataFrame({split: np.bincount(data[split]["label"], minlength=len(names)) for split in data},
+                                  index=names).rename_axis("class").reset_index()
+    warning = imbalance_warning(health.balance)
+    if warning:
+        health.imbalanced = True
+        health.warnings.append(warning)
     train = data["train"].to_pandas()
     train["label"] = [names[i] for i in train["label"]]
-    health.samples = train.groupby("label", sort=True).head(2).reset_index(drop=True)
-    health.samples["text"] = health.samples["text"].str.slice(0, 300)
-    keys = {split: pd.Series(list(data[split]["text"])).str.lower().str.strip() for split in data}
-    for split in ("validation", "test"):
-        shared = keys[split][keys[split].isin(set(keys["train"]))]
-        if len(shared):
-            health.warnings.append(f"{split}: {len(shared)} texts also appear in train (rows {_rows(shared.index)}); "
-                                   f"scores on them overstate generalisation")
-    for split in ("validation", "test"):
-        counts = health.balance.set_index("class")
-        absent = [c for c in names if counts.loc[c, "train"] == 0 and counts.loc[c, split] > 0]
-        if absent:
-            health.warnings.append(f"{split}: classes {', '.join(absent)} have no training examples")
-    small = health.balance[health.balance["train"] < 5]["class"].tolist()
+    samples = train.groupby("label", sort=True).head(2).reset_index(drop=True)
+    health.samples = samples.assign(text=samples["text"].str.slice(0, 160))[["label", "text"]]
+    health.warnings += _overlap_warnings(data)
+    small = health.balance[(health.balance["train"] < 5) & (health.balance["train"] > 0)]["class"].tolist()
     if small:
         health.warnings.append(f"train: classes {', '.join(small)} have fewer than 5 examples")
     if tokenizer is not None:
-        health.lengths = [len(ids) for ids in tokenizer(list(data["train"]["text"]), truncation=False)["input_ids"]]
+        from lft_core.evaluate import encode
+
+        _, health.lengths = encode(tokenizer, list(data["train"]["text"]), cfg.max_length)
         health.truncated_share = float(np.mean([n > cfg.max_length for n in health.lengths])) if health.lengths else 0.0
         if health.truncated_share > 0.5:
             health.warnings.append(f"{health.truncated_share:.0%} of train texts exceed max_length={cfg.max_length} "
                                    f"tokens and will be truncated")
     return health
+
+
+def _overlap_warnings(data) -> list[str]:
+    keys = {split: pd.Series(list(data[split]["text"])).str.lower().str.strip() for split in data}
+    found = []
+    for split in ("validation", "test"):
+        shared = keys[split][keys[split].isin(set(keys["train"]))]
+        if len(shared):
+            found.append(f"{split}: {len(shared)} texts also appear in train (rows {_rows(shared.index)}); scores on "
+                         f"them overstate generalisation")
+    return found

@@ -1,22 +1,26 @@
-"""Methods: one registry maps a name to how to build it. Adding a peft method is one entry.
+"""Methods: one registry maps a name to everything about it: its peft config, defaults that work, the options the
+app shows (with ranges), and any special needs (a training callback, a step before training, save options, a
+padding side). Nothing outside this file branches on a method's name, so adding a method is one entry.
 
-Each entry carries defaults that work, because good learning rates differ by orders of magnitude between
-methods (prompt tuning ~1e-2, LoRA ~1e-3, full fine-tuning ~5e-5). LoRA's 1e-3 is measured: at 4e-3 it
-matched on bbc-news (425 steps) but collapsed to the majority class on airline-tweets (1,440 steps, test 0.65);
-at 1e-3 it scored 0.976 and 0.863. LoRA dropout is off (peft's own default): its random masks took a fifth
-of a bf16 MiniLM step on CPU, and on bbc-news (3 seeds, 1 epoch) the mean test accuracy was the same with and
-without it.
+Defaults are measured where it mattered: good learning rates differ by orders of magnitude between methods
+(prompt tuning ~1e-2, LoRA ~1e-3, full fine-tuning ~5e-5). LoRA at 4e-3 matched 1e-3 on bbc-news but collapsed to
+the majority class on airline-tweets (test 0.65; 0.863 at 1e-3). LoRA dropout is off (peft's own default): its
+random masks took a fifth of a bf16 MiniLM step on CPU, with the same mean accuracy on bbc-news over 3 seeds.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from lft_core.errors import LftError
+from lft_core.errors import LftError, first_line
 
 # peft is imported inside the functions: it takes seconds to import, and the app lists methods at start-up.
 
@@ -33,15 +37,44 @@ class MethodContext:
 
 
 @dataclass(frozen=True)
+class Param:
+    """A method option the app shows as a slider; validate() checks values against low (and high, if bounded)."""
+
+    type: type
+    low: float
+    high: float
+    step: float = 1
+    bounded: bool = False
+    """True: high is a hard limit (a probability), not just the end of the slider."""
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     name: str
     description: str
     learning_rate: float
     defaults: dict[str, Any] = field(default_factory=dict)
-    build: Callable[[dict, MethodContext], peft.PeftConfig] | None = None
+    build: Callable[[dict, MethodContext], Any] | None = None
     """Builds the peft config; None for the plain (non-peft) baselines."""
+    config_class: str | None = None
+    """The peft config class, whose fields say which options exist and their types."""
     trainable: Callable[[str], bool] | None = None
-    """For plain methods: which parameter names train (the head always trains)."""
+    """For plain methods: which parameter names train (the new head always trains)."""
+    tunable: dict[str, Param] = field(default_factory=dict)
+    """Options the app shows as sliders, in order."""
+    callbacks: Callable[[torch.nn.Module], list] | None = None
+    """Trainer callbacks the method needs during training."""
+    before_training: Callable[[torch.nn.Module, Path], None] | None = None
+    """Called with the wrapped model and the run's state folder before the first step (and again on resume)."""
+    save: Callable[[torch.nn.Module, Path, Path], None] | None = None
+    """Writes the trained adapter into a folder (given the run's state folder) when save_pretrained alone is not
+    enough."""
+    decoder_padding: str = "right"
+    """Padding side on decoder models."""
+
+    @property
+    def is_peft(self) -> bool:
+        return self.build is not None
 
 
 def _peft_map(kind: str) -> dict:
@@ -51,24 +84,6 @@ def _peft_map(kind: str) -> dict:
     return getattr(constants, f"TRANSFORMERS_MODELS_TO_{kind}_TARGET_MODULES_MAPPING")
 
 
-def _targets(mapping: dict | str, ctx: MethodContext, params: dict, fallback: Any = None) -> Any:
-    if "target_modules" in params:
-        return params["target_modules"]
-    extra = EXTRA_LAYERNORMS if mapping == "LNTUNING" else EXTRA_TARGETS
-    if isinstance(mapping, str):
-        mapping = _peft_map(mapping)
-    if ctx.model_type in mapping:
-        return list(mapping[ctx.model_type])
-    if ctx.model_type in extra:
-        return extra[ctx.model_type]
-    if fallback is not None:
-        return fallback
-    raise LftError(
-        f"no default target modules for model type '{ctx.model_type}'; set method_params.target_modules "
-        f"(e.g. the names of its attention projections)"
-    )
-
-
 # Architectures peft's tables lack, with their attention projection names.
 EXTRA_TARGETS = {"mpnet": ["q", "v"], "deberta-v2": ["query_proj", "value_proj"], "modernbert": ["Wqkv"]}
 EXTRA_LAYERNORMS = {"bert": ["LayerNorm"], "roberta": ["LayerNorm"], "mpnet": ["LayerNorm"], "xlm-roberta": ["LayerNorm"],
@@ -76,11 +91,26 @@ EXTRA_LAYERNORMS = {"bert": ["LayerNorm"], "roberta": ["LayerNorm"], "mpnet": ["
 LORA_MAP = "LORA"
 
 
-def _common(params: dict, ctx: MethodContext, *drop: str) -> dict:
-    """Options every peft config takes, minus the ones only lft_core reads."""
+def _targets(mapping: str, ctx: MethodContext, params: dict, fallback: Any = None) -> Any:
+    if "target_modules" in params:
+        return params["target_modules"]
+    extra = EXTRA_LAYERNORMS if mapping == "LNTUNING" else EXTRA_TARGETS
+    table = _peft_map(mapping)
+    if ctx.model_type in table:
+        return list(table[ctx.model_type])
+    if ctx.model_type in extra:
+        return extra[ctx.model_type]
+    if fallback is not None:
+        return fallback
+    raise LftError(f"no default target modules for model type '{ctx.model_type}'; set method_params.target_modules "
+                   f"(e.g. the names of its attention projections)")
+
+
+def _common(params: dict, ctx: MethodContext) -> dict:
+    """Options every peft config takes: the task, and the modules the checkpoint lacked (the new head)."""
     import peft
 
-    out = {k: v for k, v in params.items() if k not in drop}
+    out = dict(params)
     out.setdefault("task_type", peft.TaskType.SEQ_CLS)
     # peft itself adds 'classifier' and 'score' for SEQ_CLS; anything else the checkpoint lacked is added here
     extra = set(ctx.new_modules) - {"classifier", "score"}
@@ -88,29 +118,18 @@ def _common(params: dict, ctx: MethodContext, *drop: str) -> dict:
     return out
 
 
-def _lora(**variant) -> Callable:
-    def build(params: dict, ctx: MethodContext) -> peft.PeftConfig:
-        import peft
-
-        kwargs = _common(params, ctx)
-        kwargs["target_modules"] = _targets(LORA_MAP, ctx, params, fallback="all-linear")
-        return peft.LoraConfig(**{**variant, **kwargs})
-
-    return build
-
-
-def _simple(config_name: str, mapping: dict | str = LORA_MAP, fallback: Any = None) -> Callable:
-    def build(params: dict, ctx: MethodContext) -> peft.PeftConfig:
+def _with_targets(config_class: str, mapping: str = LORA_MAP, fallback: Any = None, **fixed) -> Callable:
+    def build(params: dict, ctx: MethodContext):
         import peft
 
         kwargs = _common(params, ctx)
         kwargs["target_modules"] = _targets(mapping, ctx, params, fallback)
-        return getattr(peft, config_name)(**kwargs)
+        return getattr(peft, config_class)(**{**fixed, **kwargs})
 
     return build
 
 
-def _ia3(params: dict, ctx: MethodContext) -> peft.PeftConfig:
+def _ia3(params: dict, ctx: MethodContext):
     import peft
     from peft.utils import constants
 
@@ -122,7 +141,7 @@ def _ia3(params: dict, ctx: MethodContext) -> peft.PeftConfig:
     return peft.IA3Config(**kwargs)
 
 
-def _adalora(params: dict, ctx: MethodContext) -> peft.PeftConfig:
+def _adalora(params: dict, ctx: MethodContext):
     import peft
 
     kwargs = _common(params, ctx)
@@ -136,7 +155,19 @@ def _adalora(params: dict, ctx: MethodContext) -> peft.PeftConfig:
     return peft.AdaLoraConfig(**kwargs)
 
 
-def _vblora(params: dict, ctx: MethodContext) -> peft.PeftConfig:
+def _adalora_callbacks(model) -> list:
+    from transformers import TrainerCallback
+
+    class ReallocateRanks(TrainerCallback):
+        """AdaLoRA reallocates ranks between optimizer.step() and zero_grad(), as its docs require."""
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            model.base_model.update_and_allocate(state.global_step)
+
+    return [ReallocateRanks()]
+
+
+def _vblora(params: dict, ctx: MethodContext):
     import peft
 
     kwargs = _common(params, ctx)
@@ -146,59 +177,106 @@ def _vblora(params: dict, ctx: MethodContext) -> peft.PeftConfig:
     return peft.VBLoRAConfig(**kwargs)
 
 
-def _prompt(config_name: str) -> Callable:
-    def build(params: dict, ctx: MethodContext) -> peft.PeftConfig:
+def _prompt(config_class: str) -> Callable:
+    def build(params: dict, ctx: MethodContext):
         import peft
 
-        return getattr(peft, config_name)(**_common(params, ctx))
+        return getattr(peft, config_class)(**_common(params, ctx))
 
     return build
+
+
+PISSA_INITIAL = "pissa-initial-adapter"
+
+
+def _pissa_keep_initial(model, state_dir: Path) -> None:
+    """PiSSA moves the top singular directions out of the base weights into the adapter. Keeping the initial
+    adapter lets peft save the trained one as a plain LoRA of rank 2r (delta W = BA - B0A0) that loads onto the
+    unmodified base. Kept in the state folder, so a resumed run can still convert."""
+    folder = state_dir / PISSA_INITIAL
+    if not (folder / "adapter_config.json").exists():
+        model.save_pretrained(str(folder))
+
+
+def _pissa_save_as_lora(model, folder: Path, state_dir: Path) -> None:
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(state_dir / PISSA_INITIAL))
+    # peft's conversion returns the LoRA matrices alone; the trained head (modules_to_save) goes back in
+    weights = folder / "adapter_model.safetensors"
+    state = load_file(weights)
+    for key, value in get_peft_model_state_dict(model).items():
+        if ".lora_" not in key:
+            state.setdefault(key, value.detach().contiguous())
+    save_file(state, weights, metadata={"format": "pt"})
 
 
 def _is_bias(name: str) -> bool:
     return name.endswith(".bias")
 
 
+LORA_TUNABLE = {"r": Param(int, 1, 64), "lora_alpha": Param(int, 1, 128),
+                "lora_dropout": Param(float, 0.0, 0.5, 0.01, bounded=True)}
+PROMPT_TUNABLE = {"num_virtual_tokens": Param(int, 1, 100)}
+LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
+
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("lora", "LoRA: low-rank updates of the attention projections", 1e-3,
-                   {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}, _lora()),
-        MethodSpec("dora", "DoRA: LoRA with a learned magnitude per output", 1e-3,
-                   {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}, _lora(use_dora=True)),
-        MethodSpec("rslora", "rsLoRA: LoRA scaled by alpha/sqrt(r)", 1e-3,
-                   {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}, _lora(use_rslora=True)),
+        MethodSpec("lora", "LoRA: low-rank updates of the attention projections", 1e-3, LORA_DEFAULTS,
+                   _with_targets("LoraConfig", fallback="all-linear"), "LoraConfig", tunable=LORA_TUNABLE),
+        MethodSpec("dora", "DoRA: LoRA with a learned magnitude per output", 1e-3, LORA_DEFAULTS,
+                   _with_targets("LoraConfig", fallback="all-linear", use_dora=True), "LoraConfig",
+                   tunable=LORA_TUNABLE),
+        MethodSpec("rslora", "rsLoRA: LoRA scaled by alpha/sqrt(r)", 1e-3, LORA_DEFAULTS,
+                   _with_targets("LoraConfig", fallback="all-linear", use_rslora=True), "LoraConfig",
+                   tunable=LORA_TUNABLE),
         MethodSpec("pissa", "PiSSA: LoRA initialised from the principal singular vectors", 2e-3,
-                   {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0}, _lora(init_lora_weights="pissa_niter_4")),
+                   {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0},
+                   _with_targets("LoraConfig", fallback="all-linear", init_lora_weights="pissa_niter_4"), "LoraConfig",
+                   tunable=LORA_TUNABLE, before_training=_pissa_keep_initial, save=_pissa_save_as_lora),
         MethodSpec("ia3", "IA3: learned rescaling of keys, values and feed-forward activations", 1e-2,
-                   {}, _ia3),
-        MethodSpec("loha", "LoHa: low-rank Hadamard product updates", 2e-3,
-                   {"r": 8, "alpha": 16}, _simple("LoHaConfig", fallback="all-linear")),
-        MethodSpec("lokr", "LoKr: low-rank Kronecker product updates", 2e-3,
-                   {"r": 8, "alpha": 16}, _simple("LoKrConfig", fallback="all-linear")),
+                   {}, _ia3, "IA3Config"),
+        MethodSpec("loha", "LoHa: low-rank Hadamard product updates", 2e-3, {"r": 8, "alpha": 16},
+                   _with_targets("LoHaConfig", fallback="all-linear"), "LoHaConfig",
+                   tunable={"r": Param(int, 1, 64), "alpha": Param(int, 1, 128)}),
+        MethodSpec("lokr", "LoKr: low-rank Kronecker product updates", 2e-3, {"r": 8, "alpha": 16},
+                   _with_targets("LoKrConfig", fallback="all-linear"), "LoKrConfig",
+                   tunable={"r": Param(int, 1, 64), "alpha": Param(int, 1, 128)}),
         MethodSpec("adalora", "AdaLoRA: LoRA with ranks pruned by importance during training", 2e-3,
-                   {"init_r": 12, "target_r": 8, "lora_alpha": 16}, _adalora),
+                   {"init_r": 12, "target_r": 8, "lora_alpha": 16}, _adalora, "AdaLoraConfig",
+                   tunable={"init_r": Param(int, 1, 64), "target_r": Param(int, 1, 64), "lora_alpha": Param(int, 1, 128)},
+                   callbacks=_adalora_callbacks),
         MethodSpec("vera", "VeRA: shared frozen random matrices with learned scaling vectors", 1e-2,
-                   {"r": 128}, _simple("VeraConfig", "VERA")),
+                   {"r": 128}, _with_targets("VeraConfig", "VERA"), "VeraConfig", tunable={"r": Param(int, 1, 512)}),
         MethodSpec("oft", "OFT: orthogonal rotation of the projection weights", 2e-3,
-                   {"r": 0, "oft_block_size": 32}, _simple("OFTConfig", fallback="all-linear")),
+                   {"r": 0, "oft_block_size": 32}, _with_targets("OFTConfig", fallback="all-linear"), "OFTConfig",
+                   tunable={"oft_block_size": Param(int, 2, 128)}),
         MethodSpec("boft", "BOFT: butterfly-factorised orthogonal fine-tuning", 2e-3,
-                   {"boft_block_size": 4, "boft_n_butterfly_factor": 1}, _simple("BOFTConfig")),
-        MethodSpec("hra", "HRA: Householder reflection adaptation", 2e-3,
-                   {"r": 8}, _simple("HRAConfig")),
+                   {"boft_block_size": 4, "boft_n_butterfly_factor": 1}, _with_targets("BOFTConfig"), "BOFTConfig",
+                   tunable={"boft_block_size": Param(int, 1, 64), "boft_n_butterfly_factor": Param(int, 1, 4)}),
+        MethodSpec("hra", "HRA: Householder reflection adaptation", 2e-3, {"r": 8},
+                   _with_targets("HRAConfig"), "HRAConfig", tunable={"r": Param(int, 1, 64)}),
         MethodSpec("fourierft", "FourierFT: learned sparse spectral coefficients", 1e-2,
-                   {"n_frequency": 1000, "scaling": 150.0},
-                   _simple("FourierFTConfig", "FOURIERFT")),
+                   {"n_frequency": 1000, "scaling": 150.0}, _with_targets("FourierFTConfig", "FOURIERFT"),
+                   "FourierFTConfig",
+                   tunable={"n_frequency": Param(int, 10, 5000, 10), "scaling": Param(float, 1.0, 500.0, 1.0)}),
         MethodSpec("vblora", "VB-LoRA: low-rank updates composed from a shared vector bank", 5e-3,
-                   {"r": 4, "num_vectors": 64}, _vblora),
+                   {"r": 4, "num_vectors": 64}, _vblora, "VBLoRAConfig",
+                   tunable={"r": Param(int, 1, 32), "num_vectors": Param(int, 4, 512)}),
         MethodSpec("ln-tuning", "LN tuning: train only the LayerNorm weights", 5e-3,
-                   {}, _simple("LNTuningConfig", "LNTUNING")),
+                   {}, _with_targets("LNTuningConfig", "LNTUNING"), "LNTuningConfig"),
         MethodSpec("prompt-tuning", "Prompt tuning: learned virtual input tokens", 1e-2,
-                   {"num_virtual_tokens": 20}, _prompt("PromptTuningConfig")),
+                   {"num_virtual_tokens": 20}, _prompt("PromptTuningConfig"), "PromptTuningConfig",
+                   tunable=PROMPT_TUNABLE, decoder_padding="left"),
         MethodSpec("p-tuning", "P-tuning: virtual tokens produced by a small prompt encoder", 5e-3,
-                   {"num_virtual_tokens": 20, "encoder_hidden_size": 128}, _prompt("PromptEncoderConfig")),
+                   {"num_virtual_tokens": 20, "encoder_hidden_size": 128}, _prompt("PromptEncoderConfig"),
+                   "PromptEncoderConfig", tunable={**PROMPT_TUNABLE, "encoder_hidden_size": Param(int, 8, 1024, 8)},
+                   decoder_padding="left"),
         MethodSpec("prefix-tuning", "Prefix tuning: learned key/value prefixes in every layer", 1e-2,
-                   {"num_virtual_tokens": 20}, _prompt("PrefixTuningConfig")),
+                   {"num_virtual_tokens": 20}, _prompt("PrefixTuningConfig"), "PrefixTuningConfig",
+                   tunable=PROMPT_TUNABLE, decoder_padding="left"),
         MethodSpec("bitfit", "BitFit: train the bias terms and the head", 5e-3, trainable=_is_bias),
         MethodSpec("head-only", "Linear probe: frozen base, only the classification head trains", 5e-3,
                    trainable=lambda name: False),
@@ -206,6 +284,8 @@ METHODS: dict[str, MethodSpec] = {
                    trainable=lambda name: True),
     )
 }
+# Decoders pool on the last position; prompt-learning methods feed embeddings, where transformers cannot find the
+# last real token, so the pad tokens must sit on the left (see models.set_padding_side).
 
 
 def list_methods() -> list[str]:
@@ -218,27 +298,86 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def is_peft(name: str) -> bool:
-    return get_method(name).build is not None
+# ---------------------------------------------------------------- options, typed
+
+
+def _option_types(spec: MethodSpec) -> dict[str, Any]:
+    if spec.config_class is None:
+        return {}
+    import peft
+
+    cls = getattr(peft, spec.config_class)
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+
+
+def typed_params(name: str, overrides: dict | None = None) -> tuple[dict, list[str]]:
+    """The method's defaults with the user's options on top, each typed by its peft config field ('1e-2' becomes
+    0.01), and the problems found: unknown options (with the nearest name), wrong types, values out of range."""
+    from lft_core.config import coerce
+
+    spec = get_method(name)
+    overrides = dict(overrides or {})
+    if not spec.is_peft:
+        if overrides:
+            return {}, [f"method '{name}' takes no options (got {', '.join(map(str, overrides))})"]
+        return {}, []
+    kinds, problems, params = _option_types(spec), [], {**spec.defaults}
+    for key, value in overrides.items():
+        if key not in kinds:
+            close = difflib.get_close_matches(str(key), list(kinds), n=1)
+            problems.append(f"method '{name}' has no option '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            continue
+        try:
+            params[key] = _coerce_option(value, kinds[key], coerce, f"method_params.{key}")
+        except ValueError as exc:
+            problems.append(str(exc))
+    for key, param in spec.tunable.items():
+        value = params.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value < param.low or (param.bounded and value > param.high):
+                limit = f"between {param.low:g} and {param.high:g}" if param.bounded else f"at least {param.low:g}"
+                problems.append(f"method_params.{key} must be {limit} (got {value!r})")
+    return params, problems
+
+
+def _coerce_option(value, kind, coerce, name):
+    """Simple field types (int, float, bool, str, Optional of one) are coerced; richer ones pass as given."""
+    simple = {int, float, bool, str}
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    base = args[0] if len(args) == 1 else kind
+    if base in simple:
+        return coerce(value, kind if len(args) == 1 else base, name)
+    return value
+
+
+def param_problems(name: str, overrides: dict) -> list[str]:
+    return typed_params(name, overrides)[1]
 
 
 def method_params(name: str, overrides: dict | None = None) -> dict:
-    """The method's defaults with the user's options on top."""
-    return {**get_method(name).defaults, **(overrides or {})}
+    """The options a run uses; raises LftError listing what is wrong."""
+    params, problems = typed_params(name, overrides)
+    if problems:
+        raise LftError("invalid method options: " + "; ".join(problems))
+    return params
 
 
-def build_peft_config(name: str, params: dict, ctx: MethodContext) -> peft.PeftConfig:
+# ---------------------------------------------------------------- applying a method
+
+
+def build_peft_config(name: str, params: dict, ctx: MethodContext):
     spec = get_method(name)
     try:
         return spec.build(method_params(name, params), ctx)
-    except TypeError as exc:
-        raise LftError(f"method '{name}': bad option ({exc}); see `python -m lft_core methods`") from None
+    except (TypeError, ValueError) as exc:
+        raise LftError(f"method '{name}': bad option ({first_line(exc)}); see `python -m lft_core methods`") from None
 
 
 def apply_method(model: torch.nn.Module, name: str, params: dict, ctx: MethodContext) -> torch.nn.Module:
     """Wrap or freeze the model for this method. Raises LftError when the model cannot take the method."""
     spec = get_method(name)
-    if spec.build is None:
+    if not spec.is_peft:
         for param_name, param in model.named_parameters():
             in_head = any(param_name.startswith(m + ".") for m in ctx.new_modules)
             param.requires_grad = in_head or spec.trainable(param_name)
@@ -249,21 +388,18 @@ def apply_method(model: torch.nn.Module, name: str, params: dict, ctx: MethodCon
     try:
         return peft.get_peft_model(model, config)
     except (ValueError, TypeError, AttributeError, NotImplementedError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise LftError(f"method '{name}' cannot be applied to this {ctx.model_type} model: {first}") from None
+        raise LftError(f"method '{name}' cannot be applied to this {ctx.model_type} model: {first_line(exc)}") from None
 
 
 def default_params(model_name: str, method: str) -> dict:
-    """The options a method would use on this model, target modules resolved for its architecture: what the
-    app pre-fills. Reads only the model's config, not its weights."""
-    from transformers import AutoConfig
+    """The options a method would use on this model, target modules resolved for its architecture: what the app
+    pre-fills. Reads only the model's config, not its weights."""
+    from lft_core.models import load_model_config
 
-    from lft_core.models import resolve_model
-
-    config = AutoConfig.from_pretrained(resolve_model(model_name))
-    params = method_params(method)
+    config = load_model_config(model_name)
+    params = dict(get_method(method).defaults)
     ctx = MethodContext(config.model_type, [], 100, getattr(config, "hidden_size", 64), False)
-    if get_method(method).build is not None:
+    if get_method(method).is_peft:
         built = build_peft_config(method, {}, ctx)
         targets = getattr(built, "target_modules", None)
         if targets is not None:

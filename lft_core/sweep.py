@@ -7,20 +7,19 @@ A sweep file:
     runs:                                                     # one entry per configuration ...
       - {method: lora}
       - {method: full}
-    grid: {method: [lora, dora], learning_rate: [1e-3, 4e-3]} # ... and/or a grid of them
+    grid: {method: [lora, dora], learning_rate: [1e-3, 4e-3]} # ... and/or a grid of them (lists)
     seeds: [42, 43]                                           # every configuration once per seed
                                                               # (a run entry's own `seeds` wins)
 
-Each run is `python -m lft_core run` in its own process (so peak memory is its own), saved under
-<sweep>/<run>; a run already finished is skipped when the sweep is started again. The base model is
-evaluated once and shared. The report adds TF-IDF + logistic regression and zero-shot reference rows,
-mean +- std across seeds, bootstrap 95% intervals, McNemar's exact test against the base and the best run, a
-Pareto plot of accuracy against trainable parameters, and a recommendation."""
+Every run's config is checked before anything runs. Each run is `python -m lft_core run` in its own process (so
+peak memory is its own), saved under <sweep>/<run>; a run already finished is skipped when the sweep is started
+again. The base model is evaluated once (engine.evaluate_base, cached by key). The report adds TF-IDF + logistic
+regression and zero-shot reference rows, mean +- std across seeds, bootstrap 95% intervals, McNemar's exact test
+against the base and the best run, a Pareto plot of accuracy against trainable parameters, and a recommendation."""
 
 from __future__ import annotations
 
 import itertools
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,42 +27,63 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import yaml
 
+from lft_core import events
 from lft_core import report as reports
-from lft_core.config import RunConfig, config_from_dict, read_yaml
+from lft_core.config import config_from_dict, read_yaml, validate
 from lft_core.errors import LftError
-from lft_core.runs import adapters_root, is_complete, read_report, safe_name, write_json
+from lft_core.evaluate import METRICS
+from lft_core.runs import adapters_root, is_complete, safe_name, write_json
+from lft_core.stats import bootstrap_ci, mcnemar_exact
 
 SWEEP_KEYS = {"name", "base", "runs", "grid", "seeds", "reference_baselines"}
-BOOTSTRAP = 2000
 
 
 def load_sweep(path: str | Path) -> tuple[str, list[dict], bool]:
-    """Expand a sweep file into run configs (dicts). Raises LftError naming what is wrong."""
+    """Expand a sweep file into run configs (dicts), each checked as a run would check it. Raises LftError naming
+    every problem, before anything runs or is written."""
     path = Path(path)
     spec = read_yaml(path, "sweep file")
     unknown = set(spec) - SWEEP_KEYS
     if unknown:
         raise LftError(f"sweep file {path}: unknown keys {sorted(unknown)}; valid: {sorted(SWEEP_KEYS)}")
     base = dict(spec.get("base") or {})
-    variants = [dict(v) for v in spec.get("runs") or []]
+    variants = [dict(v) for v in _listed(spec, "runs", path)]
     grid = spec.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise LftError(f"sweep file {path}: grid must map keys to lists of values, e.g. grid: {{method: [lora, dora]}}")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise LftError(f"sweep file {path}: grid.{key} must be a list of values, e.g. {key}: [{values!r}] "
+                           f"(got {values!r})")
     if grid:
-        keys = list(grid)
-        variants += [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+        variants += [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     if not variants:
         raise LftError(f"sweep file {path} lists no runs: add 'runs' or 'grid'")
-    seeds = spec.get("seeds") or [base.get("seed", 42)]
+    seeds = _listed(spec, "seeds", path) or [base.get("seed", 42)]
     split_seed = base.get("split_seed", base.get("seed", 42))
-    configs = []
+    configs, problems = [], []
     for variant in variants:
         for seed in variant.pop("seeds", seeds):  # a run entry may carry its own seeds
-            values = {**base, **variant, "seed": seed, "split_seed": split_seed}
-            config_from_dict(values, source=str(path))  # unknown keys fail here, before anything runs
-            configs.append({**values, "_name": _run_name(variant, seed)})
+            values = {"tfidf_reference": False, **base, **variant, "seed": seed, "split_seed": split_seed}
+            name = _run_name(variant, seed)
+            try:
+                validate(config_from_dict(values, source="config"))
+            except LftError as exc:
+                problems.append(f"run {name}: {exc}")
+                continue
+            configs.append({**values, "_name": name})
+    if problems:
+        raise LftError(f"sweep file {path}: " + "; ".join(problems))
     return safe_name(spec.get("name") or path.stem), configs, bool(spec.get("reference_baselines", True))
+
+
+def _listed(spec: dict, key: str, path: Path) -> list:
+    value = spec.get(key)
+    if value is not None and not isinstance(value, list):
+        raise LftError(f"sweep file {path}: {key} must be a list (got {value!r})")
+    return value or []
 
 
 def _run_name(variant: dict, seed: int | None) -> str:
@@ -79,69 +99,57 @@ def _run_name(variant: dict, seed: int | None) -> str:
     return safe_name("-".join(parts))
 
 
-def _shared_base(values: dict, sweep_dir: Path) -> tuple[Path, object, dict]:
-    """Evaluate the base model once for the whole sweep; also return the data and reference rows' inputs."""
+def run_sweep(sweep_file: str, emit: events.Emit = lambda e: None, output: str | None = None) -> dict:
     from lft_core.data import load_data
-    from lft_core.evaluate import evaluate
-    from lft_core.models import load_base_model
+    from lft_core.engine import evaluate_base
 
-    cfg = RunConfig(**values)
-    data = load_data(cfg)
-    path = sweep_dir / "base_eval.json"
-    if not path.exists():
-        names = data["train"].features["label"].names
-        base = load_base_model(cfg.model, names, seed=cfg.split_seed or cfg.seed)
-        metrics, logits = evaluate(base.model, base.tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size)
-        write_json(path, {"metrics": metrics.to_dict(), "logits": logits.tolist()})
-    return path, data, cfg
-
-
-def run_sweep(sweep_file: str, emit: Callable[[dict], None] = lambda e: None, output: str | None = None) -> dict:
     name, configs, references = load_sweep(sweep_file)
     sweep_dir = Path(output) if output else adapters_root() / f"sweep-{name}"
+    first = config_from_dict({k: v for k, v in configs[0].items() if k != "_name"})
+    data = load_data(first)
+    emit(events.Stage(stage="baseline", message=f"sweep {name}: {len(configs)} runs; evaluating the base once"))
+    baseline = evaluate_base(first, data=data)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    emit({"event": "stage", "stage": "baseline", "message": f"sweep {name}: {len(configs)} runs; evaluating the base once"})
-    base_path, data, first = _shared_base({k: v for k, v in configs[0].items() if k != "_name"}, sweep_dir)
-    rows = []
-    for i, values in enumerate(configs, 1):
-        name, values = values["_name"], {k: v for k, v in values.items() if k != "_name"}
-        run_dir = sweep_dir / name
-        if is_complete(run_dir):
-            emit({"event": "stage", "stage": "sweep", "message": f"[{i}/{len(configs)}] {run_dir.name}: done before, skipped"})
-        else:
-            emit({"event": "stage", "stage": "sweep", "message": f"[{i}/{len(configs)}] {run_dir.name}"})
-            config_path = sweep_dir / f".{run_dir.name}.yaml"
-            config_path.write_text(yaml.safe_dump({**values, "output": str(run_dir), "overwrite": True}))
-            proc = subprocess.run([sys.executable, "-m", "lft_core", "run", "--config", str(config_path),
-                                   "--base-eval", str(base_path)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                message = (proc.stderr.strip().splitlines() or ["failed"])[-1]
-                emit({"event": "warning", "message": f"{run_dir.name} failed: {message}"})
-                rows.append({"run": run_dir.name, "method": values.get("method", "lora"), "seed": values["seed"],
-                             "failed": message})
-                continue
-        rows.append(_row(run_dir, values))
+    rows = [_one_run(i, values, configs, sweep_dir, emit) for i, values in enumerate(configs, 1)]
     reference = _reference_rows(first, data) if references else []
-    result = summarize(sweep_dir, rows, reference, json.loads(base_path.read_text())["metrics"], data)
-    emit({"event": "finished", "run_dir": str(sweep_dir), "verdict": result["recommendation"]})
+    result = summarize(sweep_dir, rows, reference, baseline, data)
+    emit(events.Stage(stage="sweep", message=result["recommendation"]))
     return result
 
 
-def _row(run_dir: Path, values: dict) -> dict:
-    rep = read_report(run_dir)
+def _one_run(i: int, values: dict, configs: list, sweep_dir: Path, emit) -> dict:
+    name, values = values["_name"], {k: v for k, v in values.items() if k != "_name"}
+    run_dir = sweep_dir / name
+    if is_complete(run_dir):
+        emit(events.Stage(stage="sweep", message=f"[{i}/{len(configs)}] {name}: done before, skipped"))
+        return _row(run_dir)
+    emit(events.Stage(stage="sweep", message=f"[{i}/{len(configs)}] {name}"))
+    config_path = sweep_dir / f".{name}.yaml"
+    config_path.write_text(yaml.safe_dump({**values, "output": str(run_dir), "overwrite": True}))
+    proc = subprocess.run([sys.executable, "-m", "lft_core", "run", "--config", str(config_path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        message = next((line for line in reversed(proc.stderr.splitlines()) if line.startswith("error:")),
+                       (proc.stderr.strip().splitlines() or ["failed"])[-1])
+        emit(events.Warn(message=f"{name} failed: {message}"))
+        return {"run": name, "method": values.get("method", "lora"), "seed": values["seed"], "failed": message}
+    return _row(run_dir)
+
+
+def _row(run_dir: Path) -> dict:
+    rep = reports.read_report(run_dir)
     size = sum(p.stat().st_size for p in run_dir.glob("*.safetensors"))
     return {
-        "run": run_dir.name, "path": str(run_dir), "method": rep["config"]["method"], "seed": rep["config"]["seed"],
-        "config": run_dir.name.rsplit("-seed", 1)[0],
-        "accuracy": rep["finetuned_metrics"]["accuracy"], "macro_f1": rep["finetuned_metrics"]["macro_f1"],
-        "trainable": rep["parameters"]["trainable"], "trainable_pct": rep["parameters"]["trainable_percent"],
-        "train_s": rep["timing"]["train_s"], "tokens_per_s": rep["throughput"]["train_tokens_per_s"],
-        "peak_mb": rep["peak_memory_mb"], "adapter_mb": size / 2**20,
-        "reload_ok": rep["reload_check"]["passed"], "losses": rep["history"]["losses"],
+        "run": run_dir.name, "path": str(run_dir), "method": rep.method["name"], "seed": rep.config["seed"],
+        "config": run_dir.name.rsplit("-seed", 1)[0], **rep.finetuned.scores,
+        "trainable": rep.parameters["trainable"], "trainable_pct": rep.parameters["trainable_percent"],
+        "train_s": rep.timing["train_s"], "tokens_per_s": rep.throughput["train_tokens_per_s"],
+        "peak_mb": rep.peak_memory_mb, "adapter_mb": size / 2**20,
+        "reload_ok": rep.reload_check["passed"], "losses": rep.history["losses"],
     }
 
 
-def _reference_rows(cfg: RunConfig, data) -> list[dict]:
+def _reference_rows(cfg, data) -> list[dict]:
     from lft_core.baselines import tfidf_logreg, zero_shot
 
     found = [{"run": "tfidf-logreg (reference)", **_brief(tfidf_logreg(data, cfg.seed))}]
@@ -153,10 +161,7 @@ def _reference_rows(cfg: RunConfig, data) -> list[dict]:
 
 
 def _brief(metrics) -> dict:
-    return {"accuracy": metrics.accuracy, "macro_f1": metrics.macro_f1, "train_s": metrics.seconds}
-
-
-# ---------------------------------------------------------------- statistics
+    return {**metrics.scores, "train_s": metrics.seconds}
 
 
 def _correct(run_path: str) -> np.ndarray:
@@ -164,28 +169,13 @@ def _correct(run_path: str) -> np.ndarray:
     return (frame["label"] == frame["finetuned_prediction"]).to_numpy()
 
 
-def bootstrap_ci(correct: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    means = correct[rng.integers(0, len(correct), (BOOTSTRAP, len(correct)))].mean(1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided exact McNemar p-value from the discordant pairs."""
-    from scipy.stats import binomtest
-
-    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    if only_a + only_b == 0:
-        return 1.0
-    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
-
-
-def summarize(sweep_dir: Path, rows: list[dict], reference: list[dict], base_metrics: dict, data) -> dict:
+def summarize(sweep_dir: Path, rows: list[dict], reference: list[dict], baseline, data) -> dict:
     done = [r for r in rows if "failed" not in r]
     if not done:
-        raise LftError("no run of the sweep finished; see the warnings above")
+        failures = "; ".join(f"{r['run']}: {r['failed']}" for r in rows)
+        raise LftError(f"no run of the sweep finished ({failures})")
     labels = np.asarray(data["test"]["label"])
-    base_correct = np.asarray(json.loads((sweep_dir / "base_eval.json").read_text())["logits"]).argmax(-1) == labels
+    base_correct = baseline.logits.argmax(-1) == labels
     for r in done:
         r["correct"] = _correct(r["path"])
         r["ci_low"], r["ci_high"] = bootstrap_ci(r["correct"])
@@ -194,93 +184,55 @@ def summarize(sweep_dir: Path, rows: list[dict], reference: list[dict], base_met
         r["p_vs_base"] = mcnemar_exact(r["correct"], base_correct)
         r["p_vs_best"] = 1.0 if r is best else mcnemar_exact(r["correct"], best["correct"])
     table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("correct", "losses", "path")} for r in done])
-    grouped = table.groupby("config").agg(method=("method", "first"), runs=("seed", "count"),
-                                          acc_mean=("accuracy", "mean"), acc_std=("accuracy", "std"),
-                                          f1_mean=("macro_f1", "mean"), trainable=("trainable", "first"),
+    means = {f"{m.key}_mean": (m.key, "mean") for m in METRICS}
+    grouped = table.groupby("config").agg(method=("method", "first"), runs=("seed", "count"), **means,
+                                          acc_std=("accuracy", "std"), trainable=("trainable", "first"),
                                           train_s=("train_s", "mean")).reset_index()
-    grouped = grouped.sort_values("acc_mean", ascending=False)
+    grouped = grouped.sort_values("accuracy_mean", ascending=False)
     cheapest = min((r for r in done if r["accuracy"] >= best["ci_low"]), key=lambda r: (r["trainable"], r["train_s"]))
     recommendation = (f"Best: {best['run']} (accuracy {best['accuracy']:.4f}, 95% CI {best['ci_low']:.3f}-"
                       f"{best['ci_high']:.3f}). Cheapest within that interval: {cheapest['run']} "
                       f"({cheapest['trainable']:,} trainable parameters, {cheapest['train_s']:.0f} s, accuracy "
                       f"{cheapest['accuracy']:.4f}).")
-    markdown = _markdown(table, grouped, reference, base_metrics, recommendation, [r for r in rows if "failed" in r])
+    markdown = _markdown(table, grouped, reference, baseline.metrics, recommendation, [r for r in rows if "failed" in r])
     (sweep_dir / "sweep_report.md").write_text(markdown)
-    figures = [pareto(done), error_bars(done, base_metrics, reference), loss_curves(done)]
+    figures = [reports.pareto(done), reports.error_bars(done, baseline.metrics.accuracy, reference),
+               reports.loss_curves(done)]
     intro = f"<p><b>{recommendation}</b></p>" + table.drop(columns=["config"]).sort_values(
         "accuracy", ascending=False).to_html(index=False, float_format=lambda v: f"{v:.4g}")
     (sweep_dir / "sweep_report.html").write_text(reports.html_page(f"Sweep {sweep_dir.name}", intro, figures))
     write_json(sweep_dir / "sweep_results.json", {"runs": table.to_dict("records"), "reference": reference,
-                                                  "base": base_metrics, "recommendation": recommendation})
+                                                  "base": baseline.metrics.to_dict(), "recommendation": recommendation})
     return {"sweep_dir": str(sweep_dir), "markdown": markdown, "recommendation": recommendation, "table": table}
 
 
 def _markdown(table, grouped, reference, base_metrics, recommendation, failed) -> str:
+    metric_heads = " | ".join(m.label for m in METRICS)
     lines = [f"# Sweep report\n\n{recommendation}\n",
-             "| run | method | accuracy | 95% CI | macro-F1 | trainable (%) | train s | tokens/s | peak MB | adapter MB | McNemar p vs base | p vs best |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| run | method | {metric_heads} | 95% CI | trainable (%) | train s | tokens/s | peak MB | adapter MB | "
+             f"McNemar p vs base | p vs best |", "|---" * (11 + len(METRICS)) + "|"]
     for _, r in table.sort_values("accuracy", ascending=False).iterrows():
-        lines.append(f"| {r['run']} | {r['method']} | {r['accuracy']:.4f} | {r['ci_low']:.3f}-{r['ci_high']:.3f} | "
-                     f"{r['macro_f1']:.4f} | {r['trainable']:,} ({r['trainable_pct']:.2f}%) | {r['train_s']:.0f} | "
-                     f"{r['tokens_per_s']:.0f} | {r['peak_mb']:.0f} | {r['adapter_mb']:.2f} | {r['p_vs_base']:.2g} | "
-                     f"{r['p_vs_best']:.2g} |")
-    lines.append(f"| base (fresh head) | - | {base_metrics['accuracy']:.4f} | | {base_metrics['macro_f1']:.4f} | 0 | | | | | | |")
+        scores = " | ".join(f"{r[m.key]:.4f}" for m in METRICS)
+        lines.append(f"| {r['run']} | {r['method']} | {scores} | {r['ci_low']:.3f}-{r['ci_high']:.3f} | "
+                     f"{r['trainable']:,} ({r['trainable_pct']:.2f}%) | {r['train_s']:.0f} | {r['tokens_per_s']:.0f} | "
+                     f"{r['peak_mb']:.0f} | {r['adapter_mb']:.2f} | {r['p_vs_base']:.2g} | {r['p_vs_best']:.2g} |")
+    blanks = " | " * 9
+    base_scores = " | ".join(f"{base_metrics.scores[m.key]:.4f}" for m in METRICS)
+    lines.append(f"| base (fresh head) | - | {base_scores} | | 0{blanks}")
     for ref in reference:
         if "failed" in ref:
-            lines.append(f"| {ref['run']} | failed: {ref['failed']} | | | | | | | | | | |")
+            lines.append(f"| {ref['run']} | failed: {ref['failed']} |" + " |" * (9 + len(METRICS)))
         else:
-            lines.append(f"| {ref['run']} | - | {ref['accuracy']:.4f} | | {ref['macro_f1']:.4f} | | {ref['train_s']:.0f} | | | | | |")
+            scores = " | ".join(f"{ref[m.key]:.4f}" for m in METRICS)
+            lines.append(f"| {ref['run']} | - | {scores} | | | {ref['train_s']:.0f} |" + " |" * 5)
     lines += ["", "Mean and standard deviation across seeds:", "",
-              "| configuration | method | runs | accuracy mean | std | macro-F1 mean | trainable | train s |",
-              "|---|---|---|---|---|---|---|---|"]
+              f"| configuration | method | runs | {' | '.join(m.label + ' mean' for m in METRICS)} | accuracy std | "
+              f"trainable | train s |", "|---" * (6 + len(METRICS)) + "|"]
     for _, g in grouped.iterrows():
         std = "" if pd.isna(g["acc_std"]) else f"{g['acc_std']:.4f}"
-        lines.append(f"| {g['config']} | {g['method']} | {g['runs']} | {g['acc_mean']:.4f} | {std} | "
-                     f"{g['f1_mean']:.4f} | {g['trainable']:,} | {g['train_s']:.0f} |")
+        means = " | ".join(f"{g[m.key + '_mean']:.4f}" for m in METRICS)
+        lines.append(f"| {g['config']} | {g['method']} | {g['runs']} | {means} | {std} | {g['trainable']:,} | "
+                     f"{g['train_s']:.0f} |")
     for r in failed:
         lines.append(f"\nFailed: {r['run']}: {r['failed']}")
     return "\n".join(lines) + "\n"
-
-
-def pareto(rows: list[dict]) -> go.Figure:
-    """Accuracy against trainable parameters (log x), marker size by train time, the frontier drawn."""
-    points = sorted(rows, key=lambda r: r["trainable"])
-    frontier, best = [], -1.0
-    for r in points:
-        if r["accuracy"] > best:
-            frontier.append(r)
-            best = r["accuracy"]
-    longest = max(r["train_s"] for r in rows) or 1
-    fig = go.Figure()
-    fig.add_scatter(x=[r["trainable"] for r in rows], y=[r["accuracy"] for r in rows], mode="markers+text",
-                    text=[r["method"] for r in rows], textposition="top center", name="runs",
-                    marker=dict(size=[12 + 30 * r["train_s"] / longest for r in rows], color=reports.TUNED_COLOR, opacity=0.7),
-                    hovertext=[f"{r['run']}: {r['train_s']:.0f} s" for r in rows])
-    fig.add_scatter(x=[r["trainable"] for r in frontier], y=[r["accuracy"] for r in frontier], mode="lines",
-                    name="Pareto frontier", line=dict(color="#e15759", dash="dash"))
-    fig.update_layout(title="Accuracy vs trainable parameters (marker size = train time)", xaxis_type="log",
-                      xaxis_title="trainable parameters", yaxis_title="test accuracy", height=450)
-    return fig
-
-
-def error_bars(rows: list[dict], base_metrics: dict, reference: list[dict]) -> go.Figure:
-    ordered = sorted(rows, key=lambda r: -r["accuracy"])
-    fig = go.Figure(go.Bar(x=[r["run"] for r in ordered], y=[r["accuracy"] for r in ordered], marker_color=reports.TUNED_COLOR,
-                           error_y=dict(type="data", symmetric=False, array=[r["ci_high"] - r["accuracy"] for r in ordered],
-                                        arrayminus=[r["accuracy"] - r["ci_low"] for r in ordered]), name="runs"))
-    fig.add_hline(y=base_metrics["accuracy"], line_dash="dot", annotation_text="base (fresh head)")
-    for ref in reference:
-        if "accuracy" in ref:
-            fig.add_hline(y=ref["accuracy"], line_dash="dash", line_color="#59a14f", annotation_text=ref["run"])
-    fig.update_layout(title="Test accuracy with bootstrap 95% intervals", yaxis_range=[0, 1.05], height=450)
-    return fig
-
-
-def loss_curves(rows: list[dict]) -> go.Figure:
-    fig = go.Figure()
-    for r in rows:
-        if r["losses"]:
-            steps, losses = zip(*r["losses"])
-            fig.add_scatter(x=list(steps), y=list(losses), mode="lines", name=r["run"])
-    fig.update_layout(title="Training loss", xaxis_title="optimizer step", yaxis_title="loss", height=400)
-    return fig

@@ -1,41 +1,68 @@
-"""Train: transformers' Trainer with dynamic padding, length-grouped batches, per-epoch validation that keeps
-the best epoch, checkpoints for resume, a stop flag, and a guard against non-finite losses."""
+"""Train: transformers' Trainer with dynamic padding, batches in a seeded random order, validation each epoch that
+keeps the best epoch, checkpoints for resume, a stop flag that ends training within a step, and guards against
+non-finite losses and a full disk."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from lft_core.errors import LftError
-from lft_core.evaluate import evaluate
+from lft_core import events
+from lft_core.errors import LftError, StopRequested
+from lft_core.evaluate import count_tokens, encode, evaluate
 
 log = logging.getLogger("lft_core")
-Emit = Callable[[dict], None]
+EARLY_LOG_STEPS = 10
+"""Every one of the first steps is logged, so a loss point shows up as soon as training starts."""
+LOG_EVERY_S = 2.0
+"""After that, a loss point at least this often, however slow the steps (a busy shared machine)."""
 
 
-class StopRequested(Exception):
-    """Training was stopped by the user; nothing is saved as a finished adapter."""
+@dataclass
+class TrainArgs:
+    """What train() needs from the run's config, and the estimates that make its time-left figure honest."""
+
+    epochs: float
+    learning_rate: float
+    batch_size: int
+    eval_batch_size: int
+    max_length: int
+    seed: int
+    truncation: str = "head"
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    precision: str = "fp32"
+    """'bf16' (autocast) or 'fp32', already resolved by training_precision()"""
+    class_weights: bool = False
+    save_steps: int = 200
+    save_total_limit: int = 2
+    resume: bool = False
+    progress_bar: bool = False
+    eval_seconds_per_token: float = 2e-4
+    """measured on the base evaluation; used to estimate validation passes before the first one ran"""
+    after_training_s: float = 0.0
+    """estimated time for saving, reloading and the final evaluation, added to the time left"""
 
 
 @dataclass
 class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
-    """(optimizer step, training loss) at each log step"""
+    """(optimizer step, training loss) at each logged step"""
     epochs: list[dict] = field(default_factory=list)
-    """per epoch: epoch, step, validation accuracy and macro-F1"""
+    """per epoch: epoch, step, validation scores"""
     best_epoch: int = 0
     seconds: float = 0.0
     tokens: int = 0
@@ -45,24 +72,12 @@ class TrainResult:
     """compute precision of training: 'bf16' (autocast) or 'fp32'"""
 
 
-def tokenize(dataset, tokenizer, max_length: int):
-    """Token ids without padding (the collator pads each batch to its own longest row) plus their lengths."""
+def tokenize(dataset, tokenizer, max_length: int, truncation: str = "head"):
+    """Token ids without padding: the collator pads each batch to its own longest row."""
+    from datasets import Dataset
 
-    def encode(batch):
-        ids = tokenizer(batch["text"], truncation=True, max_length=max_length)["input_ids"]
-        return {"input_ids": ids, "labels": batch["label"], "length": [len(x) for x in ids]}
-
-    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=None)
-
-
-class _Collator:
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def __call__(self, rows):
-        batch = self.tokenizer.pad([{"input_ids": r["input_ids"]} for r in rows], return_tensors="pt")
-        batch["labels"] = torch.tensor([r["labels"] for r in rows])
-        return batch
+    ids, _ = encode(tokenizer, list(dataset["text"]), max_length, truncation)
+    return Dataset.from_dict({"input_ids": ids, "labels": list(dataset["label"])})
 
 
 class _EpochSeededSampler(torch.utils.data.Sampler):
@@ -88,38 +103,6 @@ class _EpochSeededSampler(torch.utils.data.Sampler):
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
-class _GuardedTrainer(Trainer):
-    """Stops at the first non-finite loss with the step number, before it poisons the weights."""
-
-    def _get_train_sampler(self, *args, **kwargs):
-        return _EpochSeededSampler(len(self.train_dataset), self.args.seed)
-
-    def __init__(self, *args, bf16: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.bf16 = bf16
-        # torch's CPU kernel for bf16 SDPA has a slow backward (a third of a MiniLM step); eager attention's
-        # plain bf16 matmuls made the step 1.6x faster (benchmarks/bench_step.py). CUDA keeps SDPA's fused kernels.
-        self.attention = "eager" if bf16 and self.args.device.type == "cpu" else None
-
-    def compute_loss(self, model, inputs, *args, **kwargs):
-        # Autocast here rather than with TrainingArguments(bf16=True): that flag wraps model.forward for good,
-        # so every later evaluation (and the reload check) would silently run in bf16 too. Likewise the
-        # attention kernel is swapped for the training forward only; backward needs no switch.
-        with torch.autocast(self.args.device.type, dtype=torch.bfloat16, enabled=self.bf16), \
-                attention_implementation(self.model, self.attention):
-            return super().compute_loss(model, inputs, *args, **kwargs)
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss):
-            raise LftError(
-                f"the training loss became {loss.item()} at step {self.state.global_step + 1}; the learning rate "
-                f"({self.args.learning_rate:g}) is probably too high. The last good checkpoint is kept; lower "
-                f"--learning-rate and run again"
-            )
-        return loss
-
-
 @contextlib.contextmanager
 def attention_implementation(model, implementation: str | None):
     """Run the block with transformers' `implementation` of attention ('eager', 'sdpa'), then restore it.
@@ -137,22 +120,66 @@ def attention_implementation(model, implementation: str | None):
         base.set_attn_implementation(before)
 
 
+def _checkpoint_note(state_dir: Path) -> str:
+    steps = sorted(int(p.name.split("-")[1]) for p in state_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists())
+    return f"the last good checkpoint (step {steps[-1]}) is kept" if steps else "no checkpoint had been saved yet"
+
+
+class _GuardedTrainer(Trainer):
+    """Trainer with bf16 autocast for the training loss only, optional class weights, and a stop at the first
+    non-finite loss, named by its step, before it poisons the weights."""
+
+    def __init__(self, *args, bf16: bool = False, class_weights: torch.Tensor | None = None, state_dir: Path,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bf16, self.class_weights, self.state_dir = bf16, class_weights, state_dir
+        # torch's CPU kernel for bf16 SDPA has a slow backward (a third of a MiniLM step); eager attention's
+        # plain bf16 matmuls made the step 1.6x faster (benchmarks/bench_step.py). CUDA keeps SDPA's fused kernels.
+        self.attention = "eager" if bf16 and self.args.device.type == "cpu" else None
+
+    def _get_train_sampler(self, *args, **kwargs):
+        return _EpochSeededSampler(len(self.train_dataset), self.args.seed)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Autocast here rather than with TrainingArguments(bf16=True): that flag wraps model.forward for good,
+        # so every later evaluation (and the reload check) would silently run in bf16 too. Likewise the
+        # attention kernel is swapped for the training forward only; backward needs no switch.
+        with torch.autocast(self.args.device.type, dtype=torch.bfloat16, enabled=self.bf16), \
+                attention_implementation(self.model, self.attention):
+            if self.class_weights is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            weights = self.class_weights.to(outputs.logits.device)
+            loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels, weight=weights)
+            return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss):
+            raise LftError(f"the training loss became {loss.item()} at step {self.state.global_step + 1}; the learning "
+                           f"rate ({self.args.learning_rate:g}) is probably too high. {_checkpoint_note(self.state_dir)}; "
+                           f"lower --learning-rate and run again")
+        return loss
+
+
 def _trainable(model) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
 class _RunCallback(TrainerCallback):
-    """Emits progress, validates each epoch and keeps the best epoch's weights, honours the stop flag."""
+    """Emits progress with an honest time left, validates each epoch and keeps the best epoch's weights, honours
+    the stop flag within a step (no validation, one quick checkpoint to resume from)."""
 
-    def __init__(self, trainer_model, tokenizer, data, cfg, state_dir: Path, emit: Emit, stop: threading.Event,
-                 result: TrainResult, tokens_per_epoch: int, progress_bar: bool, is_main: bool):
-        self.model, self.tokenizer, self.data, self.cfg = trainer_model, tokenizer, data, cfg
-        self.state_dir, self.emit, self.stop, self.result = state_dir, emit, stop, result
-        self.tokens_per_epoch, self.is_main = tokens_per_epoch, is_main
-        self.progress_bar, self.bar = progress_bar, None
+    def __init__(self, model, tokenizer, data, args: TrainArgs, state_dir: Path, emit: events.Emit,
+                 stop: threading.Event, result: TrainResult, is_main: bool):
+        self.model, self.tokenizer, self.data, self.args = model, tokenizer, data, args
+        self.state_dir, self.emit, self.stop, self.result, self.is_main = state_dir, emit, stop, result, is_main
         self.best = self._load_best()
-        self.started = time.perf_counter()
-        self.start_step = 0
+        self.started = self.last_log = time.perf_counter()
+        self.start_step, self.bar = 0, None
+        validation_ids, _ = encode(tokenizer, list(data["validation"]["text"]), args.max_length, args.truncation)
+        self.validation_s = args.eval_seconds_per_token * count_tokens(validation_ids)
 
     # best-epoch bookkeeping survives a resume through two small files beside the checkpoints
     def _load_best(self) -> dict:
@@ -170,43 +197,59 @@ class _RunCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step = state.global_step
-        self.started = time.perf_counter()
-        if self.progress_bar and self.is_main:
+        self.started = self.last_log = time.perf_counter()
+        if self.args.progress_bar and self.is_main:
+            import sys
+
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step")
+            # on stdout, where the event lines go, so tqdm.write keeps them off the bar; hidden when not a terminal
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step",
+                            file=sys.stdout, disable=None)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
+        done = state.global_step - self.start_step
+        if done <= EARLY_LOG_STEPS or time.perf_counter() - self.last_log >= LOG_EVERY_S:
+            control.should_log = True
         if self.stop.is_set():
             control.should_training_stop = True
+            control.should_save = True  # a checkpoint at this very step, so a resume loses nothing
+
+    def eta(self, state) -> float:
+        done = max(state.global_step - self.start_step, 1)
+        per_step = (time.perf_counter() - self.started) / done
+        epochs_left = max(0, math.ceil(self.args.epochs) - len(self.result.epochs))
+        return per_step * (state.max_steps - state.global_step) + epochs_left * self.validation_s + self.args.after_training_s
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs:
             return
+        self.last_log = time.perf_counter()
         elapsed = time.perf_counter() - self.started
         done = max(state.global_step - self.start_step, 1)
-        tokens_per_step = self.tokens_per_epoch / max(state.max_steps / max(args.num_train_epochs, 1e-9), 1)
-        event = {
-            "event": "progress", "step": state.global_step, "total": state.max_steps,
-            "epoch": round(state.epoch or 0, 3), "loss": round(float(logs["loss"]), 5),
-            "learning_rate": float(f"{float(logs.get('learning_rate', 0.0)):.4g}"),
-            "tokens_per_s": round(tokens_per_step * done / max(elapsed, 1e-9)),
-            "eta_s": round(elapsed / done * (state.max_steps - state.global_step), 1),
-        }
-        self.result.losses.append((state.global_step, event["loss"]))
+        tokens_per_step = self.result.tokens / max(state.max_steps, 1)
+        event = events.Progress(
+            phase="train", step=state.global_step, total=state.max_steps, elapsed_s=round(elapsed, 1),
+            eta_s=round(self.eta(state), 1), loss=round(float(logs["loss"]), 5), epoch=round(state.epoch or 0, 3),
+            learning_rate=float(f"{float(logs.get('learning_rate', 0.0)):.4g}"),
+            tokens_per_s=round(tokens_per_step * done / max(elapsed, 1e-9)))
+        self.result.losses.append((state.global_step, event.loss))
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{event['loss']:.4f}", tok_s=f"{event['tokens_per_s']:.0f}")
+            self.bar.set_postfix(loss=f"{event.loss:.4f}", tok_s=f"{event.tokens_per_s:.0f}")
         if self.is_main:
             self.emit(event)
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        metrics, _ = evaluate(self.model, self.tokenizer, self.data["validation"], self.cfg.max_length,
-                              self.cfg.eval_batch_size)
+        if self.stop.is_set():
+            return  # stopping: no validation pass, the step's checkpoint is already saved
+        started = time.perf_counter()
+        metrics, _ = evaluate(self.model, self.tokenizer, self.data["validation"], self.args.max_length,
+                              self.args.eval_batch_size, truncation=self.args.truncation, stop=self.stop)
+        self.validation_s = time.perf_counter() - started
         epoch = int(round(state.epoch or 0))
-        info = {"epoch": epoch, "step": state.global_step, "accuracy": metrics.accuracy,
-                "macro_f1": metrics.macro_f1}
+        info = {"epoch": epoch, "step": state.global_step, "scores": dict(metrics.scores), "accuracy": metrics.accuracy}
         self.result.epochs.append(info)
         if self.is_main:
             _merge_epochs(self.state_dir, self.result.epochs)
@@ -214,7 +257,8 @@ class _RunCallback(TrainerCallback):
             self.best = info
             self._save_best(info)
         if self.is_main:
-            self.emit({"event": "epoch", **info, "best_epoch": self.best["epoch"]})
+            self.emit(events.EpochEnd(epoch=epoch, step=state.global_step, scores=dict(metrics.scores),
+                                      best_epoch=self.best["epoch"]))
         control.should_save = True  # a checkpoint at every epoch end, besides every save_steps
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -222,42 +266,15 @@ class _RunCallback(TrainerCallback):
             self.bar.close()
 
 
-class _AdaLoraCallback(TrainerCallback):
-    """AdaLoRA reallocates ranks between optimizer.step() and zero_grad(), as its docs require."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        self.model.base_model.update_and_allocate(state.global_step)
-
-
 class _GradGuard(TrainerCallback):
-    def __init__(self, model):
-        self.params = list(_trainable(model).values())
+    def __init__(self, model, state_dir: Path):
+        self.params, self.state_dir = list(_trainable(model).values()), state_dir
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         grads = [p.grad for p in self.params if p.grad is not None]
         if grads and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all():
-            raise LftError(
-                f"a gradient became non-finite at step {state.global_step + 1}; the learning rate "
-                f"({args.learning_rate:g}) is probably too high. The last good checkpoint is kept; lower it"
-            )
-
-
-def last_good_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint that finished writing (trainer_state.json is written last). Incomplete ones,
-    left by a kill mid-save, are removed so Trainer never resumes from them."""
-    if not folder.is_dir():
-        return None
-    found = []
-    for child in folder.iterdir():
-        if child.is_dir() and child.name.startswith("checkpoint-"):
-            if (child / "trainer_state.json").exists():
-                found.append((int(child.name.split("-")[1]), child))
-            else:
-                shutil.rmtree(child, ignore_errors=True)
-    return str(max(found)[1]) if found else None
+            raise LftError(f"a gradient became non-finite at step {state.global_step + 1}; the learning rate "
+                           f"({args.learning_rate:g}) is probably too high. {_checkpoint_note(self.state_dir)}; lower it")
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -265,63 +282,51 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return math.ceil(n_train / (batch_size * world))
 
 
-def train(model, tokenizer, data, cfg, run_dir: Path, learning_rate: float, emit: Emit,
-          stop: threading.Event | None = None, resume: bool = False, progress_bar: bool = False,
-          adalora: bool = False) -> TrainResult:
+def _class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
+    """scikit-learn's 'balanced' weights, n / (k * count): each class adds the same total weight to the loss."""
+    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (num_labels * np.maximum(counts, 1)), 1.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _training_arguments(args: TrainArgs, state_dir: Path, n_train: int) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(state_dir), per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
+        num_train_epochs=args.epochs, weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        lr_scheduler_type="linear",
+        logging_steps=max(1, min(10, steps_per_epoch(n_train, args.batch_size) // 10)),
+        logging_first_step=True, save_strategy="steps", save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit, eval_strategy="no", seed=args.seed, data_seed=args.seed,
+        remove_unused_columns=False, report_to="none", disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0, logging_nan_inf_filter=False, save_only_model=False)
+
+
+def train(model, tokenizer, data, args: TrainArgs, state_dir: Path, emit: events.Emit = lambda e: None,
+          stop: threading.Event | None = None, callbacks: list | None = None) -> TrainResult:
     """Fine-tune `model` on data['train']; validate each epoch; end with the best epoch's weights loaded.
 
-    Raises StopRequested if `stop` is set, LftError on a non-finite loss or gradient.
-    """
+    Raises StopRequested if `stop` is set, LftError on a non-finite loss or gradient or a full disk."""
     stop = stop or threading.Event()
-    state_dir = run_dir / "checkpoints"
     state_dir.mkdir(parents=True, exist_ok=True)
-    train_set = tokenize(data["train"], tokenizer, cfg.max_length)
-    result = TrainResult()
-    tokens_per_epoch = int(sum(train_set["length"]))
-    cuda = torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=str(state_dir),
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=learning_rate,
-        num_train_epochs=cfg.epochs,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        lr_scheduler_type="linear",
-        logging_steps=max(1, min(10, steps_per_epoch(len(train_set), cfg.batch_size) // 10)),
-        logging_first_step=True,  # the app shows a first loss point as soon as training starts
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        eval_strategy="no",
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        remove_unused_columns=False,
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=not cuda,
-        dataloader_num_workers=0,
-        logging_nan_inf_filter=False,
-        save_only_model=False,
-    )
-    is_main = args.process_index == 0
-    callbacks = [_RunCallback(model, tokenizer, data, cfg, state_dir, emit, stop, result, tokens_per_epoch,
-                              progress_bar, is_main), _GradGuard(model)]
-    if adalora:
-        callbacks.append(_AdaLoraCallback(model))
-    result.precision = training_precision(cfg.precision, cfg.quantize)
-    trainer = _GuardedTrainer(model=model, args=args, train_dataset=train_set, data_collator=_Collator(tokenizer),
-                              callbacks=callbacks, bf16=result.precision == "bf16")
+    train_set = tokenize(data["train"], tokenizer, args.max_length, args.truncation)
+    result = TrainResult(precision=args.precision, tokens=int(count_tokens(train_set["input_ids"]) * args.epochs))
+    training_args = _training_arguments(args, state_dir, len(train_set))
+    is_main = training_args.process_index == 0
+    weights = _class_weights(list(data["train"]["label"]), model.config.num_labels) if args.class_weights else None
+    trainer = _GuardedTrainer(
+        model=model, args=training_args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=[_RunCallback(model, tokenizer, data, args, state_dir, emit, stop, result, is_main),
+                   _GradGuard(model, state_dir), *(callbacks or [])],
+        bf16=result.precision == "bf16", class_weights=weights, state_dir=state_dir)
     trainer.remove_callback(PrinterCallback)  # our callback reports progress; raw log dicts are noise
-    checkpoint = last_good_checkpoint(state_dir) if resume else None
-    if resume and checkpoint is None:
-        log.warning("no complete checkpoint in %s; training from the start", state_dir)
+    checkpoint = _resume_point(state_dir) if args.resume else None
     start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
-    result.seconds = time.perf_counter() - start
-    result.steps = output.global_step
-    result.tokens = int(tokens_per_epoch * cfg.epochs)
+    with _disk_full_is_user_error(state_dir):
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+    result.seconds, result.steps = time.perf_counter() - start, output.global_step
     if stop.is_set():
-        raise StopRequested(f"stopped by the user at step {output.global_step}")
+        raise StopRequested(f"stopped by the user at step {output.global_step} of {trainer.state.max_steps}")
     best = state_dir / "best.safetensors"
     if best.exists():
         _restore(model, load_file(best))
@@ -329,6 +334,33 @@ def train(model, tokenizer, data, cfg, run_dir: Path, learning_rate: float, emit
         if is_main:
             result.epochs = _merge_epochs(state_dir, result.epochs)
     return result
+
+
+def _resume_point(state_dir: Path) -> str | None:
+    from lft_core.runs import last_checkpoint
+
+    checkpoint = last_checkpoint(state_dir.parent)
+    if checkpoint is None:
+        log.warning("no complete checkpoint in %s; training from the start", state_dir)
+    return checkpoint
+
+
+@contextlib.contextmanager
+def _disk_full_is_user_error(state_dir: Path):
+    """A checkpoint that cannot be written is removed (Trainer would otherwise resume from half of it) and the run
+    fails with one line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from lft_core.runs import last_checkpoint
+
+        last_checkpoint(state_dir.parent)  # removes incomplete checkpoints
+        for tmp in state_dir.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+        raise LftError(f"the disk is full while writing a checkpoint into {state_dir}; "
+                       f"{_checkpoint_note(state_dir)}. Free some space and resume the run") from None
 
 
 def native_bf16() -> bool:
@@ -344,11 +376,11 @@ def native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(flags)) and torch.backends.mkldnn.is_available()
 
 
-def training_precision(requested: str, quantize: str | None) -> str:
+def training_precision(requested: str, quantized: bool = False) -> str:
     """'auto' picks bf16 autocast where it is native; QLoRA keeps bitsandbytes' own compute dtype."""
     if requested != "auto":
         return requested
-    return "bf16" if native_bf16() and not quantize else "fp32"
+    return "bf16" if native_bf16() and not quantized else "fp32"
 
 
 def _restore(model, state: dict[str, torch.Tensor]) -> None:

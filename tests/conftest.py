@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -108,6 +109,21 @@ def keyword_csv(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session(tmp_path_factory):
+    """Module- and session-scoped fixtures are made before any test's own folders: they too must never write into
+    the repo's saved_adapters/ or the user's home."""
+    saved = {k: os.environ.get(k) for k in ("LFT_ADAPTERS_DIR", "LFT_CACHE")}
+    os.environ["LFT_ADAPTERS_DIR"] = str(tmp_path_factory.mktemp("session") / "saved_adapters")
+    os.environ["LFT_CACHE"] = os.environ.get("LFT_TEST_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path, monkeypatch):
     """Runs land in a temp saved_adapters/ and cache, never in the repo or the user's home."""
@@ -115,3 +131,53 @@ def isolated_dirs(tmp_path, monkeypatch):
     cache = Path(os.environ.get("LFT_TEST_CACHE", tmp_path / "cache"))
     monkeypatch.setenv("LFT_CACHE", str(cache))
     yield
+
+
+def hub_cache_with_the_base(home: Path) -> None:
+    """A Hugging Face cache holding sentence-transformers/all-MiniLM-L6-v2 as a download leaves it (HF_HOME=home):
+    a machine that has the base model and nothing of lft_core."""
+    from lft_core.models import resolve_model
+
+    revision = "0" * 40
+    repo = home / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for path in Path(resolve_model("minilm")).iterdir():
+        (snapshot / path.name).symlink_to(path)
+
+
+def plain_peft_predictions_match(folder: Path, tmp_path: Path, max_length: int) -> subprocess.CompletedProcess:
+    """Load a run folder with plain peft in a fresh process (no lft_core, no ~/.cache/lft_core, the base from a
+    Hugging Face cache) and check it reproduces the run's test predictions. Returns the finished process."""
+    import json
+    import sys
+    import textwrap
+
+    labels = [json.loads((folder / "base_model.json").read_text())["id2label"][str(i)]
+              for i in range(json.loads((folder / "base_model.json").read_text())["num_labels"])]
+    hub_cache_with_the_base(tmp_path / "hf")
+    script = textwrap.dedent(f"""
+        import sys, torch, pandas as pd
+        from peft import AutoPeftModelForSequenceClassification
+        from transformers import AutoTokenizer
+        folder, labels = {str(folder)!r}, {labels!r}
+        model = AutoPeftModelForSequenceClassification.from_pretrained(
+            folder, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={{n: i for i, n in enumerate(labels)}}).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        rows = pd.read_csv(folder + "/test_predictions.csv")
+        predicted = []
+        for start in range(0, len(rows), 16):
+            batch = tokenizer(rows.text.tolist()[start:start + 16], return_tensors="pt", padding=True, truncation=True,
+                              max_length={max_length})
+            with torch.no_grad():
+                predicted += [labels[i] for i in model(**batch).logits.argmax(-1).tolist()]
+        assert predicted == rows.finetuned_prediction.tolist(), "predictions differ"
+        assert "lft_core" not in sys.modules
+        print("ok", len(predicted))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LFT_", "HF_"))}
+    env.update(HOME=str(tmp_path / "home"), HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/", env=env, timeout=300)

@@ -1,5 +1,7 @@
-"""The app, driven as users and scripts drive it: through gradio_client against a server started here on
-127.0.0.1, then once in a real headless browser (Playwright with Debian's Chromium)."""
+"""The app, driven as users and scripts drive it: callbacks as plain functions, the API through gradio_client
+against a server started here on 127.0.0.1, and (test_app_as_launched.py) a real browser on a fresh clone.
+
+Every test makes what it needs; waits poll with a deadline, never a fixed sleep."""
 
 import concurrent.futures
 import json
@@ -9,44 +11,134 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
-KW_ARGS = [None, None, None, None, 32, 42]  # text col, label col, train cap, eval cap, max length, seed
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+def wait_for(condition, timeout: float, what: str, every: float = 0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def start_app(cwd: Path, env: dict, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**env, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=cwd, env=env, stdout=log.open("w"),
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+
+    def up():
+        if process.poll() is not None:
+            pytest.fail("the app exited: " + log.read_text()[-3000:])
+        try:
+            return urllib.request.urlopen(url, timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for(up, 120, "the app to answer", every=0.5)
+    return process, url
+
+
+def call(client, api: str, values: dict | None = None, submit: bool = False):
+    """Call an endpoint with its inputs named by their labels; the others keep the form's defaults."""
+    values = dict(values or {})
+    parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"][api]["parameters"]
+    args = [values.pop(p["label"]) if p["label"] in values else p["parameter_default"] for p in parameters]
+    assert not values, f"{api} has no inputs labelled {list(values)}"
+    return client.submit(*args, api_name=api) if submit else client.predict(*args, api_name=api)
+
+
+def finish(job, timeout: float):
+    wait_for(job.done, timeout, "the job to finish", every=0.5)
+    if job.exception() is not None:
+        raise job.exception()
+    return job.outputs()
+
+
+# ---------------------------------------------------------------- callbacks as plain functions
+
+
+def test_form_mistakes_are_one_line_and_need_no_model():
+    from lft_core import LftError
+    from ui.forms import DataForm, TrainForm, build_config
+
+    import gradio as gr
+
+    with gr.Blocks():
+        data, train = DataForm.create(), TrainForm.create()
+    values = {w: w.value for w in data.inputs | train.inputs}
+    assert build_config(data, values, train).learning_rate is None  # empty: the method's default
+    for widget, value, fragment in [(train.learning_rate, "0", "learning_rate must be a finite number > 0"),
+                                    (train.learning_rate, "fast", "learning_rate must be a number (got 'fast')"),
+                                    (data.max_train_samples, "abc", "max_train_samples must be a whole number"),
+                                    (train.options, "[not, a, mapping]", "method options must be 'key: value'"),
+                                    (data.dataset, "", "choose a dataset")]:
+        with pytest.raises(LftError) as err:
+            build_config(data, {**values, widget: value}, train)
+        assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_unknown_model_fails_within_seconds_offline(monkeypatch):
+    import lft_core
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    start = time.time()
+    with pytest.raises(lft_core.LftError, match="offline"):
+        lft_core.check_run(lft_core.RunConfig(model="someone/no-such-model"), output=False)
+    assert time.time() - start < 5
+
+
+def test_a_rejected_upload_clears_itself_and_says_what_stays(tmp_path):
+    import lft_core
+    from ui.data_tab import on_upload
+
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("text,label\n")
+    picture = tmp_path / "picture.csv"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20)
+    for bad in (header_only, picture):
+        upload, dataset, *_, note = on_upload(str(bad), "bbc-news")
+        assert upload is None and "was not used" in note and "The dataset stays bbc-news" in note
+    assert not list((lft_core.adapters_root() / ".uploads").glob("*"))  # rejected files are not kept
+
+
+def test_upload_row_cap(tmp_path, monkeypatch):
+    from ui.data_tab import on_upload
+
+    monkeypatch.setenv("LFT_MAX_UPLOAD_ROWS", "1000")
+    big = tmp_path / "big.csv"
+    big.write_text("text,label\n" + "".join(f"row {i},a\n" for i in range(5000)))
+    *_, note = on_upload(str(big), "bbc-news")
+    assert "limited to 1,000 rows" in note
+
+
+# ---------------------------------------------------------------- the API, through gradio_client
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("app") / "saved_adapters"
-    root.mkdir()
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "LFT_ADAPTERS_DIR": str(root), "LFT_MAX_UPLOAD_ROWS": "1000", "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(root.parent / "app.log", "w")
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    started = time.time()
-    while time.time() - started < 60:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("the app did not start: " + (root.parent / "app.log").read_text()[-2000:])
-    yield {"url": url, "root": root, "startup_s": time.time() - started}
+    env = {**os.environ, "LFT_ADAPTERS_DIR": str(root)}
+    process, url = start_app(REPO, env, root.parent / "app.log")
+    yield {"url": url, "root": root}
     process.terminate()
-    process.wait(timeout=30)
+    process.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -56,144 +148,144 @@ def client(server):
     return Client(server["url"], verbose=False)
 
 
-def _train(client, dataset, epochs=3, method="lora"):
-    job = client.submit("minilm", dataset, *KW_ARGS, method, 0.004, epochs, 16, 8, 16, 0.05, "query, value", "",
-                        api_name="/train")
-    while not job.done():
-        time.sleep(0.5)
-    return job.outputs()
-
-
-def _runs(root: Path):
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def test_api_baseline_train_compare_predict(client, server, keyword_csv):
-    summary = client.predict("minilm", keyword_csv, *KW_ARGS, api_name="/baseline")[0]
-    assert "Base model:" in summary and "accuracy" in summary
-    outputs = _train(client, keyword_csv)
+@pytest.fixture(scope="module")
+def trained_run(client, server, keyword_csv) -> str:
+    """One run trained through the app's API (the keyword task, 3 epochs), for the tests that compare and predict."""
+    job = call(client, "/train", {"Dataset": keyword_csv, "Max length (tokens)": 32, "Learning rate": "4e-3",
+                                  "Epochs": 3, "Batch size": 16}, submit=True)
+    outputs = finish(job, 600)
     final = outputs[-1][0]
     assert "finished" in final and "Fine-tuning improved" in final, final
-    assert any("step" in o[0] for o in outputs[:-1])  # progress was streamed while training
-    run_dir = str(_runs(server["root"])[-1])
-    table = client.predict([run_dir], api_name="/compare")[0]
+    return final.split("`")[1]  # "✅ `<run name>` finished. ..."
+
+
+def test_train_streams_progress_and_says_what_it_did(client, keyword_csv):
+    job = call(client, "/train", {"Dataset": keyword_csv, "Max length (tokens)": 32, "Epochs": 1,
+                                  "Train subset (texts)": "60"}, submit=True)
+    outputs = finish(job, 600)
+    bars = [o[1] for o in outputs]
+    assert any("step" in b and "% " not in b and "left" in b for b in bars), bars[-3:]
+    assert "done" in bars[-1]
+    assert outputs[-1][0].startswith("✅") or outputs[-1][0].startswith("⏹"), outputs[-1][0]
+
+
+def test_compare_predict_and_take_the_run_home(client, trained_run, tmp_path):
+    from conftest import plain_peft_predictions_match
+
+    name = trained_run
+    verdict, table, *_ = call(client, "/compare", {"Saved adapters to compare": [name]})
+    assert "Fine-tuning improved" in verdict
     row = dict(zip(table["headers"], table["data"][0]))
-    assert row["tuned acc"] > row["base acc"] and row["reload check"] == "passed"
-    base, tuned, latency = client.predict([run_dir], "goal match team win the cup", api_name="/predict")
-    assert tuned["label"] == "sport"
-    assert {c["label"] for c in base["confidences"]} == {"food", "sport", "tech"}
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        client.predict([run_dir], "software chip and code", api_name="/predict")
-        timings.append(time.perf_counter() - start)
-    (ARTIFACTS).mkdir(exist_ok=True)
-    (ARTIFACTS / "latency.json").write_text(json.dumps({"predict_roundtrip_s": timings, "startup_s": server["startup_s"]}))
+    assert row["accuracy"] > row["base accuracy"] and row["reload"] == "passed"
+    base, tuned, latency = call(client, "/predict", {"Saved adapters to compare": [name],
+                                                     "Text": "goal match team win the cup"})
+    assert tuned["label"] == "sport" and {c["label"] for c in base["confidences"]} == {"food", "sport", "tech"}
+    zipped, note = call(client, "/download_zip", {"Run": name})
+    with zipfile.ZipFile(zipped) as archive:
+        archive.extractall(tmp_path / "elsewhere")
+    out = plain_peft_predictions_match(tmp_path / "elsewhere" / name, tmp_path, max_length=32)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report, _ = call(client, "/report", {"Run": name})
+    assert Path(report).read_text().startswith("<!doctype html>")
 
 
-def test_runs_outside_saved_adapters_are_refused(client):
-    from gradio_client.exceptions import AppError
-
-    for bad in ("../../etc", "/etc", "../x"):
-        with pytest.raises(AppError, match="not a folder directly inside"):
-            client.predict([bad], api_name="/compare")
-
-
-def test_health_check(client, keyword_csv):
-    summary, notes, *_ = client.predict("minilm", keyword_csv, *KW_ARGS, api_name="/check_data")
-    assert "train" in summary and "Truncated" in summary
-
-
-def test_upload_row_cap(client, tmp_path):
+def test_predict_a_whole_file(client, trained_run, tmp_path):
     from gradio_client import handle_file
+
+    texts = tmp_path / "new.csv"
+    pd.DataFrame({"text": ["goal match team win", "software chip code data", "bread cheese soup"]}).to_csv(texts, index=False)
+    result = call(client, "/predict_file", {"Saved adapters to compare": [trained_run],
+                                            "Texts (csv / jsonl with a text column, or txt: one per line)": handle_file(str(texts))})
+    frame = pd.read_csv(result)
+    assert frame.label.tolist() == ["sport", "tech", "food"]
+    assert {"probability", "p_food", "p_sport", "p_tech"} <= set(frame.columns)
+
+
+def test_mistakes_in_the_form_are_refused_at_once(client, keyword_csv, tmp_path):
     from gradio_client.exceptions import AppError
 
-    big = tmp_path / "big.csv"
-    big.write_text("text,label\n" + "".join(f"row {i},a\n" for i in range(5000)))
-    with pytest.raises(AppError, match="limited to 1,000 rows"):
-        client.predict(handle_file(str(big)), api_name="/upload")
+    header = tmp_path / "header.csv"
+    header.write_text("text,label\n")
+    cases = [({"Learning rate": "0"}, "learning_rate must be a finite number > 0"),
+             ({"Model": "someone/not-on-this-machine"}, "offline"),
+             ({"Dataset": str(header)}, "has no data rows"),
+             ({"Train subset (texts)": "lots"}, "max_train_samples must be a whole number")]
+    for values, fragment in cases:
+        start = time.time()
+        with pytest.raises(AppError, match=fragment):
+            call(client, "/train", {"Dataset": keyword_csv, **values})
+        assert time.time() - start < 15, values  # refused by the callback, not after a worker started
 
 
-def test_stop_and_concurrent_predictions_during_training(client, server, keyword_csv):
+@pytest.mark.parametrize("bad", ["../../etc", "/etc", "../x"])
+def test_runs_outside_saved_adapters_are_refused(client, bad):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="not a folder directly inside"):
+        call(client, "/compare", {"Saved adapters to compare": [bad]})
+
+
+def test_push_offline_says_so_quickly(client, trained_run):
+    from gradio_client.exceptions import AppError
+
+    start = time.time()
+    with pytest.raises(AppError, match="unreachable"):
+        call(client, "/push", {"Run": trained_run, "Hub repository": "someone/adapter",
+                               "Access token (write)": "hf_x"})
+    assert time.time() - start < 10
+
+
+def _status(root: Path, name: str) -> str:
+    path = root / name / "status.json"
+    return json.loads(path.read_text())["status"] if path.exists() else "missing"
+
+
+def test_queue_reattach_stop_and_resume(client, server, trained_run):
+    """A long job runs; a second one waits behind it and says so; another page reattaches with the job's settings;
+    predictions keep answering; Stop ends it as 'stopped' with a checkpoint; the queued job then starts; the
+    stopped run can be resumed from the run list."""
     from gradio_client import Client
 
-    run_dir = str(_runs(server["root"])[-1])  # the finished run from the first test
-    before = set(_runs(server["root"]))
-    job = client.submit("minilm", "bbc-news", None, None, 400, 50, 128, 42, "lora", 0.004, 5, 16, 8, 16, 0.05,
-                        "query, value", "", api_name="/train")
-    deadline = time.time() + 120
-    while time.time() < deadline and not any("step" in (o[0] or "") for o in job.outputs()):
-        time.sleep(0.5)
-    assert any("step" in (o[0] or "") for o in job.outputs()), "training did not start"
+    root = server["root"]
+    long_job = call(client, "/train", {"Train subset (texts)": "400", "Validation/test cap (texts)": "40", "Epochs": 5,
+                                       "Seed": 7}, submit=True)
+    wait_for(lambda: any("step" in (o[1] or "") for o in long_job.outputs()), 300, "training to start")
+    running = next(p.name for p in root.iterdir() if p.is_dir() and _status(root, p.name) == "running")
 
-    # a bounded load test on 127.0.0.1: 20 predictions at once while training runs, each from its own client
+    second = call(Client(server["url"], verbose=False), "/train", {"Train subset (texts)": "100", "Epochs": 1},
+                  submit=True)
+    wait_for(lambda: any(f"queued behind `{running}`" in (o[0] or "") for o in second.outputs()), 120, "the queue note")
+
+    page = Client(server["url"], verbose=False).submit(api_name="/reattach")
+    wait_for(lambda: len(page.outputs()) > 0, 60, "a reattached page")
+    first = page.outputs()[0]
+    assert "🏃" in first[0] and "Seed" not in first[0]
+    assert 7 in first or 7.0 in first  # the running job's seed is back in the form
+
     def one(i):
-        return Client(server["url"], verbose=False).predict([run_dir], f"goal match team {i}", api_name="/predict")
+        return Client(server["url"], verbose=False).predict(
+            [trained_run], f"goal match team {i}", api_name="/predict")
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(one, range(20), timeout=300))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(one, range(8), timeout=300))
     assert all(a[1]["label"] == "sport" for a in answers)
 
-    # a second page reattaches to the running job and sees it live
-    second = Client(server["url"], verbose=False).submit(api_name="/reattach")
-    time.sleep(3)
-    assert any("step" in (o[0] or "") or "🏃" in (o[0] or "") for o in second.outputs())
+    message = client.predict(api_name="/stop")
+    assert "stopped" in message and _status(root, running) == "stopped"
+    final = finish(long_job, 120)[-1][0]
+    assert final.startswith("⏹") and "stopped" in final and "without finishing" not in final
+    assert "checkpoint was kept" in final
 
-    assert "Stopped" in client.predict(api_name="/stop")
-    while not job.done():
-        time.sleep(0.5)
-    new = set(_runs(server["root"])) - before
-    assert len(new) == 1
-    stopped = new.pop()
-    status = json.loads((stopped / "status.json").read_text())["status"]
-    assert status == "stopped", status
-    assert not (stopped / "adapter_config.json").exists() and not (stopped / "report.json").exists()
-    runs = client.predict(api_name="/refresh_runs")
-    assert str(stopped) not in json.dumps(runs)
+    queued_name = wait_for(lambda: next((p.name for p in root.iterdir() if p.is_dir() and p.name != running
+                                         and _status(root, p.name) == "running"), None), 120, "the queued job to start")
+    assert "stopped" in client.predict(api_name="/stop")
+    finish(second, 120)
+    assert _status(root, queued_name) == "stopped"
 
-
-@pytest.mark.slow
-def test_browser_click_through(server, keyword_csv):
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        pytest.skip("Debian's chromium is not installed (scripts/setup.sh --dev installs it)")
-    from playwright.sync_api import expect, sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server["url"], wait_until="load")
-        page.get_by_role("button", name="Check dataset health").wait_for(timeout=30_000)
-        # 1. Model & data: type the dataset path into the dropdown
-        dataset = page.get_by_label("Dataset")
-        dataset.fill(keyword_csv)
-        dataset.press("Enter")
-        page.get_by_label("Max length (tokens)").first.fill("32")
-        page.get_by_label("Max length (tokens)").first.press("Enter")
-        # 2. Baseline
-        page.get_by_role("tab", name="2. Baseline").click()
-        page.get_by_role("button", name="Evaluate base model").click()
-        expect(page.get_by_text("Base model:")).to_be_visible(timeout=60_000)
-        # 3. Fine-tune
-        page.get_by_role("tab", name="3. Fine-tune").click()
-        page.get_by_label("Epochs").first.fill("3")
-        page.get_by_label("Epochs").first.press("Enter")
-        page.get_by_role("button", name="Train").click()
-        expect(page.get_by_text("finished.", exact=False)).to_be_visible(timeout=120_000)
-        loss_points = page.locator(".js-plotly-plot .scatterlayer .trace .point, .js-plotly-plot .scatterlayer path.js-line")
-        assert loss_points.count() > 0, "the loss chart received no points"
-        # 4. Compare
-        page.get_by_role("tab", name="4. Compare").click()
-        page.get_by_role("button", name="Compare", exact=True).click()
-        bars = page.locator(".js-plotly-plot .barlayer .point")
-        expect(bars.first).to_be_visible(timeout=30_000)
-        page.get_by_label("Text", exact=True).fill("goal match team win the cup")
-        page.get_by_role("button", name="Predict").click()
-        expect(page.get_by_text("ms for both models")).to_be_visible(timeout=30_000)
-        page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
-        labels = page.locator("[data-testid='label-output-value']")
-        assert labels.count() >= 2, "both models' predictions are shown"
-        browser.close()
+    note = call(client, "/resume", {"Run": running})  # the note alone: the tab switch and State are not outputs
+    assert "Resuming" in note
+    wait_for(lambda: _status(root, running) == "running", 120, "the resumed run to start")
+    assert "stopped" in client.predict(api_name="/stop")
+    runs = call(client, "/refresh_runs")[1]
+    statuses = {row[0]: row[1] for row in runs["data"]}
+    assert statuses[running].startswith("stopped") and statuses[queued_name].startswith("stopped")

@@ -155,7 +155,7 @@ def test_empty_split(tmp_path):
 
     keyword_frame(10).to_csv(tmp_path / "train.csv", index=False)
     pd.DataFrame({"text": [], "label": []}).to_csv(tmp_path / "test.csv", index=False)
-    assert "test split is empty" in _bad(tmp_path, dataset=str(tmp_path))
+    assert "the test split in" in _bad(tmp_path, dataset=str(tmp_path))
 
 
 def test_test_labels_unseen_in_training(tmp_path):
@@ -257,3 +257,76 @@ def test_config_file_roundtrip(tmp_path):
     path.write_text(json.dumps({"dataset": "airline-tweets", "epochs": 2}))
     loaded = load_config(path, {"epochs": 3})
     assert loaded.dataset == "airline-tweets" and loaded.epochs == 3
+
+
+# ---------------------------------------------------------------- odd but valid data: handled, and said out loud
+
+
+def _three_classes(rare: int, n: int = 60) -> pd.DataFrame:
+    from conftest import keyword_frame
+
+    frame = keyword_frame(n)
+    frame = frame[frame.label != "tech"]
+    extra = keyword_frame(rare, seed=3)
+    return pd.concat([frame, extra[extra.label == "tech"].head(rare)]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("rare", [1, 2])
+def test_a_class_too_small_to_split_stays_in_train_and_is_named(tmp_path, caplog, rare):
+    data = load_data(cfg(dataset=_write(tmp_path, _three_classes(rare))))
+    names = data["train"].features["label"].names
+    tech = names.index("tech")
+    assert tech in data["train"]["label"]  # trained on
+    assert tech not in data["test"]["label"] or rare > 1
+    split = "test" if rare == 1 else "validation"
+    assert f"classes absent from the {split} split (too few examples to split): tech ({rare} examples)" in caplog.text
+    # the other classes are still split stratified, not at random
+    for split in ("validation", "test"):
+        assert set(data[split]["label"]) >= {names.index("food"), names.index("sport")}
+
+
+def test_train_subset_keeps_every_class(tmp_path):
+    data = load_data(cfg(dataset=_write(tmp_path, _three_classes(6, n=200)), max_train_samples=20))
+    assert len(data["train"]) == 20 and len(set(data["train"]["label"])) == 3
+
+
+def test_unseen_test_labels_are_caught_before_the_eval_cap_hides_them(tmp_path):
+    from conftest import keyword_frame
+
+    frame = keyword_frame(20)
+    frame[frame.label != "food"].to_csv(tmp_path / "train.csv", index=False)
+    pd.concat([frame[frame.label != "food"], frame[frame.label == "food"].head(1)]).to_csv(tmp_path / "test.csv", index=False)
+    assert "never seen in training: food" in _bad(tmp_path, dataset=str(tmp_path), max_eval_samples=5)
+
+
+def test_label_spellings_are_merged_with_a_warning(tmp_path, caplog):
+    from conftest import keyword_frame
+
+    frame = keyword_frame(20)
+    food = frame.index[frame.label == "food"]
+    frame.loc[food[:5], "label"] = "Food"
+    frame.loc[food[5:8], "label"] = "food "
+    data = load_data(cfg(dataset=_write(tmp_path, frame)))
+    assert data["train"].features["label"].names == ["food", "sport", "tech"]
+    assert "'Food'" in caplog.text and "'food '" in caplog.text and "-> 'food'" in caplog.text
+
+
+def test_list_valued_labels_are_refused(tmp_path):
+    path = tmp_path / "lists.parquet"
+    pd.DataFrame({"text": [f"t{i}" for i in range(20)], "label": [["a", "b"], ["c"]] * 10}).to_parquet(path)
+    assert "holds lists" in _bad(tmp_path, dataset=str(path))
+
+
+def test_header_only_file(tmp_path):
+    path = tmp_path / "header.csv"
+    path.write_text("text,label\n")
+    assert "has no data rows" in _bad(tmp_path, dataset=str(path))
+
+
+def test_every_text_empty(tmp_path):
+    frame = pd.DataFrame({"text": ["", " "] * 10, "label": ["a", "b"] * 10})
+    assert "every text is empty" in _bad(tmp_path, frame)
+
+
+def test_a_device_is_not_a_dataset(tmp_path):
+    assert "not a regular file or folder" in _bad(tmp_path, dataset="/dev/null")

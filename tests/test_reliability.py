@@ -50,15 +50,15 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_models, keyword_csv
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert not is_complete(killed_dir)
-    assert [r["status"] for r in list_runs(tmp_path) if r["name"] == "killed"] == ["interrupted"]
+    assert [r.status for r in list_runs(tmp_path) if r.name == "killed"] == ["interrupted"]
 
     resumed = _cli(["run", "--resume", str(killed_dir)])
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     a = json.loads((tmp_path / "reference" / "report.json").read_text())
     b = json.loads((killed_dir / "report.json").read_text())
-    assert a["finetuned_metrics"]["accuracy"] == b["finetuned_metrics"]["accuracy"]
     assert [e["epoch"] for e in b["history"]["epochs"]] == [1, 2, 3]
+    assert a["finetuned_metrics"]["scores"] == b["finetuned_metrics"]["scores"]
     wa = load_file(tmp_path / "reference" / "adapter_model.safetensors")
     wb = load_file(killed_dir / "adapter_model.safetensors")
     assert wa.keys() == wb.keys()
@@ -84,7 +84,7 @@ def test_kill_during_save_never_looks_complete(tiny_models, keyword_csv, tmp_pat
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == -signal.SIGKILL
     assert not is_complete(out) and not (out / "report.json").exists() and not (out / "adapter_config.json").exists()
-    assert [r["status"] for r in list_runs(tmp_path)] == ["interrupted"]
+    assert [r.status for r in list_runs(tmp_path)] == ["interrupted"]
 
 
 def test_disk_full_while_saving_keeps_previous_adapter(tiny_models, keyword_csv, tmp_path, monkeypatch):
@@ -115,7 +115,7 @@ def test_non_finite_loss_names_the_step(tiny_models, keyword_csv, tmp_path):
         run(cfg, emit=events.append)
     assert json.loads((tmp_path / "nan" / "status.json").read_text())["status"] == "failed"
     logged = [json.loads(line)["event"] for line in (tmp_path / "nan" / "events.jsonl").read_text().splitlines()]
-    assert [e["event"] for e in events].count("failed") == logged.count("failed") == 1 and logged[-1] == "failed"
+    assert [e.kind for e in events].count("failed") == logged.count("failed") == 1 and logged[-1] == "failed"
 
 
 @pytest.mark.slow
@@ -142,3 +142,71 @@ def test_two_process_ddp_counts_each_example_once(tiny_models, keyword_csv, tmp_
     single_tuned, _ = evaluate(model, tokenizer, data["test"], cfg.max_length)
     assert report["finetuned_metrics"]["confusion"] == single_tuned.confusion
     assert sorted(p.name for p in out.iterdir()).count("adapter_config.json") == 1
+
+
+def test_disk_full_during_a_checkpoint_is_one_line_and_leaves_no_half_checkpoint(tiny_models, keyword_csv, tmp_path,
+                                                                                 monkeypatch):
+    from transformers import Trainer
+
+    def full_disk(self, model, trial=None):
+        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.safetensors").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", full_disk)
+    out = tmp_path / "run"
+    cfg = RunConfig(model=tiny_models["bert"], dataset=keyword_csv, epochs=2, max_length=32, batch_size=4,
+                    save_steps=5, output=str(out))
+    with pytest.raises(LftError, match="the disk is full while writing a checkpoint.*no checkpoint had been saved yet"):
+        run(cfg)
+    assert json.loads((out / "status.json").read_text())["status"] == "failed"
+    assert not list((out / "checkpoints").glob("checkpoint-*")) and not list(out.rglob("*.tmp"))
+
+
+def test_stop_ends_within_a_step_without_validating_and_keeps_a_checkpoint(tiny_models, keyword_csv, tmp_path):
+    import threading
+
+    from lft_core import StopRequested, events
+
+    stop, seen = threading.Event(), []
+
+    def emit(event):
+        seen.append(event)
+        if isinstance(event, events.Progress) and event.phase == "train" and event.step == 3:
+            stop.set()
+
+    out = tmp_path / "run"
+    with pytest.raises(StopRequested):
+        run(RunConfig(model=tiny_models["bert"], dataset=keyword_csv, epochs=3, max_length=32, batch_size=4,
+                      output=str(out)), emit=emit, stop=stop)
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds[-1] == "Stopped" and "EpochEnd" not in kinds  # stopped in epoch 1: no validation pass
+    assert seen[-1].resumable and json.loads((out / "status.json").read_text())["status"] == "stopped"
+    steps = [int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*")]
+    assert steps == [4] and "at step 4 of" in seen[-1].message  # asked during step 3's log: ends after step 4
+
+
+def test_sigterm_stop_then_resume_matches_an_uninterrupted_run(tiny_models, keyword_csv, tmp_path):
+    reference = _cli(_flags(tiny_models["bert"], keyword_csv, tmp_path / "reference"))
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()[-2000:]
+    stopped_dir = tmp_path / "stopped"
+    victim = _cli(_flags(tiny_models["bert"], keyword_csv, stopped_dir))
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        log = stopped_dir / "events.jsonl"
+        if log.exists() and '"step": 30,' in log.read_text():  # mid epoch 2
+            break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGTERM)
+    out, err = victim.communicate(timeout=120)
+    assert victim.returncode == 3, err[-2000:]
+    assert json.loads((stopped_dir / "status.json").read_text())["status"] == "stopped"
+    assert [r.resumable for r in list_runs(tmp_path) if r.name == "stopped"] == [True]
+    resumed = _cli(["run", "--resume", str(stopped_dir)])
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    wa = load_file(tmp_path / "reference" / "adapter_model.safetensors")
+    wb = load_file(stopped_dir / "adapter_model.safetensors")
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], atol=1e-5, rtol=1e-4)

@@ -8,7 +8,8 @@ import yaml
 
 from lft_core import LftError, RunConfig, load_data
 from lft_core.baselines import tfidf_logreg, zero_shot
-from lft_core.sweep import bootstrap_ci, load_sweep, mcnemar_exact, run_sweep
+from lft_core.stats import bootstrap_ci, mcnemar_exact
+from lft_core.sweep import load_sweep, run_sweep
 
 
 def test_sweep_runs_reports_and_skips_finished_runs(tiny_models, keyword_csv, tmp_path):
@@ -20,6 +21,7 @@ def test_sweep_runs_reports_and_skips_finished_runs(tiny_models, keyword_csv, tm
     result = run_sweep(str(path), output=str(out))
     table = result["table"]
     assert sorted(table["run"]) == ["head-only-seed1", "head-only-seed2", "lora-seed1", "lora-seed2"]
+    assert {"accuracy", "macro_f1"} <= set(table.columns)
     assert {"ci_low", "ci_high", "p_vs_base", "p_vs_best", "trainable_pct", "adapter_mb", "tokens_per_s"} <= set(table.columns)
     markdown = (out / "sweep_report.md").read_text()
     assert "tfidf-logreg (reference)" in markdown and "zero-shot (reference)" in markdown and "Cheapest within" in markdown
@@ -40,6 +42,12 @@ def test_sweep_file_errors(tmp_path):
         load_sweep(path)
     path.write_text("base: {datset: bbc-news}\nruns: [{method: lora}]\n")
     with pytest.raises(LftError, match="did you mean 'dataset'"):
+        load_sweep(path)
+    path.write_text("base: {dataset: bbc-news}\ngrid: {method: lora}\n")
+    with pytest.raises(LftError, match="grid.method must be a list"):
+        load_sweep(path)
+    path.write_text("base: {dataset: bbc-news, learning_rate: 1e-3}\nruns: [{method: lora}, {method: lorax}]\n")
+    with pytest.raises(LftError, match="run lorax-seed42: invalid config: unknown method 'lorax'"):
         load_sweep(path)
 
 

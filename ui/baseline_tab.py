@@ -1,41 +1,65 @@
-"""Tab 2, baseline: the base model scored on the test split before any training."""
+"""Tab 2, baseline: the base model scored on the test split before any training, with the floor it must clear."""
 
 from __future__ import annotations
+
+import time
 
 import gradio as gr
 import pandas as pd
 
-from lft_core import LftError, report
-from lft_core.runs import adapters_root
-from ui.state import as_gradio_error, data_config
+import lft_core
+from lft_core import LftError
+from lft_core.events import duration
+from ui.forms import DataForm, build_config, error, load_data
+
+EMPTY_TABLE = pd.DataFrame(columns=["class", "precision", "recall", "F1", "test texts"])
 
 
 def create_baseline_tab(data: dict) -> dict:
     gr.Markdown("The pretrained model with a fresh classification head, scored on the held-out test split. "
-                "Every fine-tuned result is compared with this number.")
+                "Every fine-tuned result is compared with this number, and with always answering the most frequent "
+                "class.")
     run = gr.Button("Evaluate base model", variant="primary")
     summary = gr.Markdown()
     with gr.Row():
-        per_class = gr.Dataframe(label="Per-class scores")
+        per_class = gr.Dataframe(EMPTY_TABLE, label="Per-class scores", show_row_numbers=False)
         confusion = gr.Plot(label="Confusion matrix")
-    run.click(on_baseline, inputs=data["inputs"], outputs=[summary, per_class, confusion], concurrency_limit=1,
-              concurrency_id="baseline", api_name="baseline")
+    form: DataForm = data["form"]
+    run.click(lambda values, progress=gr.Progress(): on_baseline(form, values, progress), inputs=form.inputs,
+              outputs=[summary, per_class, confusion], concurrency_limit=1, concurrency_id="baseline",
+              api_name="baseline")
     return {"summary": summary}
 
 
-def on_baseline(*values, progress=gr.Progress()):
-    from lft_core.engine import baseline  # heavy (transformers, peft): imported on first use, not at start-up
+def _scoring_progress(progress):
+    started = time.perf_counter()
 
+    def update(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - started
+        left = elapsed / max(done, 1) * (total - done)
+        progress((done, total), desc=f"scoring test texts: {done:,} of {total:,}, {duration(elapsed)} elapsed, "
+                                     f"about {duration(left)} left", unit="texts")
+
+    return update
+
+
+def on_baseline(form: DataForm, values: dict, progress):
+    started = time.perf_counter()
     try:
-        cfg = data_config(*values)
-        progress(0.2, desc="loading data and model, then scoring the test split")
-        # kept, so that Train can reuse it and show its first loss sooner
-        metrics, names = baseline(cfg, keep_in=adapters_root() / ".baselines")
+        cfg = build_config(form, values)
+        progress(0.02, desc="loading the data")
+        data = load_data(cfg)
+        progress(0.08, desc="loading the model")
+        # kept under saved_adapters/.baselines, so Train reuses it and shows its first loss sooner
+        baseline = lft_core.evaluate_base(cfg, data=data, progress=_scoring_progress(progress))
     except LftError as exc:
-        raise as_gradio_error(exc) from None
-    table = pd.DataFrame([{"class": name, **{k: round(v, 4) for k, v in scores.items()}}
-                          for name, scores in metrics.per_class.items()])
-    summary = (f"**Base model:** accuracy **{metrics.accuracy:.4f}**, macro-F1 **{metrics.macro_f1:.4f}** on "
-               f"{metrics.n} test texts ({metrics.seconds:.1f} s). Chance for {len(names)} classes is "
-               f"about {1 / len(names):.2f}.")
-    return summary, table, report.confusion_single(metrics.to_dict(), names, "Base model (test)")
+        raise error(exc) from None
+    metrics, names = baseline.metrics, data["test"].features["label"].names
+    majority = lft_core.majority_class(data)
+    table = pd.DataFrame([{"class": name, "precision": round(s["precision"], 3), "recall": round(s["recall"], 3),
+                           "F1": round(s["f1"], 3), "test texts": s["support"]} for name, s in metrics.per_class.items()])
+    summary = (f"**Base model:** accuracy **{metrics.accuracy:.3f}**, macro-F1 **{metrics.macro_f1:.3f}** on "
+               f"{metrics.n:,} test texts. Always answering '{majority.predicted_share()[0]}' scores accuracy "
+               f"{majority.accuracy:.3f} (macro-F1 {majority.macro_f1:.3f}); chance for {len(names)} classes is "
+               f"{1 / len(names):.2f}. Took {duration(time.perf_counter() - started)}.")
+    return summary, table, lft_core.report.confusion_single(metrics, names, "Base model (test)")

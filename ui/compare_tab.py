@@ -1,40 +1,48 @@
-"""Tab 4, compare: metrics of the base model and saved adapters, live side-by-side predictions, and the test
-rows whose prediction changed."""
+"""Tab 4, compare: the verdict and metrics of saved adapters against the base, live side-by-side predictions, the
+test rows whose prediction changed; every run with its status and the actions that fit it (compare, resume,
+delete, report, zip, push to the Hub); and predictions for a whole file."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
-from lft_core import LftError, list_runs
-from lft_core.runs import resolve_run
-from lft_core.compare import changed_rows, comparison_figures, example_texts, live_predict, read_report, summary_table
-from ui.state import as_gradio_error
+import lft_core
+from lft_core import LftError
+from ui.forms import error
+from ui.jobs import JobManager
+
+RUN_COLUMNS = ["run", "status", "method", "dataset", "accuracy", "macro-F1", "updated", "note"]
 
 
-def _complete_runs() -> list[tuple[str, str]]:
-    return [(run["name"], run["path"]) for run in list_runs() if run["status"] == "complete"]  # sweeps' runs too
+def _complete(root: Path) -> list[str]:
+    return [r.name for r in lft_core.list_runs(root) if r.status == "complete"]  # sweeps' runs too
 
 
-def create_compare_tab(train: dict) -> dict:
-    runs = _complete_runs()
+def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
+    root = jobs.root
+    complete = _complete(root)
     with gr.Row():
-        selected = gr.Dropdown(runs, value=[runs[0][1]] if runs else [], multiselect=True, scale=4,
-                               allow_custom_value=True, label="Saved adapters (saved_adapters/)")
-        refresh = gr.Button("Refresh list", scale=1)
-    compare = gr.Button("Compare", variant="primary")
-    table = gr.Dataframe(label="Runs", max_height=260)
+        # custom values: runs finished since the page was built are valid too (each is checked with resolve_run)
+        selected = gr.Dropdown(complete, value=complete[:1], multiselect=True, scale=5, allow_custom_value=True,
+                               label="Saved adapters to compare", info=f"finished runs in {_where(root)}")
+        refresh = gr.Button("Refresh", scale=1, min_width=90)
+        compare = gr.Button("Compare", variant="primary", scale=1, min_width=110)
+    verdict = gr.Markdown()
+    table = gr.Dataframe(label="Runs against the base (test split)", max_height=220, show_row_numbers=False, wrap=True)
     with gr.Row():
-        bars = gr.Plot(label="Test metrics")
-        per_class = gr.Plot(label="F1 per class")
+        bars = gr.Plot(label="Test metrics", show_label=False)
+        per_class = gr.Plot(label="F1 per class", show_label=False)
     with gr.Row():
-        confusion = gr.Plot(label="Confusion matrices")
-        pareto = gr.Plot(label="Accuracy vs trainable parameters")
+        confusion = gr.Plot(label="Confusion matrices", show_label=False)
+        pareto = gr.Plot(label="Accuracy vs trainable parameters", show_label=False)
 
     gr.Markdown("### Live predictions: base vs fine-tuned")
     with gr.Row():
-        text = gr.Textbox(label="Text", lines=3, scale=4, placeholder="Type or paste a text")
+        text = gr.Textbox(label="Text", lines=2, max_lines=6, scale=4, placeholder="Type or paste a text, then Enter")
         examples = gr.Dropdown([], label="Examples from the test split", scale=2)
     predict = gr.Button("Predict")
     with gr.Row():
@@ -46,64 +54,204 @@ def create_compare_tab(train: dict) -> dict:
     with gr.Row():
         only_class = gr.Dropdown(["(all)"], value="(all)", label="True class")
         still_wrong = gr.Checkbox(label="Rows the fine-tuned model still gets wrong")
-    changes = gr.Dataframe(label="Changed predictions (click a header to sort)", wrap=True, max_height=400)
+    changes = gr.Dataframe(label="Changed predictions (click a header to sort)", wrap=True, max_height=360,
+                           show_row_numbers=False, column_widths=["11%", "11%", "11%", "9%", "58%"])
 
-    refresh.click(lambda: gr.update(choices=_complete_runs()), outputs=[selected], api_name="refresh_runs")
-    comparison = [table, bars, per_class, confusion, pareto, examples, only_class, changes]
-    compare.click(on_compare, inputs=[selected], outputs=comparison, api_name="compare")
-    train["finished_run"].change(on_finished, inputs=[train["finished_run"]], outputs=[selected])
-    examples.change(lambda t: t or gr.update(), inputs=[examples], outputs=[text])
-    predict.click(on_predict, inputs=[selected, text], outputs=[base_label, tuned_label, latency],
-                  concurrency_limit=4, concurrency_id="predict", api_name="predict")
-    text.submit(on_predict, inputs=[selected, text], outputs=[base_label, tuned_label, latency],
-                concurrency_limit=4, concurrency_id="predict", api_name=False)
+    with gr.Accordion("All runs: status and actions", open=True):
+        runs_table = gr.Dataframe(_runs_frame(root), max_height=240, show_row_numbers=False, wrap=True)
+        with gr.Row():
+            run = gr.Dropdown([r.name for r in lft_core.list_runs(root)], label="Run", scale=3, allow_custom_value=True)
+            add = gr.Button("Compare", scale=1, min_width=90)
+            resume = gr.Button("Resume", scale=1, min_width=90)
+            delete = gr.Button("Delete", scale=1, min_width=90, variant="stop")
+            confirm = gr.Button("Confirm delete", scale=1, min_width=110, variant="stop", visible=False)
+        with gr.Row():
+            report_button = gr.Button("Report (report.html)", scale=1)
+            zip_button = gr.Button("Download as zip", scale=1)
+            download = gr.File(label="Download", scale=2, height=70)
+        with gr.Row():
+            repo = gr.Textbox(label="Hub repository", placeholder="your-name/my-adapter", scale=2)
+            token = gr.Textbox(label="Access token (write)", type="password", scale=2)
+            private = gr.Checkbox(value=True, label="Private", scale=1)
+            push = gr.Button("Push to the Hub", scale=1)
+        action_note = gr.Markdown()
+
+    with gr.Accordion("Predict a whole file", open=False):
+        with gr.Row():
+            batch_input = gr.File(label="Texts (csv / jsonl with a text column, or txt: one per line)",
+                                  file_types=[".csv", ".tsv", ".jsonl", ".json", ".txt"], height=90)
+            batch_output = gr.File(label="Predictions (csv with labels and probabilities)", height=90)
+        batch = gr.Button("Predict the file")
+
+    comparison = [verdict, table, bars, per_class, confusion, pareto, examples, only_class, changes]
+    refreshed = [selected, runs_table, run]
+    refresh.click(lambda current: on_refresh(root, current), inputs=[selected], outputs=refreshed, api_name="refresh_runs")
+    compare.click(lambda chosen: on_compare(root, chosen), inputs=[selected], outputs=comparison, api_name="compare")
+    train["finished_run"].change(lambda done, current: on_finished(root, done, current),
+                                 inputs=[train["finished_run"], selected], outputs=refreshed, api_name=False)
+    predicting = dict(inputs=[selected, text], outputs=[base_label, tuned_label, latency], concurrency_limit=4,
+                      concurrency_id="predict")
+    predict.click(lambda chosen, t: on_predict(root, chosen, t), api_name="predict", **predicting)
+    text.submit(lambda chosen, t: on_predict(root, chosen, t), api_name=False, **predicting)
+    examples.input(lambda t: t or gr.update(), inputs=[examples], outputs=[text], api_name=False).then(
+        lambda chosen, t: on_predict(root, chosen, t), api_name=False, **predicting)
     for control in (only_class, still_wrong):
-        control.change(on_changes, inputs=[selected, only_class, still_wrong], outputs=[changes])
-    return {"selected": selected, "compare": compare, "refresh": lambda: gr.update(choices=_complete_runs())}
+        control.change(lambda chosen, c, w: on_changes(root, chosen, c, w), inputs=[selected, only_class, still_wrong],
+                       outputs=[changes], api_name=False)
+    add.click(lambda name, current: on_add(root, name, current), inputs=[run, selected], outputs=[selected],
+              api_name=False).then(lambda chosen: on_compare(root, chosen), inputs=[selected], outputs=comparison)
+    resume.click(lambda name: on_resume(jobs, name), inputs=[run], outputs=[action_note, train["resumed"], tabs],
+                 api_name="resume")
+    delete.click(lambda name: (gr.update(visible=bool(name)), f"Delete **{name}** and all its files? Click "
+                               f"*Confirm delete*." if name else "Pick a run first."), inputs=[run],
+                 outputs=[confirm, action_note], api_name=False)
+    confirm.click(lambda name, current: on_delete(root, name, current), inputs=[run, selected],
+                  outputs=[action_note, confirm, *refreshed], api_name="delete_run")
+    report_button.click(lambda name: on_report(root, name), inputs=[run], outputs=[download, action_note],
+                        api_name="report")
+    zip_button.click(lambda name: on_zip(root, name), inputs=[run], outputs=[download, action_note],
+                     api_name="download_zip")
+    push.click(lambda name, r, t, p: on_push(root, name, r, t, p), inputs=[run, repo, token, private],
+               outputs=[action_note], api_name="push")
+    batch.click(lambda chosen, f: on_batch(root, chosen, f), inputs=[selected, batch_input], outputs=[batch_output],
+                api_name="predict_file")
+    return {"selected": selected, "refresh": lambda current=None: on_refresh(root, current), "refreshed": refreshed,
+            "compare": lambda chosen: on_compare(root, chosen), "comparison": comparison}
 
 
-def _checked(selected) -> list[str]:
-    """The selected runs, each confirmed to be a finished run inside saved_adapters/."""
-    if not selected:
-        raise LftError("pick a saved adapter first (train one in the Fine-tune tab)")
-    selected = selected if isinstance(selected, list) else [selected]
-    return [str(resolve_run(s)) for s in selected]
-
-
-def _last(selected) -> str:
-    return _checked(selected)[-1]
-
-
-def on_finished(run_dir):
-    if not run_dir:
-        return gr.update()
-    return gr.update(choices=_complete_runs(), value=[run_dir])
-
-
-def on_compare(selected):
+def _where(root: Path) -> str:
     try:
-        selected = _checked(selected)
-        last = selected[-1]
-        bars, per_class, confusion, pareto = comparison_figures(selected)
-        names = read_report(last)["data"]["label_names"]
-        return (summary_table(selected), bars, per_class, confusion, pareto,
-                gr.update(choices=example_texts(last), value=None),
-                gr.update(choices=["(all)"] + names, value="(all)"), changed_rows(last))
+        return str(root.relative_to(Path.cwd()))
+    except ValueError:
+        return str(root)
+
+
+def _ago(stamp: float) -> str:
+    from lft_core.events import duration
+
+    return duration(time.time() - stamp) + " ago"
+
+
+def _runs_frame(root: Path) -> pd.DataFrame:
+    rows = [{"run": r.name, "status": r.status + (" (resumable)" if r.resumable else ""), "method": r.method,
+             "dataset": Path(r.dataset).name if r.dataset else "",
+             "accuracy": round(r.scores["accuracy"], 4) if "accuracy" in r.scores else None,
+             "macro-F1": round(r.scores["macro_f1"], 4) if "macro_f1" in r.scores else None,
+             "updated": _ago(r.updated), "note": r.message[:120]} for r in lft_core.list_runs(root)]
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def on_refresh(root: Path, current=None):
+    complete = _complete(root)
+    keep = [c for c in (current or []) if c in complete] or complete[:1]
+    return (gr.update(choices=complete, value=keep), _runs_frame(root),
+            gr.update(choices=[r.name for r in lft_core.list_runs(root)]))
+
+
+def on_finished(root: Path, run_dir, current):
+    if not run_dir:
+        return gr.update(), gr.update(), gr.update()
+    name = Path(run_dir).name
+    complete = _complete(root)
+    return (gr.update(choices=complete, value=[name] if name in complete else current), _runs_frame(root),
+            gr.update(choices=[r.name for r in lft_core.list_runs(root)], value=name))
+
+
+def _checked(root: Path, chosen) -> list[str]:
+    """The chosen runs, each confirmed to be a finished run inside the runs folder."""
+    if not chosen:
+        raise LftError("pick a saved adapter first (train one in the Fine-tune tab)")
+    chosen = chosen if isinstance(chosen, list) else [chosen]
+    return [str(lft_core.resolve_run(c, root)) for c in chosen]
+
+
+def on_compare(root: Path, chosen):
+    try:
+        paths = _checked(root, chosen)
+        last = lft_core.read_report(paths[-1])
+        bars, per_class, confusion, pareto = lft_core.comparison_figures(paths)
+        verdict = f"**{last.run_name}: {last.verdict.headline}**\n" + "\n".join(f"- {d}" for d in last.verdict.details)
+        return (verdict, lft_core.summary_table(paths), bars, per_class, confusion, pareto,
+                gr.update(choices=lft_core.example_texts(paths[-1]), value=None),
+                gr.update(choices=["(all)"] + last.label_names, value="(all)"), lft_core.changed_rows(paths[-1]))
     except LftError as exc:
-        raise as_gradio_error(exc) from None
+        raise error(exc) from None
 
 
-def on_predict(selected, text):
+def on_predict(root: Path, chosen, text):
     try:
         start = time.perf_counter()
-        base, tuned = live_predict(_last(selected), text)
+        base, tuned = lft_core.live_predict(_checked(root, chosen)[-1], text)
         return base, tuned, f"{(time.perf_counter() - start) * 1000:.0f} ms for both models"
     except LftError as exc:
-        raise as_gradio_error(exc) from None
+        raise error(exc) from None
 
 
-def on_changes(selected, only_class, still_wrong):
+def on_changes(root: Path, chosen, only_class, still_wrong):
     try:
-        return changed_rows(_last(selected), None if only_class in (None, "(all)") else only_class, still_wrong)
+        return lft_core.changed_rows(_checked(root, chosen)[-1], None if only_class in (None, "(all)") else only_class,
+                                     still_wrong)
     except LftError as exc:
-        raise as_gradio_error(exc) from None
+        raise error(exc) from None
+
+
+def on_add(root: Path, name, current):
+    if not name:
+        raise gr.Error("pick a run first")
+    if name not in _complete(root):
+        raise gr.Error(f"{name} is not a finished run; only finished runs can be compared")
+    return gr.update(value=list(dict.fromkeys([*(current or []), name])))
+
+
+def on_resume(jobs: JobManager, name):
+    try:
+        if not name:
+            raise LftError("pick a stopped or interrupted run to resume")
+        job = jobs.submit(resume=name)
+    except LftError as exc:
+        raise error(exc) from None
+    return (f"▶️ Resuming **{job.name}**: follow it in the Fine-tune tab.", f"{job.name}@{time.time()}",
+            gr.Tabs(selected="train"))
+
+
+def on_delete(root: Path, name, current):
+    try:
+        lft_core.delete_run(name, root)
+    except LftError as exc:
+        raise error(exc) from None
+    return (f"🗑 Deleted **{name}**.", gr.update(visible=False), *on_refresh(root, [c for c in current or [] if c != name]))
+
+
+def on_report(root: Path, name):
+    try:
+        path = lft_core.resolve_run(name or "", root) / "report.html"
+    except LftError as exc:
+        raise error(exc) from None
+    return str(path), f"report.html of **{name}**: click the file above to open or save it."
+
+
+def on_zip(root: Path, name):
+    try:
+        path = lft_core.export_zip(name or "", root)
+    except LftError as exc:
+        raise error(exc) from None
+    size = path.stat().st_size / 2**20
+    return str(path), (f"**{path.name}** ({size:.1f} MB): the adapter, tokenizer, model card, report and test "
+                       f"predictions. Unpacked anywhere, it loads with plain peft (see its README.md).")
+
+
+def on_push(root: Path, name, repo, token, private):
+    try:
+        url = lft_core.push_to_hub(name or "", (repo or "").strip(), token or "", bool(private), root)
+    except LftError as exc:
+        raise error(exc) from None
+    return f"⬆️ Pushed **{name}** to [{url}]({url})."
+
+
+def on_batch(root: Path, chosen, file):
+    try:
+        if file is None:
+            raise LftError("upload a file of texts first (csv or jsonl with a text column, or txt with one per line)")
+        return str(lft_core.predict_file(_checked(root, chosen)[-1], file if isinstance(file, str) else file.name))
+    except LftError as exc:
+        raise error(exc) from None

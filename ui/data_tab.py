@@ -2,82 +2,105 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from lft_core import DATASETS, MODELS, LftError, RunConfig, report
-from lft_core.data import TEXT_CANDIDATES, LABEL_CANDIDATES, read_local_file
-from lft_core.health import check_dataset
-from lft_core.models import load_tokenizer, resolve_model
-from ui.state import as_gradio_error, data_config, keep_upload
+import lft_core
+from lft_core import LftError
+from ui.forms import DataForm, build_config, error
 
-
-DEFAULTS = RunConfig()
+EMPTY_SAMPLES = pd.DataFrame(columns=["label", "text"])
 
 
 def create_data_tab() -> dict:
-    with gr.Row():
-        model = gr.Dropdown(list(MODELS), value="minilm", allow_custom_value=True, label="Model",
-                            info="built-in (offline), a Hugging Face Hub name, or a local folder")
-        dataset = gr.Dropdown(list(DATASETS), value="bbc-news", allow_custom_value=True, label="Dataset",
-                              info="built-in (offline), a Hub name, a local path, or upload a file below")
-    with gr.Row():
-        upload = gr.File(label="Upload CSV / JSONL", file_types=[".csv", ".jsonl", ".json", ".parquet"], height=110)
-        text_column = gr.Dropdown([], value=None, allow_custom_value=True, label="Text column", info="detected if empty")
-        label_column = gr.Dropdown([], value=None, allow_custom_value=True, label="Label column", info="detected if empty")
-    with gr.Row():
-        max_train = gr.Number(value=None, precision=0, label="Train subset (empty = all)")
-        max_eval = gr.Number(value=None, precision=0, label="Validation/test cap (empty = all)")
-        max_length = gr.Slider(16, 512, value=DEFAULTS.max_length, step=16, label="Max length (tokens)")
-        seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed")
+    form = DataForm.create()
+    upload_note = gr.Markdown()
     check = gr.Button("Check dataset health", variant="secondary")
     summary = gr.Markdown()
     warnings = gr.Markdown()
     with gr.Row():
         balance_plot = gr.Plot(label="Class balance")
         length_plot = gr.Plot(label="Token lengths")
-    samples = gr.Dataframe(label="Sample rows", wrap=True, max_height=300)
+    samples = gr.Dataframe(EMPTY_SAMPLES, label="Sample rows (two per class)", wrap=True, max_height=300,
+                           column_widths=["18%", "82%"], show_row_numbers=False)
+    suggestions = gr.State({})
 
-    inputs = [model, dataset, text_column, label_column, max_train, max_eval, max_length, seed]
-    upload.upload(on_upload, inputs=[upload], outputs=[dataset, text_column, label_column], api_name="upload")
-    check.click(on_check, inputs=inputs, outputs=[summary, warnings, balance_plot, length_plot, samples],
-                api_name="check_data")
-    return {"inputs": inputs, "model": model, "dataset": dataset, "max_length": max_length}
+    form.upload.upload(on_upload, inputs=[form.upload, form.dataset],
+                       outputs=[form.upload, form.dataset, form.text_column, form.label_column, upload_note],
+                       api_name="upload")
+    check.click(lambda values, progress=gr.Progress(): on_check(form, values, progress), inputs=form.inputs,
+                outputs=[summary, warnings, balance_plot, length_plot, samples, suggestions], api_name="check_data")
+    return {"form": form, "suggestions": suggestions}
 
 
-def on_upload(file):
+def keep_upload(path: str) -> tuple[str, list[str]]:
+    """Check an upload (size, rows, readable, has data) where Gradio put it, and only then copy it out of Gradio's
+    temp folder, so the worker can read it and it survives a restart. Returns the kept path and its columns."""
+    limits = lft_core.host_limits()
+    source = Path(path)
+    size_mb = source.stat().st_size / 2**20
+    if size_mb > limits.max_upload_mb:
+        raise LftError(f"the file is {size_mb:.1f} MB; uploads are limited to {limits.max_upload_mb:.0f} MB")
+    if source.suffix.lower() in (".csv", ".jsonl", ".tsv"):
+        with source.open("rb") as f:
+            rows = sum(1 for _ in f)
+        if rows - 1 > limits.max_upload_rows:
+            raise LftError(f"the file has {rows - 1:,} rows; uploads are limited to {limits.max_upload_rows:,} rows "
+                           f"(subsample it, or run the CLI on your own machine)")
+    columns = lft_core.read_columns(source)
+    target_dir = lft_core.adapters_root() / ".uploads"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / source.name
+    with tempfile.NamedTemporaryFile(dir=target_dir, delete=False) as tmp:
+        shutil.copyfile(source, tmp.name)
+    Path(tmp.name).replace(target)
+    return str(target), columns
+
+
+def _guess(columns: list[str], candidates: tuple) -> str | None:
+    return next((c for c in columns if c.lower() in candidates), None)
+
+
+def on_upload(file, dataset):
+    """Keep a good upload and select it; a rejected one clears itself and says what stays selected."""
     if file is None:
-        return gr.update(), gr.update(), gr.update()
+        return gr.update(), gr.update(), gr.update(), gr.update(), ""
+    name = Path(file if isinstance(file, str) else file.name).name
     try:
-        path = keep_upload(file if isinstance(file, str) else file.name)
-        columns = [str(c) for c in read_local_file(Path(path)).columns]
+        path, columns = keep_upload(file if isinstance(file, str) else file.name)
     except LftError as exc:
-        raise as_gradio_error(exc) from None
-    text = next((c for c in columns if c.lower() in TEXT_CANDIDATES), None)
-    label = next((c for c in columns if c.lower() in LABEL_CANDIDATES), None)
-    return (gr.update(value=path), gr.update(choices=columns, value=text), gr.update(choices=columns, value=label))
+        stays = Path(str(dataset)).name if dataset else "nothing"
+        message = f"{name} was not used: {exc}. The dataset stays {stays}."
+        gr.Warning(message)
+        return None, gr.update(), gr.update(), gr.update(), f"⚠️ {message}"
+    from lft_core.data import LABEL_CANDIDATES, TEXT_CANDIDATES
+
+    choices = [(n, n) for n in lft_core.DATASETS] + [(f"uploaded: {name}", path)]
+    return (gr.update(), gr.update(choices=choices, value=path),
+            gr.update(choices=columns, value=_guess(columns, TEXT_CANDIDATES)),
+            gr.update(choices=columns, value=_guess(columns, LABEL_CANDIDATES)),
+            f"✅ Using the uploaded file **{name}** ({len(columns)} columns: {', '.join(columns[:8])}).")
 
 
-def on_check(*values, progress=gr.Progress()):
+def on_check(form: DataForm, values: dict, progress):
     try:
-        cfg = data_config(*values)
+        cfg = build_config(form, values)
         progress(0.1, desc="loading the tokenizer")
-        tokenizer = load_tokenizer(resolve_model(cfg.model))
+        tokenizer = lft_core.tokenizer_for(cfg.model, cfg.trust_remote_code)
     except LftError as exc:
-        raise as_gradio_error(exc) from None
-    except OSError as exc:
-        raise gr.Error(f"could not load the tokenizer of '{values[0]}': {str(exc).splitlines()[0]}") from None
+        raise error(exc) from None
     progress(0.4, desc="reading and splitting the data")
-    health = check_dataset(cfg, tokenizer)
+    health = lft_core.check_dataset(cfg, tokenizer)
     if health.error:
-        raise gr.Error(health.error, duration=None)
+        raise error(LftError(health.error))
     sizes = ", ".join(f"{split} {n:,}" for split, n in health.splits.items())
-    summary = f"**Splits:** {sizes}. **Classes:** {len(health.balance)}. " \
-              f"**Truncated at {health.max_length} tokens:** {health.truncated_share:.0%} of train texts."
+    summary = (f"**Splits:** {sizes}. **Classes:** {len(health.balance)}. **Truncated at {health.max_length} tokens:** "
+               f"{health.truncated_share:.0%} of train texts.")
     notes = "\n".join(f"- ⚠️ {w}" for w in health.warnings) or "No problems found."
-    for warning in health.warnings:
-        gr.Warning(warning)
-    return (summary, notes, report.class_balance(health.balance),
-            report.length_histogram(health.lengths, health.max_length), pd.DataFrame(health.samples))
+    suggestions = {"class_weights": True} if health.imbalanced else {}
+    return (summary, notes, lft_core.report.class_balance(health.balance),
+            lft_core.report.length_histogram(health.lengths, health.max_length), health.samples, suggestions)

@@ -1,124 +1,203 @@
-"""Training jobs: one worker process at a time, running the same `python -m lft_core run` as the CLI.
+"""Training jobs: one worker process at a time, running the same `python -m lft_core run` as the CLI, and a queue
+kept on the server, so a job waits its turn even if the page that queued it is closed.
 
-The worker appends its events to saved_adapters/.jobs/<run>.jsonl; the UI only reads that file. Closing the
-page therefore neither stalls nor stops training, and opening it again replays the run from the file. Stop
-sends SIGTERM, which ends training at the next step without saving a half-finished adapter."""
+A job's run folder is reserved when it is queued (status 'queued'); the worker adopts it and writes its events
+to the run's own events.jsonl, which is all the page reads. Closing the page therefore neither stalls nor stops
+training, and opening it again replays the run. Stop sends SIGTERM: the worker ends within a step, keeps a
+checkpoint to resume from, and says 'stopped'; if it has not exited after STOP_GRACE_S it is killed and the
+folder is marked stopped all the same. Records survive an app restart."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
-from lft_core.compare import events
-from lft_core.config import RunConfig
-from lft_core.runs import adapters_root, default_run_name, safe_name
+import lft_core
+from lft_core import RunConfig, events
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class Busy(Exception):
-    """Another training job is running."""
+STOP_GRACE_S = 12.0
+log = logging.getLogger("lft_core.app")
 
 
 @dataclass
 class Job:
     name: str
-    run_dir: Path
-    events_path: Path
-    pid: int
-    started: float
+    run_dir: str
+    config: dict
+    resume: bool = False
+    state: str = "queued"
+    """queued, running or ended"""
+    queued_at: float = field(default_factory=time.time)
+    started: float | None = None
+    pid: int | None = None
 
-    def alive(self) -> bool:
+    @property
+    def events_path(self) -> Path:
+        return Path(self.run_dir) / "events.jsonl"
+
+
+class JobManager:
+    def __init__(self, root: Path | None = None, pump_s: float = 0.5):
+        self.root = Path(root or lft_core.adapters_root())
+        self.jobs_dir = self.root / ".jobs"
+        self.lock = threading.RLock()
+        self.children: dict[int, subprocess.Popen] = {}
+        threading.Thread(target=self._pump, args=(pump_s,), daemon=True, name="job-queue").start()
+
+    # ---------------------------------------------------------------- records
+
+    def _path(self, name: str) -> Path:
+        return self.jobs_dir / f"{name}.json"
+
+    def _save(self, job: Job) -> None:
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._path(job.name).with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(job)))
+        os.replace(tmp, self._path(job.name))
+
+    def jobs(self) -> list[Job]:
+        """Every recorded job, oldest first."""
+        found = []
+        for record in self.jobs_dir.glob("*.json") if self.jobs_dir.is_dir() else []:
+            try:
+                found.append(Job(**json.loads(record.read_text())))
+            except (OSError, ValueError, TypeError):
+                continue
+        return sorted(found, key=lambda j: j.queued_at)
+
+    def get(self, name: str) -> Job | None:
+        return next((j for j in self.jobs() if j.name == name), None)
+
+    def alive(self, job: Job) -> bool:
+        if job.state != "running" or not job.pid:
+            return False
+        child = self.children.get(job.pid)
+        if child is not None:  # ours: poll() also reaps it, so a finished worker never lingers as a zombie
+            return child.poll() is None
         try:
-            pid, _ = os.waitpid(self.pid, os.WNOHANG)  # reap our own child so it does not linger as a zombie
-            if pid == self.pid:
-                return False
-        except ChildProcessError:
-            pass
-        try:
-            os.kill(self.pid, 0)
+            os.kill(job.pid, 0)
         except OSError:
             return False
         return True
 
-    def read(self, offset: int = 0) -> tuple[list[dict], int]:
-        return events(self.events_path, offset)
-
-
-class JobManager:
-    def __init__(self, root: Path | None = None):
-        self.root = Path(root or adapters_root())
-        self.jobs_dir = self.root / ".jobs"
-        self.lock = threading.Lock()
-
-    def _record(self, name: str) -> Path:
-        return self.jobs_dir / f"{name}.json"
-
-    def _jobs(self) -> list[Job]:
-        """Recorded jobs, newest first; records survive an app restart."""
-        found = []
-        records = self.jobs_dir.glob("*.json") if self.jobs_dir.is_dir() else []
-        for record in sorted(records, key=lambda p: p.stat().st_mtime, reverse=True):
-            try:
-                data = json.loads(record.read_text())
-                found.append(Job(data["name"], Path(data["run_dir"]), Path(data["events_path"]), data["pid"],
-                                 data["started"]))
-            except (OSError, ValueError, KeyError):
-                continue
-        return found
-
     def current(self) -> Job | None:
         """The running job, if any (also one started before an app restart)."""
-        return next((job for job in self._jobs() if job.alive()), None)
+        return next((j for j in self.jobs() if self.alive(j)), None)
+
+    def queued(self) -> list[Job]:
+        return [j for j in self.jobs() if j.state == "queued"]
 
     def latest(self) -> Job | None:
-        """The most recent job, running or not, to replay its log after a page reload."""
-        jobs = self._jobs()
-        return jobs[0] if jobs else None
+        jobs = self.jobs()
+        return max(jobs, key=lambda j: j.started or j.queued_at) if jobs else None
 
-    def start(self, cfg: RunConfig, name: str | None = None, base_eval: Path | None = None) -> Job:
-        """Launch the worker for cfg. Raises Busy while another job runs."""
+    # ---------------------------------------------------------------- the queue
+
+    def submit(self, cfg: RunConfig | None = None, resume: str | None = None) -> Job:
+        """Queue a new run (its folder reserved now) or the resumption of a stopped one; starts it at once when
+        nothing else is training."""
         with self.lock:
-            if self.current() is not None:
-                raise Busy("another training job is running")
-            name = safe_name(name) if name else default_run_name(cfg.model, cfg.dataset, cfg.method)
-            run_dir = self.root / name
-            self.jobs_dir.mkdir(parents=True, exist_ok=True)
-            config_path = self.jobs_dir / f"{name}.yaml"
-            events_path = self.jobs_dir / f"{name}.jsonl"
-            values = {**cfg.to_dict(), "output": str(run_dir)}
-            config_path.write_text(yaml.safe_dump(values))
-            events_path.unlink(missing_ok=True)
-            log = open(self.jobs_dir / f"{name}.log", "w")
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "LFT_ADAPTERS_DIR": str(self.root)}
-            command = [sys.executable, "-m", "lft_core", "run", "--config", str(config_path), "--events", str(events_path)]
-            if base_eval is not None and Path(base_eval).exists():
-                command += ["--base-eval", str(base_eval)]
-            process = subprocess.Popen(
-                command,
-                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            job = Job(name, run_dir, events_path, process.pid, time.time())
-            record = {"name": name, "run_dir": str(run_dir), "events_path": str(events_path), "pid": process.pid,
-                      "started": job.started}
-            self._record(name).write_text(json.dumps(record))
+            if resume:
+                run_dir = lft_core.resolve_run(resume, self.root, finished=False)
+                from lft_core.runs import check_resumable, read_run_config, set_status
+
+                check_resumable(run_dir)
+                config = read_run_config(run_dir)
+                set_status(run_dir, "queued", pid=None)
+            else:
+                from lft_core.runs import default_run_name, reserve
+
+                name = default_run_name(cfg.model, cfg.dataset, cfg.method)
+                run_dir = reserve(None, name, overwrite=False, status="queued", root=self.root)
+                config = {**cfg.to_dict(), "output": str(run_dir)}
+            job = Job(Path(run_dir).name, str(run_dir), config, resume=bool(resume))
+            self._save(job)
+            self._start_next()
             return job
 
-    def stop(self, job: Job, grace_s: float = 20.0) -> None:
-        """Ask the worker to stop at the next step; kill it if it has not stopped after grace_s."""
-        if not job.alive():
-            return
+    def _pump(self, every_s: float) -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                self._start_next()
+            except Exception:  # the queue must outlive one bad record
+                log.exception("job queue")
+
+    def _start_next(self) -> None:
+        with self.lock:
+            for job in self.jobs():
+                if job.state == "running" and not self.alive(job):
+                    job.state = "ended"
+                    self._save(job)
+            if self.current() is not None:
+                return
+            waiting = self.queued()
+            if waiting:
+                self._launch(waiting[0])
+
+    def _launch(self, job: Job) -> None:
+        """The worker: `python -m lft_core run` on the job's config, in its own session (an app restart leaves it
+        running), its output in .jobs/<name>.log."""
+        config_path = self.jobs_dir / f"{job.name}.yaml"
+        config_path.write_text(yaml.safe_dump(job.config))
+        command = [sys.executable, "-m", "lft_core", "run"]
+        command += ["--resume", job.run_dir] if job.resume else ["--config", str(config_path), "--output", job.run_dir]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LFT_ADAPTERS_DIR": str(self.root)}
+        with open(self.jobs_dir / f"{job.name}.log", "w") as out:
+            child = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        self.children[child.pid] = child
+        job.state, job.pid, job.started = "running", child.pid, time.time()
+        self._save(job)
+
+    # ---------------------------------------------------------------- stop
+
+    def stop(self, job: Job, grace_s: float = STOP_GRACE_S) -> str:
+        """Stop a running job (or cancel a queued one). Returns what happened, in words."""
+        from lft_core.runs import end_unfinished, read_status
+
+        with self.lock:
+            job = self.get(job.name) or job
+            if job.state == "queued":
+                return self._cancel(job)
+        if not self.alive(job):
+            return f"`{job.name}` is not running."
         os.kill(job.pid, signal.SIGTERM)
         deadline = time.time() + grace_s
-        while job.alive() and time.time() < deadline:
-            time.sleep(0.2)
-        if job.alive():
+        while self.alive(job) and time.time() < deadline:
+            time.sleep(0.1)
+        if self.alive(job):
             os.killpg(job.pid, signal.SIGKILL)
+            while self.alive(job) and time.time() < deadline + 5:
+                time.sleep(0.1)
+        run_dir = Path(job.run_dir)
+        if read_status(run_dir).get("status") in ("running", "queued"):  # killed before it could say so itself
+            message = "stopped by the user (the worker did not end in time and was killed)"
+            end_unfinished(run_dir, "stopped", message)
+            events.EventLog(job.events_path)(events.Stopped(message=message, resumable=False))
+        self._start_next()
+        return f"Stopped `{job.name}`."
+
+    def _cancel(self, job: Job) -> str:
+        import shutil
+
+        self._path(job.name).unlink(missing_ok=True)
+        run_dir = Path(job.run_dir)
+        if job.resume:
+            from lft_core.runs import set_status
+
+            set_status(run_dir, "stopped", message="resume cancelled while queued")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)  # reserved for this job, nothing in it yet
+        return f"Removed `{job.name}` from the queue."

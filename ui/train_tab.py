@@ -1,179 +1,266 @@
-"""Tab 3, fine-tune: method and hyperparameters, Train streams the worker's events live, Stop ends it cleanly.
-Reopening the page reattaches to a running job and replays its loss curve from the job's event file."""
+"""Tab 3, fine-tune: method and hyperparameters, Train streams the worker's events live (progress with time left,
+loss, validation per epoch), Stop ends it within a step. Reopening the page reattaches to a running or queued job,
+with its settings, and replays its curve from the run's event log."""
 
 from __future__ import annotations
 
 import time
 from functools import partial
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 import yaml
 
-from lft_core import METHODS, LftError, RunConfig, report
-from lft_core.methods import default_params, get_method
-from ui.jobs import Busy, Job, JobManager
-from ui.state import apply_limits, as_gradio_error, data_config
+import lft_core
+from lft_core import LftError, events
+from lft_core.events import duration
+from ui.forms import DataForm, TrainForm, build_config, error, load_data
+from ui.jobs import Job, JobManager
 
-POLL_S = 1.0
-DEFAULTS = RunConfig()
+POLL_S = 0.5
+EMPTY_EPOCHS = pd.DataFrame(columns=["epoch", "step", "accuracy", "macro-F1", "best so far"])
+PHASES = {"data": "loading the data", "model": "loading the model", "baseline": "scoring the base model",
+          "train": "training", "save": "saving and reloading", "evaluate": "scoring the reloaded adapter",
+          "reference": "training the TF-IDF reference", "report": "writing the report"}
 
 
 def create_train_tab(data: dict, jobs: JobManager) -> dict:
-    with gr.Row():
-        method = gr.Dropdown(list(METHODS), value="lora", label="Method", scale=2)
-        learning_rate = gr.Number(value=METHODS["lora"].learning_rate, label="Learning rate")
-        epochs = gr.Slider(1, 10, value=DEFAULTS.epochs, step=1, label="Epochs")
-        batch_size = gr.Slider(4, 64, value=DEFAULTS.batch_size, step=4, label="Batch size")
-    with gr.Row():
-        lora = METHODS["lora"].defaults
-        r = gr.Slider(1, 64, value=lora["r"], step=1, label="LoRA r")
-        alpha = gr.Slider(1, 128, value=lora["lora_alpha"], step=1, label="LoRA alpha")
-        dropout = gr.Slider(0.0, 0.5, value=lora["lora_dropout"], step=0.01, label="LoRA dropout")
-        targets = gr.Textbox(value="query, value", label="Target modules", info="pre-filled for the architecture")
-    options = gr.Textbox(value="", label="Other method options (YAML)", lines=2,
-                         info="e.g. num_virtual_tokens: 20 for prompt tuning; overrides the fields above")
-    with gr.Row():
-        train = gr.Button("Train", variant="primary")
-        stop = gr.Button("Stop", variant="stop")
-    progress = gr.Markdown("No training yet.")
-    with gr.Row():
-        loss_plot = gr.Plot(label="Loss (live)")
-        epoch_table = gr.Dataframe(label="Validation per epoch", max_height=240)
-    log = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True)
+    data_form: DataForm = data["form"]
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=360):
+            form = TrainForm.create()
+            with gr.Row():
+                train = gr.Button("Train", variant="primary")
+                stop = gr.Button("Stop", variant="stop")
+            weights_note = gr.Markdown()
+        with gr.Column(scale=3):
+            status = gr.Markdown("No training yet.")
+            bar = gr.HTML(progress_html(None))
+            loss_plot = gr.Plot(label="Loss (live)", show_label=False)
+            epoch_table = gr.Dataframe(EMPTY_EPOCHS, label="Validation per epoch", max_height=180,
+                                       show_row_numbers=False)
+    with gr.Accordion("Log", open=False):
+        log = gr.Textbox(lines=12, max_lines=12, autoscroll=True, show_label=False)
     finished_run = gr.State(None)
+    resumed = gr.State(None)
 
-    hyper = [method, learning_rate, epochs, batch_size, r, alpha, dropout, targets, options]
-    method.change(on_method, inputs=[data["model"], method], outputs=[learning_rate, r, alpha, dropout, targets, options])
-    data["model"].change(on_method, inputs=[data["model"], method], outputs=[learning_rate, r, alpha, dropout, targets, options])
-    outputs = [progress, loss_plot, epoch_table, log, finished_run]
-    train.click(partial(on_train, jobs), inputs=data["inputs"] + hyper, outputs=outputs,
-                concurrency_limit=1, concurrency_id="train", api_name="train")
-    stop.click(partial(on_stop, jobs), outputs=[progress], concurrency_limit=None, api_name="stop")
-    return {"outputs": outputs, "finished_run": finished_run, "reattach": partial(on_reattach, jobs)}
+    method_outputs = [form.learning_rate, *form.params, form.target_modules, form.options]
+    for trigger in (form.method.change, data_form.model.change):
+        trigger(on_method, inputs=[data_form.model, form.method], outputs=method_outputs, api_name=False)
+    data["suggestions"].change(on_suggestions, inputs=[data["suggestions"]], outputs=[form.class_weights, weights_note],
+                               api_name=False)
+    outputs = [status, bar, loss_plot, epoch_table, log, finished_run]
+    train.click(partial(on_train, jobs, data_form, form), inputs=data_form.inputs | form.inputs, outputs=outputs,
+                concurrency_limit=None, api_name="train")
+    stop.click(lambda: on_stop(jobs), outputs=[status], concurrency_limit=None, api_name="stop")
+    resumed.change(partial(on_resumed, jobs), inputs=[resumed], outputs=outputs, concurrency_limit=None, api_name=False)
+    settings = [*data_form.setters({}), *form.setters({})]
+    return {"outputs": outputs, "finished_run": finished_run, "resumed": resumed, "form": form, "settings": settings,
+            "follow": partial(follow, jobs), "reattach": partial(on_reattach, jobs, data_form, form, settings)}
 
 
 def on_method(model, method):
     """Pre-fill the method's defaults for this model's architecture."""
-    spec = get_method(method)
+    spec = lft_core.get_method(method)
     try:
-        params = default_params(model, method)
+        params = lft_core.default_params(model, method)
     except (LftError, OSError, ValueError):
         params = dict(spec.defaults)
     targets = params.pop("target_modules", None)
-    lora_like = {"r", "lora_alpha"} <= set(params)
-    rest = {k: v for k, v in params.items() if k not in ("r", "lora_alpha", "lora_dropout")}
-    return (spec.learning_rate,
-            gr.update(value=params.get("r", 8), interactive=lora_like),
-            gr.update(value=params.get("lora_alpha", 16), interactive=lora_like),
-            gr.update(value=params.get("lora_dropout", 0.0), interactive=lora_like),
+    rest = {k: v for k, v in params.items() if k not in spec.tunable}
+    sliders = [gr.update(**update) for update in TrainForm.param_updates(method, params)]
+    return (gr.update(placeholder=f"method default ({spec.learning_rate:g})", value=""), *sliders,
             gr.update(value=", ".join(targets) if isinstance(targets, list) else (targets or ""),
                       interactive=targets is not None),
-            yaml.safe_dump(rest).strip() if rest else "")
+            yaml.safe_dump(rest, default_flow_style=True).strip().strip("{}") if rest else "")
 
 
-def _method_params(method, r, alpha, dropout, targets, options) -> dict:
-    params = {}
-    if {"r", "lora_alpha"} <= set(get_method(method).defaults):
-        params.update(r=int(r), lora_alpha=int(alpha), lora_dropout=float(dropout))
-    if targets and targets.strip():
-        params["target_modules"] = [t.strip() for t in targets.split(",") if t.strip()]
-    if options and options.strip():
-        try:
-            extra = yaml.safe_load(options)
-        except yaml.YAMLError as exc:
-            raise LftError(f"method options are not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(extra, dict):
-            raise LftError("method options must be 'key: value' lines")
-        params.update(extra)
-    return params
+def on_suggestions(suggestions: dict):
+    if suggestions.get("class_weights"):
+        return True, "ℹ️ Class weights are on: the health check found the classes imbalanced."
+    return gr.update(), ""
 
 
-def baseline_path(cfg, folder):
-    from lft_core.engine import baseline_path as path  # heavy module: imported when first needed
-
-    return path(cfg, folder)
-
-
-def on_train(jobs: JobManager, *values):
-    data_values, (method, learning_rate, epochs, batch_size, r, alpha, dropout, targets, options) = values[:8], values[8:]
+def on_train(jobs: JobManager, data_form: DataForm, form: TrainForm, values: dict):
+    """Check everything that needs no model, here and at once, then queue the job and stream it."""
     try:
-        cfg = data_config(*data_values)
-        cfg.method, cfg.learning_rate, cfg.epochs, cfg.batch_size = method, float(learning_rate), float(epochs), int(batch_size)
-        cfg.method_params = _method_params(method, r, alpha, dropout, targets, options)
-        cfg, notes = apply_limits(cfg)
+        cfg = build_config(data_form, values, form)
+        cfg, notes = lft_core.apply_host_limits(cfg)
+        lft_core.check_run(cfg, output=False)
+        load_data(cfg)
+        job = jobs.submit(cfg)
     except LftError as exc:
-        raise as_gradio_error(exc) from None
+        raise error(exc) from None
     for note in notes:
         gr.Warning(note)
-    while True:  # queued behind a job started from another page (or before a reload): wait for it
-        try:
-            job = jobs.start(cfg, base_eval=baseline_path(cfg, jobs.root / ".baselines"))
-            break
-        except Busy:
-            running = jobs.current()
-            yield (f"⏳ Queued: waiting for the running job `{running.name if running else '?'}` to finish.",
-                   gr.update(), gr.update(), gr.update(), None)
-            time.sleep(2)
-    yield from follow(job)
+    yield from follow(jobs, job.name)
 
 
 def on_stop(jobs: JobManager) -> str:
-    job = jobs.current()
+    job = jobs.current() or next(iter(jobs.queued()), None)
     if job is None:
         return "Nothing is training."
-    jobs.stop(job)
-    return f"⏹ Stopped `{job.name}`. Nothing was saved as a finished adapter."
+    message = jobs.stop(job)
+    status = lft_core.runs.read_status(Path(job.run_dir)) if Path(job.run_dir).exists() else {}
+    if status.get("status") == "stopped":
+        return f"⏹ `{job.name}` stopped. {_resume_hint(job)}"
+    return f"⏹ {message}"
 
 
-def on_reattach(jobs: JobManager):
-    """On page load: stream the running job, or show the last job's final state."""
-    job = jobs.current() or jobs.latest()
-    if job is None:
-        yield "No training yet.", gr.update(), gr.update(), gr.update(), None
+def _resume_hint(job: Job) -> str:
+    info = next((r for r in lft_core.list_runs(Path(job.run_dir).parent) if r.path == job.run_dir), None)
+    if info is not None and info.resumable:
+        return "A checkpoint was kept: resume it from **All runs** in the Compare tab."
+    return "Nothing was saved as a finished adapter."
+
+
+def on_resumed(jobs: JobManager, token: str | None):
+    """A resume queued from the Compare tab's run list: stream it here. token is 'name@time', so resuming the
+    same run twice still changes it."""
+    if token:
+        yield from follow(jobs, token.rsplit("@", 1)[0])
+
+
+def on_reattach(jobs: JobManager, data_form: DataForm, form: TrainForm, settings: list):
+    """On page load: show the running or queued job with its settings, or the last job's final state."""
+    job = jobs.current() or next(iter(jobs.queued()), None)
+    shown = job or jobs.latest()
+    if shown is None:
+        yield ("No training yet.", progress_html(None), gr.update(), gr.update(), gr.update(), None,
+               *[gr.update()] * len(settings))
         return
-    yield from follow(job)
+    setters = {**data_form.setters(job.config), **form.setters(job.config)} if job else {}
+    first = True
+    for update in follow(jobs, shown.name):
+        restore = [setters.get(widget, gr.update()) for widget in settings] if first else [gr.update()] * len(settings)
+        first = False
+        yield (*update, *restore)
 
 
-def follow(job: Job):
-    """Replay the job's events from the start, then stream new ones until the worker exits."""
-    losses, epochs, lines, offset, state, total = [], [], [], 0, "starting", 0
-    finished = None
-    while True:
-        alive = job.alive()
-        new, offset = job.read(offset)
-        for event in new:
-            kind = event["event"]
-            if kind == "progress":
-                losses.append((event["step"], event["loss"]))
-                total = event["total"]
-                state = (f"🏃 `{job.name}`: step {event['step']}/{event['total']} (epoch {event['epoch']:.2f}), "
-                         f"loss {event['loss']:.4f}, {event['tokens_per_s']:.0f} tokens/s, ETA {event['eta_s']:.0f} s")
-            elif kind == "epoch":
-                epochs.append(event)
-                lines.append(f"epoch {event['epoch']}: validation accuracy {event['accuracy']:.4f}, "
-                             f"macro-F1 {event['macro_f1']:.4f}")
-            elif kind == "stage":
-                lines.append(f"[{event['stage']}] {event['message']}")
-                state = f"🏃 `{job.name}`: {event['message']}"
-            elif kind == "metrics":
-                lines.append(f"{event['which']}: accuracy {event['accuracy']:.4f}, macro-F1 {event['macro_f1']:.4f}")
-            elif kind == "warning":
-                lines.append(f"warning: {event['message']}")
-            elif kind == "finished":
-                finished = event["run_dir"]
-                state = f"✅ `{job.name}` finished. {event['verdict']} See the Compare tab."
-                lines.append(event["verdict"])
-            elif kind == "failed":
-                state = f"❌ `{job.name}` failed: {event['message']}"
-                lines.append(f"error: {event['message']}")
-            elif kind == "stopped":
-                state = f"⏹ `{job.name}` stopped. Nothing was saved as a finished adapter."
-        table = pd.DataFrame([{k: e[k] for k in ("epoch", "step", "accuracy", "macro_f1")} for e in epochs]) if epochs else None
-        if not alive and not new:
-            if state.startswith("🏃") or state == "starting":
-                state = f"⏹ `{job.name}` ended without finishing (stopped or interrupted)."
-            yield state, report.training_curves(losses, epochs), table, "\n".join(lines[-200:]), finished
+# ---------------------------------------------------------------- the live view
+
+
+@dataclass
+class _View:
+    """What the page shows of a job, built from its events."""
+
+    name: str
+    losses: list = field(default_factory=list)
+    epochs: list = field(default_factory=list)
+    lines: list = field(default_factory=list)
+    progress: events.Progress | None = None
+    phase: str = "starting"
+    state: str = ""
+    finished: str | None = None
+    done: bool = False
+    total_steps: int | None = None
+    changed: bool = True
+
+    def apply(self, event: events.Event) -> None:
+        if isinstance(event, events.Progress):
+            self.progress = event
+            if event.phase == "train" and event.loss is not None:
+                self.losses.append((event.step, event.loss))
+                self.total_steps, self.changed = event.total, True
             return
-        yield state, report.training_curves(losses, epochs), table, "\n".join(lines[-200:]), finished
+        self.lines.append(events.describe(event))
+        if isinstance(event, events.Stage):
+            self.phase = event.stage
+            if event.stage != "train":
+                self.progress = None
+        elif isinstance(event, events.EpochEnd):
+            best = event.best_epoch
+            self.epochs.append({"epoch": event.epoch, "step": event.step,
+                                **{m.label: round(event.scores[m.key], 4) for m in lft_core.METRICS},
+                                "best so far": best})
+            self.changed = True
+        elif isinstance(event, events.Finished):
+            self.finished, self.done = event.run_dir, True
+            self.state = f"✅ `{self.name}` finished. **{event.verdict}** See the Compare tab."
+        elif isinstance(event, events.Failed):
+            self.done, self.state = True, f"❌ `{self.name}` failed: {event.message}"
+        elif isinstance(event, events.Stopped):
+            self.done = True
+            hint = "A checkpoint was kept: resume it from **All runs** in the Compare tab." if event.resumable else \
+                "Nothing was saved as a finished adapter."
+            self.state = f"⏹ `{self.name}` stopped. {hint}"
+
+    def status(self) -> str:
+        if self.done:
+            return self.state
+        return f"🏃 `{self.name}`: {PHASES.get(self.phase, self.phase)}…"
+
+    def render(self):
+        figure = gr.update()
+        if self.changed:
+            figure = lft_core.report.training_curves(self.losses, [
+                {"epoch": e["epoch"], "step": e["step"], "scores": {"accuracy": e["accuracy"]}} for e in self.epochs],
+                self.total_steps)
+            self.changed = False
+        table = pd.DataFrame(self.epochs) if self.epochs else EMPTY_EPOCHS
+        bar = progress_html(None if self.done else self.progress, self.phase, done=self.finished is not None)
+        return self.status(), bar, figure, table, "\n".join(self.lines[-300:]), self.finished
+
+
+def follow(jobs: JobManager, name: str):
+    """Replay the job's events from the start, then stream new ones until it ends."""
+    view, offset = _View(name), 0
+    while True:
+        job = jobs.get(name)
+        if job is None:
+            yield f"`{name}` was removed from the queue.", progress_html(None), gr.update(), gr.update(), gr.update(), None
+            return
+        if job.state == "queued":
+            running = jobs.current()
+            behind = f"behind `{running.name}`" if running else "next"
+            ahead = [j.name for j in jobs.queued()].index(name) if name in [j.name for j in jobs.queued()] else 0
+            wait = f" and {ahead} more" if ahead else ""
+            yield (f"⏳ `{name}` is queued {behind}{wait}; it starts when that finishes (you can close this page).",
+                   progress_html(None), gr.update(), EMPTY_EPOCHS, "", None)
+            time.sleep(POLL_S * 2)
+            continue
+        alive = jobs.alive(job)
+        new, offset = events.tail(job.events_path, offset)
+        for event in new:
+            view.apply(event)
+        if view.done or (not alive and not new):
+            if not view.done:
+                view.state, view.done = _ended_without_word(job), True
+            yield view.render()
+            return
+        yield view.render()
         time.sleep(POLL_S)
+
+
+def _ended_without_word(job: Job) -> str:
+    """The worker exited without a final event: say what its log or its folder says."""
+    log = Path(job.run_dir).parent / ".jobs" / f"{job.name}.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    error_line = next((line for line in reversed(text.splitlines()) if line.startswith("error:")), None)
+    if error_line:
+        return f"❌ `{job.name}` failed: {error_line[len('error:'):].strip()}"
+    status = lft_core.runs.read_status(Path(job.run_dir)).get("status", "unknown")
+    return f"⏹ `{job.name}` ended ({status}) without finishing."
+
+
+def progress_html(progress: events.Progress | None, phase: str = "", done: bool = False) -> str:
+    """A progress bar with steps, percent, elapsed and remaining time (training, validation, saving and the final
+    evaluation included)."""
+    if done:
+        share, text = 1.0, "done"
+    elif progress is None:
+        share, text = 0.0, PHASES.get(phase, "waiting") + "…" if phase else "idle"
+    else:
+        share = progress.step / max(progress.total, 1)
+        what = "step" if progress.phase == "train" else "text"
+        text = f"{PHASES.get(progress.phase, progress.phase)}: {what} {progress.step:,} of {progress.total:,} ({share:.0%})"
+        if progress.epoch is not None:
+            text += f", epoch {progress.epoch:.2f}"
+        text += f" · {duration(progress.elapsed_s)} elapsed"
+        if progress.eta_s is not None:
+            text += f" · about {duration(progress.eta_s)} left" + (" (with evaluation and saving)"
+                                                                    if progress.phase == "train" else "")
+    return (f'<div class="lft-progress"><div class="lft-progress-bar" style="width:{100 * share:.1f}%"></div></div>'
+            f'<div class="lft-progress-text">{text}</div>')

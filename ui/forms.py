@@ -1,0 +1,207 @@
+"""The forms of tabs 1 and 3, their widgets by name, and how their values become a RunConfig. Events take a form's
+widgets as a set, so a callback receives {widget: value} and reads each field by name: a new field is one line
+here, not a lockstep edit of positional lists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import gradio as gr
+
+import lft_core
+from lft_core import LftError, RunConfig
+
+DEFAULTS = RunConfig()
+PARAM_SLOTS = 3
+"""Sliders for a method's own options (lft_core.METHODS[...].tunable); more options go in the YAML box."""
+
+
+def _choices(registry) -> list[tuple[str, str]]:
+    return [(name, name) for name in registry]
+
+
+@dataclass
+class DataForm:
+    model: gr.Dropdown
+    dataset: gr.Dropdown
+    upload: gr.File
+    text_column: gr.Dropdown
+    label_column: gr.Dropdown
+    max_train_samples: gr.Textbox
+    max_eval_samples: gr.Textbox
+    max_length: gr.Slider
+    truncation: gr.Dropdown
+    seed: gr.Number
+
+    @classmethod
+    def create(cls) -> "DataForm":
+        with gr.Row():
+            model = gr.Dropdown(_choices(lft_core.MODELS), value=DEFAULTS.model, allow_custom_value=True, label="Model",
+                                info="built-in (offline), a Hugging Face Hub name, or a local folder", scale=2)
+            dataset = gr.Dropdown(_choices(lft_core.DATASETS), value=DEFAULTS.dataset, allow_custom_value=True,
+                                  label="Dataset", info="built-in (offline), a Hub name, a local path, or an upload",
+                                  scale=2)
+            upload = gr.File(label="Upload CSV / JSONL / Parquet", file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"],
+                             height=90, scale=2)
+        with gr.Row():
+            text_column = gr.Dropdown([], value=None, allow_custom_value=True, label="Text column", info="detected if empty")
+            label_column = gr.Dropdown([], value=None, allow_custom_value=True, label="Label column",
+                                       info="detected if empty")
+            max_train = gr.Textbox(value="", placeholder="all", label="Train subset (texts)", info="empty = all")
+            max_eval = gr.Textbox(value="", placeholder="all", label="Validation/test cap (texts)", info="empty = all")
+        with gr.Row():
+            max_length = gr.Slider(16, 512, value=DEFAULTS.max_length, step=16, label="Max length (tokens)")
+            truncation = gr.Dropdown(["head", "head+tail", "tail"], value=DEFAULTS.truncation, label="Long texts keep",
+                                     info="which tokens of a text longer than max length")
+            seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed")
+        return cls(model, dataset, upload, text_column, label_column, max_train, max_eval, max_length, truncation, seed)
+
+    @property
+    def inputs(self) -> set:
+        return {getattr(self, f.name) for f in fields(self) if f.name != "upload"}
+
+    def values(self, given: dict) -> dict:
+        """The RunConfig fields this form sets, from {widget: value}."""
+        values = {f.name: given[getattr(self, f.name)] for f in fields(self) if f.name != "upload"}
+        for key in ("model", "dataset"):
+            values[key] = str(values[key] or "").strip()
+        if not values["model"]:
+            raise LftError("choose a model: a built-in one, a Hub name or a local folder")
+        if not values["dataset"]:
+            raise LftError("choose a dataset or upload a file")
+        return {k: v for k, v in values.items() if v not in (None, "")}
+
+    def setters(self, cfg: dict) -> dict:
+        """Widget updates that show a job's config (a page that reattaches to a running job)."""
+        return {getattr(self, f.name): cfg.get(f.name) if cfg.get(f.name) is not None else ""
+                for f in fields(self) if f.name not in ("upload", "text_column", "label_column")}
+
+
+@dataclass
+class TrainForm:
+    method: gr.Dropdown
+    learning_rate: gr.Textbox
+    epochs: gr.Slider
+    batch_size: gr.Slider
+    params: list[gr.Slider]
+    target_modules: gr.Textbox
+    options: gr.Textbox
+    class_weights: gr.Checkbox
+
+    @classmethod
+    def create(cls) -> "TrainForm":
+        lora = lft_core.METHODS[DEFAULTS.method]
+        with gr.Row():
+            method = gr.Dropdown(list(lft_core.METHODS), value=DEFAULTS.method, label="Method", scale=2)
+            learning_rate = gr.Textbox(value="", placeholder=f"method default ({lora.learning_rate:g})",
+                                       label="Learning rate", info="empty = the method's default", scale=2)
+        with gr.Row():
+            epochs = gr.Slider(1, 10, value=DEFAULTS.epochs, step=1, label="Epochs")
+            batch_size = gr.Slider(4, 64, value=DEFAULTS.batch_size, step=4, label="Batch size")
+        with gr.Row():
+            params = [gr.Slider(**update) for update in cls.param_updates(DEFAULTS.method, lora.defaults)]
+        target_modules = gr.Textbox(value="", label="Target modules", info="pre-filled for the architecture")
+        options = gr.Textbox(value="", label="Other method options (YAML)", lines=1, max_lines=4,
+                             info="e.g. encoder_hidden_size: 128; overrides the fields above")
+        class_weights = gr.Checkbox(value=DEFAULTS.class_weights, label="Class weights (for imbalanced data)")
+        return cls(method, learning_rate, epochs, batch_size, params, target_modules, options, class_weights)
+
+    @property
+    def inputs(self) -> set:
+        return {self.method, self.learning_rate, self.epochs, self.batch_size, *self.params, self.target_modules,
+                self.options, self.class_weights}
+
+    @staticmethod
+    def param_updates(method: str, values: dict) -> list[dict]:
+        """One update per slider slot: the method's tunable options with their ranges, the rest hidden."""
+        tunable = list(lft_core.METHODS[method].tunable.items())[:PARAM_SLOTS]
+        updates = []
+        for i in range(PARAM_SLOTS):
+            if i < len(tunable):
+                name, param = tunable[i]
+                updates.append(dict(value=values.get(name, param.low), label=name, minimum=param.low,
+                                    maximum=max(param.high, values.get(name, param.low)), step=param.step, visible=True))
+            else:
+                updates.append(dict(value=0, label="", minimum=0, maximum=1, step=1, visible=False))
+        return updates
+
+    def values(self, given: dict) -> dict:
+        method = given[self.method]
+        params = {}
+        for (name, param), slider in zip(list(lft_core.METHODS[method].tunable.items())[:PARAM_SLOTS], self.params):
+            params[name] = param.type(given[slider])
+        targets = (given[self.target_modules] or "").strip()
+        if targets:
+            params["target_modules"] = [t.strip() for t in targets.split(",") if t.strip()]
+        params.update(_yaml_options(given[self.options]))
+        values = {"method": method, "epochs": given[self.epochs], "batch_size": int(given[self.batch_size]),
+                  "method_params": params, "class_weights": bool(given[self.class_weights])}
+        if str(given[self.learning_rate] or "").strip():
+            values["learning_rate"] = str(given[self.learning_rate]).strip()
+        return values
+
+    def setters(self, cfg: dict) -> dict:
+        method = cfg.get("method", DEFAULTS.method)
+        params = {**lft_core.METHODS[method].defaults, **(cfg.get("method_params") or {})}
+        updates = {self.method: method, self.learning_rate: cfg.get("learning_rate") or "", self.epochs: cfg.get("epochs"),
+                   self.batch_size: cfg.get("batch_size"), self.class_weights: bool(cfg.get("class_weights"))}
+        for slider, update in zip(self.params, self.param_updates(method, params)):
+            updates[slider] = gr.update(**update)
+        targets = params.get("target_modules")
+        updates[self.target_modules] = ", ".join(targets) if isinstance(targets, list) else (targets or "")
+        return updates
+
+
+def _yaml_options(text: str | None) -> dict:
+    from lft_core.config import parse_yaml
+
+    if not text or not text.strip():
+        return {}
+    try:
+        extra = parse_yaml(text)
+    except Exception as exc:  # PyYAML raises several types
+        raise LftError(f"method options are not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(extra, dict):
+        raise LftError("method options must be 'key: value' lines, e.g. num_virtual_tokens: 20")
+    return extra
+
+
+def build_config(data: DataForm, given: dict, train: TrainForm | None = None) -> RunConfig:
+    """A checked RunConfig from the forms, host limits applied; raises LftError with one line. Everything that
+    needs no model is checked here, before a worker starts."""
+    values = data.values(given)
+    if train is not None:
+        values.update(train.values(given))
+    cfg = lft_core.config_from_dict(values, source="form")
+    lft_core.validate(cfg)
+    if Path(cfg.dataset).suffix and not Path(cfg.dataset).exists() and cfg.dataset not in lft_core.DATASETS:
+        raise LftError(f"dataset file {Path(cfg.dataset).name} does not exist (any more); upload it again")
+    return cfg
+
+
+def error(exc: LftError) -> gr.Error:
+    """A user's mistake as a message box, without the server's folders in it."""
+    return gr.Error(_hide_paths(str(exc)), duration=None)
+
+
+def _hide_paths(text: str) -> str:
+    root = str(lft_core.adapters_root())
+    return text.replace(root + "/", "").replace(root, "saved_adapters").replace(str(Path.cwd()) + "/", "")
+
+
+_DATA_KEYS = ("dataset", "dataset_config", "text_column", "label_column", "train_split", "validation_split",
+              "test_split", "label_names", "max_train_samples", "max_eval_samples", "seed", "split_seed")
+_data_cache: dict = {}
+
+
+def load_data(cfg: RunConfig):
+    """lft_core.load_data, remembered for the last few data settings (a file by its modification time), so the
+    health check, the baseline and the Train click's checks read a dataset once."""
+    path = Path(cfg.dataset)
+    key = (tuple(str(getattr(cfg, k)) for k in _DATA_KEYS), path.stat().st_mtime if path.exists() else None)
+    if key not in _data_cache:
+        if len(_data_cache) >= 4:
+            _data_cache.pop(next(iter(_data_cache)))
+        _data_cache[key] = lft_core.load_data(cfg)
+    return _data_cache[key]
