@@ -15,22 +15,22 @@ from ui.data_tab import create_data_tab
 from ui.jobs import JobManager
 from ui.train_tab import create_train_tab
 
-INTRO = """# Lightweight fine-tuning studio
-Pick a model and a labelled dataset, score the base model, fine-tune it with a PEFT method, and compare the
-reloaded adapter with the base on the same held-out test split. The defaults (MiniLM on BBC News) work offline.
-Runs are kept in `{where}`."""
+INTRO = """## Lightweight fine-tuning studio
+Score a pretrained model on your labelled texts, fine-tune it with a PEFT method, and compare the reloaded adapter
+with the base on the same test split. The defaults (MiniLM on BBC News) work offline. Runs are kept in `{where}`."""
 
 CSS = """
 .lft-progress {height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden; margin-top: 2px}
 .lft-progress-bar {height: 100%; background: #2f7ed8; transition: width 0.4s}
 .lft-progress-text {font-size: 0.9em; color: #4b5563; margin-top: 4px}
+footer {display: none !important}
 """
 
 
 def build_app(jobs: JobManager | None = None) -> gr.Blocks:
     jobs = jobs or JobManager()
     with gr.Blocks(title="Lightweight fine-tuning studio") as demo:
-        gr.Markdown(INTRO.format(where=jobs.root))
+        gr.Markdown(INTRO.format(where=_where(jobs.root)))
         with gr.Tabs() as tabs:
             with gr.Tab("1. Model & data", id="data"):
                 data = create_data_tab()
@@ -44,6 +44,15 @@ def build_app(jobs: JobManager | None = None) -> gr.Blocks:
                   api_name="reattach")
         demo.load(compare["refresh"], outputs=compare["refreshed"], api_name=False)  # runs saved since startup
     return demo
+
+
+def _where(root) -> str:
+    from pathlib import Path
+
+    try:
+        return str(Path(root).relative_to(Path.cwd())) + "/"
+    except ValueError:
+        return str(root)
 
 
 def main() -> None:

@@ -87,7 +87,7 @@ def run_ours(dataset: str, args) -> dict:
         report = json.loads(Path(f"{out}/run/report.json").read_text())
     return {"train_s": report["timing"]["train_s"],
             "eval_s": report["timing"]["base_eval_s"] + report["timing"]["finetuned_eval_s"],
-            "wall_s": wall, "test_accuracy": report["finetuned_metrics"]["accuracy"],
+            "wall_s": wall, "test_accuracy": report["finetuned_metrics"]["scores"]["accuracy"],
             "peak_rss_mb": report["peak_memory_mb"], "precision": report.get("training_precision", "fp32")}
 
 

@@ -22,7 +22,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 
 from lft_core import RunConfig, load_data
 from lft_core.methods import METHODS
-from lft_core.models import labelled_base, resolve_model
+from lft_core.models import resolve_model
 
 
 def main() -> None:
@@ -70,10 +70,11 @@ def main() -> None:
         trainer.train()
         train_s = time.perf_counter() - train_start
 
-        model.peft_config["default"].base_model_name_or_path = labelled_base(source, model.get_base_model().config)
         model.save_pretrained(f"{out}/adapter")
         tokenizer.save_pretrained(f"{out}/adapter")
-        reloaded = AutoPeftModelForSequenceClassification.from_pretrained(f"{out}/adapter")
+        reloaded = AutoPeftModelForSequenceClassification.from_pretrained(
+            f"{out}/adapter", num_labels=len(names), id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)})
         eval_start = time.perf_counter()
         tuned_accuracy = accuracy(Trainer(model=reloaded, args=training_args).predict(encoded["test"]))
         eval_s += time.perf_counter() - eval_start

@@ -13,11 +13,12 @@ logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 _EXPORTS = {
     # configuration and errors
     "RunConfig": "config", "config_from_dict": "config", "load_config": "config", "validate": "config",
+    "parse_yaml": "config",
     "LftError": "errors", "StopRequested": "errors",
     "HostLimits": "limits", "host_limits": "limits", "apply_host_limits": "limits",
     # registries
     "DATASETS": "data", "list_datasets": "data", "load_data": "data", "read_columns": "data",
-    "detect_text_column": "data",
+    "detect_text_column": "data", "guess_columns": "data",
     "METHODS": "methods", "list_methods": "methods", "get_method": "methods", "default_params": "methods",
     "MODELS": "models", "list_models": "models", "load_base_model": "models", "tokenizer_for": "models",
     # the job and its parts
@@ -28,6 +29,8 @@ _EXPORTS = {
     # run folders
     "list_runs": "runs", "resolve_run": "runs", "delete_run": "runs", "load_adapter": "runs", "save_run": "runs",
     "export_zip": "runs", "push_to_hub": "runs", "adapters_root": "runs", "RunInfo": "runs",
+    "reserve": "runs", "default_run_name": "runs", "read_status": "runs", "set_status": "runs",
+    "check_resumable": "runs", "read_run_config": "runs", "end_unfinished": "runs",
     # using and comparing runs
     "Predictor": "predict", "predict_file": "predict",
     "summary_table": "compare", "changed_rows": "compare", "example_texts": "compare",

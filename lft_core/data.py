@@ -262,6 +262,13 @@ def detect_text_column(frame: pd.DataFrame, given: str | None = None, exclude=No
     raise LftError(f"cannot tell which column holds the text; pass {flag} (columns: {listing})")
 
 
+def guess_columns(columns: list[str]) -> tuple[str | None, str | None]:
+    """The columns a form pre-selects: the first named like a text and like a label, if any."""
+    text = next((c for c in columns if str(c).lower() in TEXT_CANDIDATES), None)
+    label = next((c for c in columns if str(c).lower() in LABEL_CANDIDATES), None)
+    return text, label
+
+
 def detect_columns(frame: pd.DataFrame, text_column: str | None, label_column: str | None) -> tuple[str, str]:
     """Pick the text and label columns, by name first, then by type; ambiguity is an error, not a guess."""
     columns = list(frame.columns)

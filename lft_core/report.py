@@ -322,7 +322,7 @@ def training_curves(losses: list, epochs: list[dict], total_steps: int | None = 
         fig.add_trace(go.Scatter(x=[e["step"] for e in epochs], y=[e["scores"]["accuracy"] for e in epochs],
                                  mode="lines+markers", name="validation accuracy", line=dict(color="#f28e2b", dash="dot"),
                                  text=[f"epoch {e['epoch']}" for e in epochs]), secondary_y=True)
-    fig.update_layout(title="Training", height=330, margin=dict(t=45, b=40, l=50, r=50),
+    fig.update_layout(title="Training", height=290, margin=dict(t=40, b=35, l=50, r=50),
                       legend=dict(orientation="h", y=-0.25))
     fig.update_xaxes(title_text="optimizer step", range=[0, total_steps] if total_steps else None)
     fig.update_yaxes(title_text="loss", rangemode="tozero", secondary_y=False)

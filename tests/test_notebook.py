@@ -1,4 +1,5 @@
-"""The notebook runs top to bottom through the public API, so it cannot rot."""
+"""The notebook is committed executed (it reads on a code host without running it), and it still runs top to
+bottom: the test executes it again."""
 
 from pathlib import Path
 
@@ -9,13 +10,28 @@ from nbclient import NotebookClient
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "lightweight_finetuning.ipynb"
 
 
+def _text(notebook) -> str:
+    return "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", []))
+
+
+def test_committed_with_its_outputs():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(cell.get("outputs") for cell in code[1:]), "every step shows its result"
+    source = "".join(cell.source for cell in code)
+    for call in ("LoraConfig(", "get_peft_model(", "Trainer(", ".save_pretrained(",
+                 "AutoPeftModelForSequenceClassification.from_pretrained("):
+        assert call in source, call
+    assert "fine-tuned accuracy" in _text(notebook)
+
+
 @pytest.mark.slow
 def test_notebook_executes(tmp_path):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    # run in a copy of the notebook's folder layout so the adapter lands beside it, not in the repo
+    # run in a temporary folder so the adapter lands there, not in the repo
     client = NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
-    outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", []))
+    outputs = _text(notebook)
     assert "reload check" in outputs and "fine-tuned accuracy" in outputs
     adapter = tmp_path / "saved_adapters" / "notebook-minilm-bbc-lora"
     assert (adapter / "adapter_model.safetensors").exists() and (adapter / "tokenizer.json").exists()

@@ -9,7 +9,6 @@ import pandas as pd
 
 import lft_core
 from lft_core import LftError
-from lft_core.events import duration
 from ui.forms import DataForm, build_config, error, load_data
 
 EMPTY_TABLE = pd.DataFrame(columns=["class", "precision", "recall", "F1", "test texts"])
@@ -37,8 +36,8 @@ def _scoring_progress(progress):
     def update(done: int, total: int) -> None:
         elapsed = time.perf_counter() - started
         left = elapsed / max(done, 1) * (total - done)
-        progress((done, total), desc=f"scoring test texts: {done:,} of {total:,}, {duration(elapsed)} elapsed, "
-                                     f"about {duration(left)} left", unit="texts")
+        progress((done, total), desc=f"scoring test texts: {done:,} of {total:,}, {lft_core.events.duration(elapsed)} elapsed, "
+                                     f"about {lft_core.events.duration(left)} left", unit="texts")
 
     return update
 
@@ -61,5 +60,5 @@ def on_baseline(form: DataForm, values: dict, progress):
     summary = (f"**Base model:** accuracy **{metrics.accuracy:.3f}**, macro-F1 **{metrics.macro_f1:.3f}** on "
                f"{metrics.n:,} test texts. Always answering '{majority.predicted_share()[0]}' scores accuracy "
                f"{majority.accuracy:.3f} (macro-F1 {majority.macro_f1:.3f}); chance for {len(names)} classes is "
-               f"{1 / len(names):.2f}. Took {duration(time.perf_counter() - started)}.")
+               f"{1 / len(names):.2f}. Took {lft_core.events.duration(time.perf_counter() - started)}.")
     return summary, table, lft_core.report.confusion_single(metrics, names, "Base model (test)")

@@ -15,7 +15,6 @@ from lft_core import LftError
 from ui.forms import error
 from ui.jobs import JobManager
 
-RUN_COLUMNS = ["run", "status", "method", "dataset", "accuracy", "macro-F1", "updated", "note"]
 
 
 def _complete(root: Path) -> list[str]:
@@ -31,8 +30,9 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
                                label="Saved adapters to compare", info=f"finished runs in {_where(root)}")
         refresh = gr.Button("Refresh", scale=1, min_width=90)
         compare = gr.Button("Compare", variant="primary", scale=1, min_width=110)
-    verdict = gr.Markdown()
-    table = gr.Dataframe(label="Runs against the base (test split)", max_height=220, show_row_numbers=False, wrap=True)
+    verdict = gr.Markdown(elem_id="compare-verdict")
+    table = gr.Dataframe(label="Runs against the base (test split)", max_height=220, show_row_numbers=False, wrap=True,
+                         column_widths=["21%", "6%", "7%", "7%", "7%", "7%", "10%", "7%", "6%", "8%", "6%", "8%"])
     with gr.Row():
         bars = gr.Plot(label="Test metrics", show_label=False)
         per_class = gr.Plot(label="F1 per class", show_label=False)
@@ -42,7 +42,7 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
 
     gr.Markdown("### Live predictions: base vs fine-tuned")
     with gr.Row():
-        text = gr.Textbox(label="Text", lines=2, max_lines=6, scale=4, placeholder="Type or paste a text, then Enter")
+        text = gr.Textbox(label="Text", lines=1, max_lines=6, scale=4, placeholder="Type or paste a text, then Enter")
         examples = gr.Dropdown([], label="Examples from the test split", scale=2)
     predict = gr.Button("Predict")
     with gr.Row():
@@ -127,18 +127,17 @@ def _where(root: Path) -> str:
 
 
 def _ago(stamp: float) -> str:
-    from lft_core.events import duration
-
-    return duration(time.time() - stamp) + " ago"
+    return lft_core.events.duration(time.time() - stamp) + " ago"
 
 
 def _runs_frame(root: Path) -> pd.DataFrame:
+    metrics = [m for m in lft_core.METRICS]
+    columns = ["run", "status", "method", "dataset", *[m.label for m in metrics], "updated", "note"]
     rows = [{"run": r.name, "status": r.status + (" (resumable)" if r.resumable else ""), "method": r.method,
              "dataset": Path(r.dataset).name if r.dataset else "",
-             "accuracy": round(r.scores["accuracy"], 4) if "accuracy" in r.scores else None,
-             "macro-F1": round(r.scores["macro_f1"], 4) if "macro_f1" in r.scores else None,
+             **{m.label: round(r.scores[m.key], 4) if m.key in r.scores else None for m in metrics},
              "updated": _ago(r.updated), "note": r.message[:120]} for r in lft_core.list_runs(root)]
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def on_refresh(root: Path, current=None):
@@ -210,7 +209,7 @@ def on_resume(jobs: JobManager, name):
         job = jobs.submit(resume=name)
     except LftError as exc:
         raise error(exc) from None
-    return (f"▶️ Resuming **{job.name}**: follow it in the Fine-tune tab.", f"{job.name}@{time.time()}",
+    return (f"**Resuming** **{job.name}**: follow it in the Fine-tune tab.", f"{job.name}@{time.time()}",
             gr.Tabs(selected="train"))
 
 
@@ -219,7 +218,7 @@ def on_delete(root: Path, name, current):
         lft_core.delete_run(name, root)
     except LftError as exc:
         raise error(exc) from None
-    return (f"🗑 Deleted **{name}**.", gr.update(visible=False), *on_refresh(root, [c for c in current or [] if c != name]))
+    return (f"Deleted **{name}**.", gr.update(visible=False), *on_refresh(root, [c for c in current or [] if c != name]))
 
 
 def on_report(root: Path, name):
@@ -245,7 +244,7 @@ def on_push(root: Path, name, repo, token, private):
         url = lft_core.push_to_hub(name or "", (repo or "").strip(), token or "", bool(private), root)
     except LftError as exc:
         raise error(exc) from None
-    return f"⬆️ Pushed **{name}** to [{url}]({url})."
+    return f"Pushed **{name}** to [{url}]({url})."
 
 
 def on_batch(root: Path, chosen, file):

@@ -19,7 +19,6 @@ EMPTY_SAMPLES = pd.DataFrame(columns=["label", "text"])
 def create_data_tab() -> dict:
     form = DataForm.create()
     upload_note = gr.Markdown()
-    check = gr.Button("Check dataset health", variant="secondary")
     summary = gr.Markdown()
     warnings = gr.Markdown()
     with gr.Row():
@@ -32,7 +31,7 @@ def create_data_tab() -> dict:
     form.upload.upload(on_upload, inputs=[form.upload, form.dataset],
                        outputs=[form.upload, form.dataset, form.text_column, form.label_column, upload_note],
                        api_name="upload")
-    check.click(lambda values, progress=gr.Progress(): on_check(form, values, progress), inputs=form.inputs,
+    form.check.click(lambda values, progress=gr.Progress(): on_check(form, values, progress), inputs=form.inputs,
                 outputs=[summary, warnings, balance_plot, length_plot, samples, suggestions], api_name="check_data")
     return {"form": form, "suggestions": suggestions}
 
@@ -61,10 +60,6 @@ def keep_upload(path: str) -> tuple[str, list[str]]:
     return str(target), columns
 
 
-def _guess(columns: list[str], candidates: tuple) -> str | None:
-    return next((c for c in columns if c.lower() in candidates), None)
-
-
 def on_upload(file, dataset):
     """Keep a good upload and select it; a rejected one clears itself and says what stays selected."""
     if file is None:
@@ -76,14 +71,12 @@ def on_upload(file, dataset):
         stays = Path(str(dataset)).name if dataset else "nothing"
         message = f"{name} was not used: {exc}. The dataset stays {stays}."
         gr.Warning(message)
-        return None, gr.update(), gr.update(), gr.update(), f"⚠️ {message}"
-    from lft_core.data import LABEL_CANDIDATES, TEXT_CANDIDATES
-
+        return None, gr.update(), gr.update(), gr.update(), f"**Upload rejected.** {message}"
+    text, label = lft_core.guess_columns(columns)
     choices = [(n, n) for n in lft_core.DATASETS] + [(f"uploaded: {name}", path)]
     return (gr.update(), gr.update(choices=choices, value=path),
-            gr.update(choices=columns, value=_guess(columns, TEXT_CANDIDATES)),
-            gr.update(choices=columns, value=_guess(columns, LABEL_CANDIDATES)),
-            f"✅ Using the uploaded file **{name}** ({len(columns)} columns: {', '.join(columns[:8])}).")
+            gr.update(choices=columns, value=text), gr.update(choices=columns, value=label),
+            f"Using the uploaded file **{name}** ({len(columns)} columns: {', '.join(columns[:8])}).")
 
 
 def on_check(form: DataForm, values: dict, progress):
@@ -100,7 +93,7 @@ def on_check(form: DataForm, values: dict, progress):
     sizes = ", ".join(f"{split} {n:,}" for split, n in health.splits.items())
     summary = (f"**Splits:** {sizes}. **Classes:** {len(health.balance)}. **Truncated at {health.max_length} tokens:** "
                f"{health.truncated_share:.0%} of train texts.")
-    notes = "\n".join(f"- ⚠️ {w}" for w in health.warnings) or "No problems found."
+    notes = "\n".join(f"- ⚠ {w}" for w in health.warnings) or "No problems found."
     suggestions = {"class_weights": True} if health.imbalanced else {}
     return (summary, notes, lft_core.report.class_balance(health.balance),
             lft_core.report.length_histogram(health.lengths, health.max_length), health.samples, suggestions)

@@ -33,37 +33,40 @@ class DataForm:
     max_length: gr.Slider
     truncation: gr.Dropdown
     seed: gr.Number
+    check: gr.Button
+
+    NOT_CONFIG = ("upload", "check")
 
     @classmethod
     def create(cls) -> "DataForm":
         with gr.Row():
-            model = gr.Dropdown(_choices(lft_core.MODELS), value=DEFAULTS.model, allow_custom_value=True, label="Model",
-                                info="built-in (offline), a Hugging Face Hub name, or a local folder", scale=2)
-            dataset = gr.Dropdown(_choices(lft_core.DATASETS), value=DEFAULTS.dataset, allow_custom_value=True,
-                                  label="Dataset", info="built-in (offline), a Hub name, a local path, or an upload",
-                                  scale=2)
+            model = gr.Dropdown(_choices(lft_core.MODELS), value=DEFAULTS.model, allow_custom_value=True, scale=2,
+                                label="Model", info="built-in, a Hub name or a local folder")
+            dataset = gr.Dropdown(_choices(lft_core.DATASETS), value=DEFAULTS.dataset, allow_custom_value=True, scale=2,
+                                  label="Dataset", info="built-in, a Hub name, a local path or an upload")
             upload = gr.File(label="Upload CSV / JSONL / Parquet", file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"],
-                             height=90, scale=2)
+                             height=80, scale=2)
         with gr.Row():
-            text_column = gr.Dropdown([], value=None, allow_custom_value=True, label="Text column", info="detected if empty")
-            label_column = gr.Dropdown([], value=None, allow_custom_value=True, label="Label column",
-                                       info="detected if empty")
-            max_train = gr.Textbox(value="", placeholder="all", label="Train subset (texts)", info="empty = all")
-            max_eval = gr.Textbox(value="", placeholder="all", label="Validation/test cap (texts)", info="empty = all")
+            text_column = gr.Dropdown([], value=None, allow_custom_value=True, label="Text column (empty = detect)")
+            label_column = gr.Dropdown([], value=None, allow_custom_value=True, label="Label column (empty = detect)")
+            max_train = gr.Textbox(value="", placeholder="all", label="Train subset (texts)")
+            max_eval = gr.Textbox(value="", placeholder="all", label="Validation/test cap (texts)")
         with gr.Row():
-            max_length = gr.Slider(16, 512, value=DEFAULTS.max_length, step=16, label="Max length (tokens)")
-            truncation = gr.Dropdown(["head", "head+tail", "tail"], value=DEFAULTS.truncation, label="Long texts keep",
-                                     info="which tokens of a text longer than max length")
+            max_length = gr.Slider(16, 512, value=DEFAULTS.max_length, step=16, label="Max length (tokens)", scale=2)
+            truncation = gr.Dropdown(["head", "head+tail", "tail"], value=DEFAULTS.truncation,
+                                     label="Long texts keep")
             seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed")
-        return cls(model, dataset, upload, text_column, label_column, max_train, max_eval, max_length, truncation, seed)
+            check = gr.Button("Check dataset health", variant="secondary")
+        return cls(model, dataset, upload, text_column, label_column, max_train, max_eval, max_length, truncation, seed,
+                   check)
 
     @property
     def inputs(self) -> set:
-        return {getattr(self, f.name) for f in fields(self) if f.name != "upload"}
+        return {getattr(self, f.name) for f in fields(self) if f.name not in self.NOT_CONFIG}
 
     def values(self, given: dict) -> dict:
         """The RunConfig fields this form sets, from {widget: value}."""
-        values = {f.name: given[getattr(self, f.name)] for f in fields(self) if f.name != "upload"}
+        values = {f.name: given[getattr(self, f.name)] for f in fields(self) if f.name not in self.NOT_CONFIG}
         for key in ("model", "dataset"):
             values[key] = str(values[key] or "").strip()
         if not values["model"]:
@@ -75,7 +78,7 @@ class DataForm:
     def setters(self, cfg: dict) -> dict:
         """Widget updates that show a job's config (a page that reattaches to a running job)."""
         return {getattr(self, f.name): cfg.get(f.name) if cfg.get(f.name) is not None else ""
-                for f in fields(self) if f.name not in ("upload", "text_column", "label_column")}
+                for f in fields(self) if f.name not in (*self.NOT_CONFIG, "text_column", "label_column")}
 
 
 @dataclass
@@ -91,21 +94,25 @@ class TrainForm:
 
     @classmethod
     def create(cls) -> "TrainForm":
-        lora = lft_core.METHODS[DEFAULTS.method]
+        spec = lft_core.METHODS[DEFAULTS.method]
+        params = _default_params(DEFAULTS.model, DEFAULTS.method)
         with gr.Row():
-            method = gr.Dropdown(list(lft_core.METHODS), value=DEFAULTS.method, label="Method", scale=2)
-            learning_rate = gr.Textbox(value="", placeholder=f"method default ({lora.learning_rate:g})",
-                                       label="Learning rate", info="empty = the method's default", scale=2)
+            method = gr.Dropdown(list(lft_core.METHODS), value=DEFAULTS.method, label="Method")
+            learning_rate = gr.Textbox(value="", placeholder=f"method default ({spec.learning_rate:g})",
+                                       label="Learning rate")
         with gr.Row():
             epochs = gr.Slider(1, 10, value=DEFAULTS.epochs, step=1, label="Epochs")
             batch_size = gr.Slider(4, 64, value=DEFAULTS.batch_size, step=4, label="Batch size")
         with gr.Row():
-            params = [gr.Slider(**update) for update in cls.param_updates(DEFAULTS.method, lora.defaults)]
-        target_modules = gr.Textbox(value="", label="Target modules", info="pre-filled for the architecture")
-        options = gr.Textbox(value="", label="Other method options (YAML)", lines=1, max_lines=4,
-                             info="e.g. encoder_hidden_size: 128; overrides the fields above")
+            sliders = [gr.Slider(**update) for update in cls.param_updates(DEFAULTS.method, params)]
         class_weights = gr.Checkbox(value=DEFAULTS.class_weights, label="Class weights (for imbalanced data)")
-        return cls(method, learning_rate, epochs, batch_size, params, target_modules, options, class_weights)
+        with gr.Accordion("More method options", open=False):
+            targets = params.get("target_modules")
+            target_modules = gr.Textbox(value=", ".join(targets) if isinstance(targets, list) else (targets or ""),
+                                        label="Target modules", info="pre-filled for the architecture")
+            options = gr.Textbox(value="", label="Other method options (YAML)", lines=1, max_lines=4,
+                                 info="e.g. encoder_hidden_size: 128; overrides the fields above")
+        return cls(method, learning_rate, epochs, batch_size, sliders, target_modules, options, class_weights)
 
     @property
     def inputs(self) -> set:
@@ -153,13 +160,19 @@ class TrainForm:
         return updates
 
 
-def _yaml_options(text: str | None) -> dict:
-    from lft_core.config import parse_yaml
+def _default_params(model: str, method: str) -> dict:
+    """What a method would use on a model (target modules resolved); its plain defaults if the model cannot be read."""
+    try:
+        return lft_core.default_params(model, method)
+    except (LftError, OSError, ValueError):
+        return dict(lft_core.METHODS[method].defaults)
 
+
+def _yaml_options(text: str | None) -> dict:
     if not text or not text.strip():
         return {}
     try:
-        extra = parse_yaml(text)
+        extra = lft_core.parse_yaml(text)
     except Exception as exc:  # PyYAML raises several types
         raise LftError(f"method options are not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(extra, dict):

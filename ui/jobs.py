@@ -110,16 +110,12 @@ class JobManager:
         with self.lock:
             if resume:
                 run_dir = lft_core.resolve_run(resume, self.root, finished=False)
-                from lft_core.runs import check_resumable, read_run_config, set_status
-
-                check_resumable(run_dir)
-                config = read_run_config(run_dir)
-                set_status(run_dir, "queued", pid=None)
+                lft_core.check_resumable(run_dir)
+                config = lft_core.read_run_config(run_dir)
+                lft_core.set_status(run_dir, "queued", pid=None)
             else:
-                from lft_core.runs import default_run_name, reserve
-
-                name = default_run_name(cfg.model, cfg.dataset, cfg.method)
-                run_dir = reserve(None, name, overwrite=False, status="queued", root=self.root)
+                name = lft_core.default_run_name(cfg.model, cfg.dataset, cfg.method)
+                run_dir = lft_core.reserve(None, name, overwrite=False, status="queued", root=self.root)
                 config = {**cfg.to_dict(), "output": str(run_dir)}
             job = Job(Path(run_dir).name, str(run_dir), config, resume=bool(resume))
             self._save(job)
@@ -165,8 +161,6 @@ class JobManager:
 
     def stop(self, job: Job, grace_s: float = STOP_GRACE_S) -> str:
         """Stop a running job (or cancel a queued one). Returns what happened, in words."""
-        from lft_core.runs import end_unfinished, read_status
-
         with self.lock:
             job = self.get(job.name) or job
             if job.state == "queued":
@@ -182,9 +176,9 @@ class JobManager:
             while self.alive(job) and time.time() < deadline + 5:
                 time.sleep(0.1)
         run_dir = Path(job.run_dir)
-        if read_status(run_dir).get("status") in ("running", "queued"):  # killed before it could say so itself
+        if lft_core.read_status(run_dir).get("status") in ("running", "queued"):  # killed before it could say so itself
             message = "stopped by the user (the worker did not end in time and was killed)"
-            end_unfinished(run_dir, "stopped", message)
+            lft_core.end_unfinished(run_dir, "stopped", message)
             events.EventLog(job.events_path)(events.Stopped(message=message, resumable=False))
         self._start_next()
         return f"Stopped `{job.name}`."
@@ -195,9 +189,7 @@ class JobManager:
         self._path(job.name).unlink(missing_ok=True)
         run_dir = Path(job.run_dir)
         if job.resume:
-            from lft_core.runs import set_status
-
-            set_status(run_dir, "stopped", message="resume cancelled while queued")
+            lft_core.set_status(run_dir, "stopped", message="resume cancelled while queued")
         else:
             shutil.rmtree(run_dir, ignore_errors=True)  # reserved for this job, nothing in it yet
         return f"Removed `{job.name}` from the queue."

@@ -15,7 +15,6 @@ import yaml
 
 import lft_core
 from lft_core import LftError, events
-from lft_core.events import duration
 from ui.forms import DataForm, TrainForm, build_config, error, load_data
 from ui.jobs import Job, JobManager
 
@@ -31,15 +30,15 @@ def create_train_tab(data: dict, jobs: JobManager) -> dict:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=360):
             form = TrainForm.create()
+            weights_note = gr.Markdown()
             with gr.Row():
                 train = gr.Button("Train", variant="primary")
                 stop = gr.Button("Stop", variant="stop")
-            weights_note = gr.Markdown()
         with gr.Column(scale=3):
             status = gr.Markdown("No training yet.")
             bar = gr.HTML(progress_html(None))
-            loss_plot = gr.Plot(label="Loss (live)", show_label=False)
-            epoch_table = gr.Dataframe(EMPTY_EPOCHS, label="Validation per epoch", max_height=180,
+            loss_plot = gr.Plot(lft_core.report.training_curves([], []), label="Loss (live)", show_label=False)
+            epoch_table = gr.Dataframe(EMPTY_EPOCHS, label="Validation per epoch", max_height=150,
                                        show_row_numbers=False)
     with gr.Accordion("Log", open=False):
         log = gr.Textbox(lines=12, max_lines=12, autoscroll=True, show_label=False)
@@ -79,7 +78,7 @@ def on_method(model, method):
 
 def on_suggestions(suggestions: dict):
     if suggestions.get("class_weights"):
-        return True, "ℹ️ Class weights are on: the health check found the classes imbalanced."
+        return True, "Class weights are on: the health check found the classes imbalanced."
     return gr.update(), ""
 
 
@@ -103,10 +102,10 @@ def on_stop(jobs: JobManager) -> str:
     if job is None:
         return "Nothing is training."
     message = jobs.stop(job)
-    status = lft_core.runs.read_status(Path(job.run_dir)) if Path(job.run_dir).exists() else {}
+    status = lft_core.read_status(Path(job.run_dir)) if Path(job.run_dir).exists() else {}
     if status.get("status") == "stopped":
-        return f"⏹ `{job.name}` stopped. {_resume_hint(job)}"
-    return f"⏹ {message}"
+        return f"**Stopped** `{job.name}`. {_resume_hint(job)}"
+    return message
 
 
 def _resume_hint(job: Job) -> str:
@@ -178,19 +177,19 @@ class _View:
             self.changed = True
         elif isinstance(event, events.Finished):
             self.finished, self.done = event.run_dir, True
-            self.state = f"✅ `{self.name}` finished. **{event.verdict}** See the Compare tab."
+            self.state = f"**Finished** `{self.name}`: **{event.verdict}** See the Compare tab."
         elif isinstance(event, events.Failed):
-            self.done, self.state = True, f"❌ `{self.name}` failed: {event.message}"
+            self.done, self.state = True, f"**Failed** `{self.name}`: {event.message}"
         elif isinstance(event, events.Stopped):
             self.done = True
             hint = "A checkpoint was kept: resume it from **All runs** in the Compare tab." if event.resumable else \
                 "Nothing was saved as a finished adapter."
-            self.state = f"⏹ `{self.name}` stopped. {hint}"
+            self.state = f"**Stopped** `{self.name}`. {hint}"
 
     def status(self) -> str:
         if self.done:
             return self.state
-        return f"🏃 `{self.name}`: {PHASES.get(self.phase, self.phase)}…"
+        return f"**Running** `{self.name}`: {PHASES.get(self.phase, self.phase)}…"
 
     def render(self):
         figure = gr.update()
@@ -200,7 +199,8 @@ class _View:
                 self.total_steps)
             self.changed = False
         table = pd.DataFrame(self.epochs) if self.epochs else EMPTY_EPOCHS
-        bar = progress_html(None if self.done else self.progress, self.phase, done=self.finished is not None)
+        ending = "done" if self.finished else self.state.split("**")[1].lower() if self.done else None
+        bar = progress_html(None if self.done else self.progress, self.phase, ending=ending)
         return self.status(), bar, figure, table, "\n".join(self.lines[-300:]), self.finished
 
 
@@ -214,10 +214,10 @@ def follow(jobs: JobManager, name: str):
             return
         if job.state == "queued":
             running = jobs.current()
-            behind = f"behind `{running.name}`" if running else "next"
+            behind = f"behind `{running.name}`" if running else "to start"
             ahead = [j.name for j in jobs.queued()].index(name) if name in [j.name for j in jobs.queued()] else 0
             wait = f" and {ahead} more" if ahead else ""
-            yield (f"⏳ `{name}` is queued {behind}{wait}; it starts when that finishes (you can close this page).",
+            yield (f"**Queued** `{name}`: waiting {behind}{wait}; it starts when that finishes (you can close this page).",
                    progress_html(None), gr.update(), EMPTY_EPOCHS, "", None)
             time.sleep(POLL_S * 2)
             continue
@@ -240,16 +240,16 @@ def _ended_without_word(job: Job) -> str:
     text = log.read_text(errors="replace") if log.exists() else ""
     error_line = next((line for line in reversed(text.splitlines()) if line.startswith("error:")), None)
     if error_line:
-        return f"❌ `{job.name}` failed: {error_line[len('error:'):].strip()}"
-    status = lft_core.runs.read_status(Path(job.run_dir)).get("status", "unknown")
-    return f"⏹ `{job.name}` ended ({status}) without finishing."
+        return f"**Failed** `{job.name}`: {error_line[len('error:'):].strip()}"
+    status = lft_core.read_status(Path(job.run_dir)).get("status", "unknown")
+    return f"**Ended** `{job.name}` ({status}) without finishing."
 
 
-def progress_html(progress: events.Progress | None, phase: str = "", done: bool = False) -> str:
+def progress_html(progress: events.Progress | None, phase: str = "", ending: str | None = None) -> str:
     """A progress bar with steps, percent, elapsed and remaining time (training, validation, saving and the final
-    evaluation included)."""
-    if done:
-        share, text = 1.0, "done"
+    evaluation included); `ending` ('done', 'stopped', 'failed') closes it."""
+    if ending:
+        share, text = (1.0 if ending == "done" else 0.0), ending
     elif progress is None:
         share, text = 0.0, PHASES.get(phase, "waiting") + "…" if phase else "idle"
     else:
@@ -258,9 +258,9 @@ def progress_html(progress: events.Progress | None, phase: str = "", done: bool 
         text = f"{PHASES.get(progress.phase, progress.phase)}: {what} {progress.step:,} of {progress.total:,} ({share:.0%})"
         if progress.epoch is not None:
             text += f", epoch {progress.epoch:.2f}"
-        text += f" · {duration(progress.elapsed_s)} elapsed"
+        text += f" · {lft_core.events.duration(progress.elapsed_s)} elapsed"
         if progress.eta_s is not None:
-            text += f" · about {duration(progress.eta_s)} left" + (" (with evaluation and saving)"
+            text += f" · about {lft_core.events.duration(progress.eta_s)} left" + (" (with evaluation and saving)"
                                                                     if progress.phase == "train" else "")
     return (f'<div class="lft-progress"><div class="lft-progress-bar" style="width:{100 * share:.1f}%"></div></div>'
             f'<div class="lft-progress-text">{text}</div>')
