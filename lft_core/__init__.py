@@ -13,7 +13,7 @@ logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 _EXPORTS = {
     # configuration and errors
     "RunConfig": "config", "config_from_dict": "config", "load_config": "config", "validate": "config",
-    "parse_yaml": "config",
+    "parse_yaml": "config", "DEFAULT_MAX_LENGTH": "config",
     "LftError": "errors", "StopRequested": "errors",
     "HostLimits": "limits", "host_limits": "limits", "apply_host_limits": "limits",
     # registries

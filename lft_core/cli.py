@@ -175,6 +175,26 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_worker(args) -> int:
+    """A warm worker for the app: import the heavy libraries now, then wait for one command line (a JSON list of
+    arguments, on stdin) and run it as `python -m lft_core` would. A job then starts in a second or two instead of
+    the ten a fresh process spends importing torch, transformers and peft."""
+    import json
+
+    import lft_core.engine  # noqa: F401
+    import peft  # noqa: F401
+    import transformers.trainer  # noqa: F401
+
+    line = sys.stdin.readline()
+    if not line.strip():  # the app went away before giving it a job
+        return 0
+    argv = json.loads(line)
+    if not (isinstance(argv, list) and argv and argv[0] == "run"):
+        raise LftError(f"a worker runs one `run` command, got {line.strip()[:200]!r}")
+    nested = build_parser().parse_args(argv)
+    return nested.func(nested)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -198,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--adapter", required=True, help="a run folder")
     predict.add_argument("--input", required=True, help="csv, jsonl or txt file, or - for stdin (one text per line)")
     predict.add_argument("--text-column", help="column of the texts (default: detected)")
-    predict.add_argument("--batch-size", type=_positive_int, default=8)
+    predict.add_argument("--batch-size", type=_positive_int, help="texts per batch (default: about 1,024 tokens a batch)")
     predict.add_argument("--max-length", type=_positive_int, help="default: the run's max_length")
     predict.add_argument("--allow-pickle", action="store_true")
     predict.set_defaults(func=cmd_predict)
@@ -207,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep", help="sweep YAML (see examples/sweep_methods.yaml)")
     sweep.add_argument("--output", help="sweep folder (default saved_adapters/sweep-<name>)")
     sweep.set_defaults(func=cmd_sweep)
+
+    worker = sub.add_parser("worker", help="(for the app) wait, warm, for one run command on stdin")
+    worker.set_defaults(func=cmd_worker)
 
     for name in ("methods", "models", "datasets"):
         sub.add_parser(name, help=f"list the built-in {name}").set_defaults(func=cmd_list)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from lft_core import events, runs
-from lft_core.config import RunConfig, config_from_dict, validate
+from lft_core.config import DEFAULT_MAX_LENGTH, RunConfig, config_from_dict, validate
 from lft_core.data import load_data
 from lft_core.errors import LftError, StopRequested, first_line
 from lft_core.evaluate import Metrics, encode, evaluate, predict_logits, softmax
@@ -30,7 +30,7 @@ from lft_core.limits import check_model_size
 from lft_core.methods import MethodContext, apply_method, get_method, method_params
 from lft_core.models import is_decoder, load_base_model, load_model_config, max_positions, set_padding_side
 from lft_core.report import RunReport, build_report
-from lft_core.train import TrainArgs, TrainResult, steps_per_epoch, train, training_precision
+from lft_core.train import TrainArgs, TrainResult, auto_batch_size, steps_per_epoch, train, training_precision
 
 log = logging.getLogger("lft_core")
 RELOAD_TOLERANCE = 1e-4
@@ -117,7 +117,7 @@ class _Job:
             runs.check_resumable(self.resume)
             self.cfg = config_from_dict(runs.read_run_config(Path(self.resume)), source=f"{self.resume}/run_config.json")
         self.is_main = _init_distributed()
-        check_run(self.cfg, output=not self.resume and self.is_main)  # the main process alone makes the folder
+        self.cfg = check_run(self.cfg, output=not self.resume and self.is_main)  # the main process alone makes the folder
         torch.manual_seed(self.cfg.seed)
 
     # ---------------------------------------------------------------- 2-4. data, model, method
@@ -137,8 +137,10 @@ class _Job:
                                trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
                                base_dropout=cfg.base_dropout, seed=cfg.seed)
         check_model_size(sum(p.numel() for p in base.model.parameters()))
-        _, lengths = encode(base.tokenizer, list(data["train"]["text"]), cfg.max_length, cfg.truncation)
+        self.train_ids, lengths = encode(base.tokenizer, list(data["train"]["text"]), cfg.max_length, cfg.truncation)
         _warn_truncation(lengths, cfg.max_length)
+        if cfg.batch_size is None:  # what ran is what run_config.json records, so a resume batches the same way
+            self.cfg = dataclasses.replace(cfg, batch_size=auto_batch_size(lengths, cfg.max_length))
         return base
 
     def apply_method(self, base, data):
@@ -194,7 +196,8 @@ class _Job:
         cfg, spec = self.cfg, get_method(self.cfg.method)
         learning_rate = cfg.learning_rate or spec.learning_rate
         self.learning_rate = learning_rate
-        self.stage("train", f"training {cfg.method} for {cfg.epochs:g} epoch(s), learning rate {learning_rate:g}")
+        self.stage("train", f"training {cfg.method} for {cfg.epochs:g} epoch(s), {cfg.batch_size} texts a batch, "
+                            f"learning rate {learning_rate:g}")
         state_dir = self.run_dir / runs.STATE
         if spec.before_training is not None:
             spec.before_training(model, state_dir)
@@ -203,11 +206,12 @@ class _Job:
             epochs=cfg.epochs, learning_rate=learning_rate, batch_size=cfg.batch_size,
             eval_batch_size=cfg.eval_batch_size, max_length=cfg.max_length, seed=cfg.seed, truncation=cfg.truncation,
             weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, class_weights=cfg.class_weights,
+            compile=cfg.compile,
             precision=training_precision(cfg.precision, bool(cfg.quantize)), save_steps=cfg.save_steps,
             save_total_limit=cfg.save_total_limit, resume=bool(self.resume), progress_bar=self.progress_bar,
             eval_seconds_per_token=per_token, after_training_s=_after_training_estimate(data, baseline, cfg))
         return train(model, base.tokenizer, data, args, state_dir, self.say, self.stop,
-                     callbacks=spec.callbacks(model) if spec.callbacks else None)
+                     callbacks=spec.callbacks(model) if spec.callbacks else None, train_ids=self.train_ids)
 
     # ---------------------------------------------------------------- 8. save, reload, compare
 
@@ -269,16 +273,25 @@ class _Job:
         return found
 
 
-def check_run(cfg: RunConfig, output: bool = True) -> None:
+def check_run(cfg: RunConfig, output: bool = True) -> RunConfig:
     """Every check that needs neither data nor weights: the config's values, the method's options, the output
-    folder, and max_length against the model's config (which also finds an unknown model name in seconds)."""
+    folder, and max_length against the model's config (which also finds an unknown model name in seconds).
+    Returns the config with max_length filled in where it was left to the default."""
     validate(cfg)
     if output:
         runs.check_output(cfg.output, cfg.overwrite)
-    config = load_model_config(cfg.model, cfg.trust_remote_code)
-    limit = max_positions(config)
+    return with_max_length(cfg)
+
+
+def with_max_length(cfg: RunConfig) -> RunConfig:
+    """cfg with max_length set: the default (256) or the model's limit if lower; a given value above the limit is
+    an error."""
+    limit = max_positions(load_model_config(cfg.model, cfg.trust_remote_code))
+    if cfg.max_length is None:
+        return dataclasses.replace(cfg, max_length=min(DEFAULT_MAX_LENGTH, limit or DEFAULT_MAX_LENGTH))
     if limit is not None and cfg.max_length > limit:
         raise LftError(f"max_length {cfg.max_length} is more than {cfg.model} takes ({limit} tokens); use at most {limit}")
+    return cfg
 
 
 # ---------------------------------------------------------------- the baseline, shared by run, the app and sweeps
@@ -318,6 +331,7 @@ def evaluate_base(cfg: RunConfig, base=None, data=None, stop: threading.Event | 
     saved_adapters/.baselines/ under a key of everything the scores depend on, so the app's Baseline tab, a run
     and a sweep evaluate a base once; a cached evaluation is used only when its key matches."""
     validate(cfg)
+    cfg = with_max_length(cfg) if cfg.max_length is None else cfg
     data = data if data is not None else load_data(cfg)
     key = baseline_key(cfg, data)
     path = baseline_cache() / f"{key}.json"

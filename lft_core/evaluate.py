@@ -20,6 +20,9 @@ from lft_core.errors import StopRequested
 
 METRIC_MODULES = Path(__file__).parent / "metrics"
 TRUNCATIONS = ("head", "head+tail", "tail")
+BATCH_TOKENS = 1024
+"""Tokens an evaluation batch holds by default (texts sorted by length, so few are padding): 8 x 128 scored fastest on
+this project's CPU (~6.6k tokens/s, against ~5.6k at 64 x 128); short texts get more of them per batch."""
 HEAD_SHARE = 0.25
 """head+tail keeps this share of the budget from the start of the text and the rest from its end: Sun et al.
 (2019, "How to Fine-Tune BERT for Text Classification?") found 128 head + 382 tail tokens best on long reviews."""
@@ -154,9 +157,21 @@ Progress = Callable[[int, int], None]
 """called with (rows done, rows in all) after each batch"""
 
 
+def _batches(order: np.ndarray, lengths: list[int], batch_size: int | None) -> list[np.ndarray]:
+    """Rows in length order, cut into batches of batch_size texts, or (None) of about BATCH_TOKENS tokens."""
+    if batch_size is not None:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, start = [], 0
+    while start < len(order):
+        size = max(1, BATCH_TOKENS // max(lengths[order[start]], 1))  # the longest text of the batch comes first
+        batches.append(order[start:start + size])
+        start += size
+    return batches
+
+
 @torch.inference_mode()
-def logits_for_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 8, stop: threading.Event | None = None,
-                   progress: Progress | None = None) -> np.ndarray:
+def logits_for_ids(model, tokenizer, ids: list[list[int]], batch_size: int | None = None,
+                   stop: threading.Event | None = None, progress: Progress | None = None) -> np.ndarray:
     """Class logits for pre-encoded texts, in input order. Sorting by length makes each batch pad to a similar
     length. Raises StopRequested between batches once `stop` is set."""
     num_labels = model.config.num_labels
@@ -164,31 +179,33 @@ def logits_for_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 8, 
         return np.zeros((0, num_labels), dtype=np.float32)
     was_training = model.training
     model.eval()
-    order = np.argsort([-len(row) for row in ids], kind="stable")
+    lengths = [len(row) for row in ids]
+    order = np.argsort([-n for n in lengths], kind="stable")
     out = np.zeros((len(ids), num_labels), dtype=np.float32)
     device = next(model.parameters()).device
+    done = 0
     try:
-        for start in range(0, len(order), batch_size):
+        for rows in _batches(order, lengths, batch_size):
             if stop is not None and stop.is_set():
                 raise StopRequested("stopped by the user during evaluation")
-            rows = order[start:start + batch_size]
             batch = tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}
             out[rows] = model(**batch).logits.float().cpu().numpy()
+            done += len(rows)
             if progress is not None:
-                progress(min(start + batch_size, len(order)), len(order))
+                progress(done, len(order))
     finally:
         model.train(was_training)
     return out
 
 
-def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 8,
+def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int | None = None,
                    truncation: str = "head", stop: threading.Event | None = None) -> np.ndarray:
     ids, _ = encode(tokenizer, texts, max_length, truncation)
     return logits_for_ids(model, tokenizer, ids, batch_size, stop)
 
 
-def evaluate(model, tokenizer, dataset, max_length: int, batch_size: int = 8, shard: bool = True,
+def evaluate(model, tokenizer, dataset, max_length: int, batch_size: int | None = None, shard: bool = True,
              truncation: str = "head", stop: threading.Event | None = None,
              progress: Progress | None = None) -> tuple[Metrics, np.ndarray]:
     """Score a split: returns its metrics and the logits (rows in dataset order).

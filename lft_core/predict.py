@@ -33,10 +33,10 @@ class Predictor:
         self.truncation = _saved(Path(adapter_dir), "truncation") or "head"
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
-    def probabilities(self, texts: list[str], batch_size: int = 8) -> np.ndarray:
+    def probabilities(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         return softmax(predict_logits(self.model, self.tokenizer, texts, self.max_length, batch_size, self.truncation))
 
-    def predict(self, texts: list[str], batch_size: int = 8, every_class: bool = False) -> pd.DataFrame:
+    def predict(self, texts: list[str], batch_size: int | None = None, every_class: bool = False) -> pd.DataFrame:
         probs = self.probabilities(texts, batch_size)
         best = probs.argmax(-1)
         frame = pd.DataFrame({"text": texts, "label": [self.labels[i] for i in best],
@@ -113,18 +113,18 @@ def _batched(items, size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def predict_stream(adapter_dir: str, source: str, text_column: str | None = None, batch_size: int = 8,
+def predict_stream(adapter_dir: str, source: str, text_column: str | None = None, batch_size: int | None = None,
                    max_length: int | None = None, allow_pickle: bool = False,
                    every_class: bool = False) -> Iterator[pd.DataFrame]:
     """Yield one labelled frame per batch of input; the row index continues across batches. Raises LftError for
     a bad folder, input or option, and for input with no texts at all."""
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise LftError(f"--batch-size must be a positive integer (got {batch_size})")
     if max_length is not None and max_length < 1:
         raise LftError(f"--max-length must be a positive integer (got {max_length})")
     predictor = Predictor(adapter_dir, max_length, allow_pickle)
     offset = 0
-    for texts in _chunks(source, text_column, batch_size * 16):
+    for texts in _chunks(source, text_column, (batch_size or 8) * 16):
         if not texts:
             continue
         frame = predictor.predict(texts, batch_size, every_class)

@@ -101,11 +101,11 @@ def _run_name(variant: dict, seed: int | None) -> str:
 
 def run_sweep(sweep_file: str, emit: events.Emit = lambda e: None, output: str | None = None) -> dict:
     from lft_core.data import load_data
-    from lft_core.engine import evaluate_base
+    from lft_core.engine import evaluate_base, with_max_length
 
     name, configs, references = load_sweep(sweep_file)
     sweep_dir = Path(output) if output else adapters_root() / f"sweep-{name}"
-    first = config_from_dict({k: v for k, v in configs[0].items() if k != "_name"})
+    first = with_max_length(config_from_dict({k: v for k, v in configs[0].items() if k != "_name"}))
     data = load_data(first)
     emit(events.Stage(stage="baseline", message=f"sweep {name}: {len(configs)} runs; evaluating the base once"))
     baseline = evaluate_base(first, data=data)

@@ -152,7 +152,7 @@ def client(server):
 def trained_run(client, server, keyword_csv) -> str:
     """One run trained through the app's API (the keyword task, 3 epochs), for the tests that compare and predict."""
     job = call(client, "/train", {"Dataset": keyword_csv, "Max length (tokens)": 32, "Learning rate": "4e-3",
-                                  "Epochs": 3, "Batch size": 16}, submit=True)
+                                  "Epochs": 3, "Batch size (texts)": "16"}, submit=True)
     outputs = finish(job, 600)
     final = outputs[-1][0]
     assert "Finished" in final and "Fine-tuning improved" in final, final

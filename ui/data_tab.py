@@ -32,7 +32,8 @@ def create_data_tab() -> dict:
                        outputs=[form.upload, form.dataset, form.text_column, form.label_column, upload_note],
                        api_name="upload")
     form.check.click(lambda values, progress=gr.Progress(): on_check(form, values, progress), inputs=form.inputs,
-                outputs=[summary, warnings, balance_plot, length_plot, samples, suggestions], api_name="check_data")
+                     outputs=[summary, warnings, balance_plot, length_plot, samples, suggestions, form.max_length,
+                              form.truncation], api_name="check_data")
     return {"form": form, "suggestions": suggestions}
 
 
@@ -93,7 +94,15 @@ def on_check(form: DataForm, values: dict, progress):
     sizes = ", ".join(f"{split} {n:,}" for split, n in health.splits.items())
     summary = (f"**Splits:** {sizes}. **Classes:** {len(health.balance)}. **Truncated at {health.max_length} tokens:** "
                f"{health.truncated_share:.0%} of train texts.")
+    recommended = health.recommended
+    length, truncation = gr.update(), gr.update()
+    if recommended:
+        length, truncation = recommended["max_length"], recommended["truncation"]
+        per_epoch = recommended.get("epoch_seconds")
+        summary += (f"  \n**Max length set to {length}** ({recommended['why']})"
+                    + (f"; about {lft_core.events.duration(per_epoch)} per epoch on this machine." if per_epoch else "."))
     notes = "\n".join(f"- ⚠ {w}" for w in health.warnings) or "No problems found."
     suggestions = {"class_weights": True} if health.imbalanced else {}
     return (summary, notes, lft_core.report.class_balance(health.balance),
-            lft_core.report.length_histogram(health.lengths, health.max_length), health.samples, suggestions)
+            lft_core.report.length_histogram(health.lengths, health.max_length), health.samples, suggestions,
+            length, truncation)

@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 import lft_core
-from lft_core import LftError, RunConfig
+from lft_core import DEFAULT_MAX_LENGTH, LftError, RunConfig
 
 DEFAULTS = RunConfig()
 PARAM_SLOTS = 3
@@ -52,7 +52,7 @@ class DataForm:
             max_train = gr.Textbox(value="", placeholder="all", label="Train subset (texts)")
             max_eval = gr.Textbox(value="", placeholder="all", label="Validation/test cap (texts)")
         with gr.Row():
-            max_length = gr.Slider(16, 512, value=DEFAULTS.max_length, step=16, label="Max length (tokens)", scale=2)
+            max_length = gr.Slider(16, 512, value=DEFAULT_MAX_LENGTH, step=16, label="Max length (tokens)", scale=2)
             truncation = gr.Dropdown(["head", "head+tail", "tail"], value=DEFAULTS.truncation,
                                      label="Long texts keep")
             seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed")
@@ -86,7 +86,7 @@ class TrainForm:
     method: gr.Dropdown
     learning_rate: gr.Textbox
     epochs: gr.Slider
-    batch_size: gr.Slider
+    batch_size: gr.Textbox
     params: list[gr.Slider]
     target_modules: gr.Textbox
     options: gr.Textbox
@@ -102,7 +102,7 @@ class TrainForm:
                                        label="Learning rate")
         with gr.Row():
             epochs = gr.Slider(1, 10, value=DEFAULTS.epochs, step=1, label="Epochs")
-            batch_size = gr.Slider(4, 64, value=DEFAULTS.batch_size, step=4, label="Batch size")
+            batch_size = gr.Textbox(value="", placeholder="auto: about 640 tokens", label="Batch size (texts)")
         with gr.Row():
             sliders = [gr.Slider(**update) for update in cls.param_updates(DEFAULTS.method, params)]
         class_weights = gr.Checkbox(value=DEFAULTS.class_weights, label="Class weights (for imbalanced data)")
@@ -142,7 +142,7 @@ class TrainForm:
         if targets:
             params["target_modules"] = [t.strip() for t in targets.split(",") if t.strip()]
         params.update(_yaml_options(given[self.options]))
-        values = {"method": method, "epochs": given[self.epochs], "batch_size": int(given[self.batch_size]),
+        values = {"method": method, "epochs": given[self.epochs], "batch_size": given[self.batch_size],
                   "method_params": params, "class_weights": bool(given[self.class_weights])}
         if str(given[self.learning_rate] or "").strip():
             values["learning_rate"] = str(given[self.learning_rate]).strip()
@@ -152,7 +152,7 @@ class TrainForm:
         method = cfg.get("method", DEFAULTS.method)
         params = {**lft_core.METHODS[method].defaults, **(cfg.get("method_params") or {})}
         updates = {self.method: method, self.learning_rate: cfg.get("learning_rate") or "", self.epochs: cfg.get("epochs"),
-                   self.batch_size: cfg.get("batch_size"), self.class_weights: bool(cfg.get("class_weights"))}
+                   self.batch_size: cfg.get("batch_size") or "", self.class_weights: bool(cfg.get("class_weights"))}
         for slider, update in zip(self.params, self.param_updates(method, params)):
             updates[slider] = gr.update(**update)
         targets = params.get("target_modules")

@@ -41,6 +41,8 @@ class Job:
     queued_at: float = field(default_factory=time.time)
     started: float | None = None
     pid: int | None = None
+    log: str | None = None
+    """the worker's own output (its last 'error:' line explains a worker that died without an event)"""
 
     @property
     def events_path(self) -> Path:
@@ -48,11 +50,14 @@ class Job:
 
 
 class JobManager:
-    def __init__(self, root: Path | None = None, pump_s: float = 0.5):
+    def __init__(self, root: Path | None = None, pump_s: float = 0.5, warm: bool = True):
         self.root = Path(root or lft_core.adapters_root())
         self.jobs_dir = self.root / ".jobs"
         self.lock = threading.RLock()
         self.children: dict[int, subprocess.Popen] = {}
+        self.warm, self.spare = warm, None
+        if warm:
+            self._prepare_spare()
         threading.Thread(target=self._pump, args=(pump_s,), daemon=True, name="job-queue").start()
 
     # ---------------------------------------------------------------- records
@@ -132,6 +137,9 @@ class JobManager:
 
     def _start_next(self) -> None:
         with self.lock:
+            if self.warm and self.spare is not None and self.spare.poll() is not None:  # a spare that died
+                self.spare = None
+                self._prepare_spare()
             for job in self.jobs():
                 if job.state == "running" and not self.alive(job):
                     job.state = "ended"
@@ -142,20 +150,39 @@ class JobManager:
             if waiting:
                 self._launch(waiting[0])
 
+    def _spawn_worker(self) -> subprocess.Popen:
+        """`python -m lft_core worker`: it imports the heavy libraries at once, then waits for its job on stdin. In
+        its own session, so an app restart leaves a running job running."""
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LFT_ADAPTERS_DIR": str(self.root)}
+        log = self.jobs_dir / f"worker-{time.time_ns()}.log"
+        with open(log, "w") as out:
+            child = subprocess.Popen([sys.executable, "-m", "lft_core", "worker"], cwd=REPO, stdin=subprocess.PIPE,
+                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, text=True)
+        child.log = str(log)
+        self.children[child.pid] = child
+        return child
+
+    def _prepare_spare(self) -> None:
+        """Keep one warm worker waiting (it imports while nothing else happens), so the next Train click starts
+        training in seconds."""
+        self.spare = self._spawn_worker()
+
     def _launch(self, job: Job) -> None:
-        """The worker: `python -m lft_core run` on the job's config, in its own session (an app restart leaves it
-        running), its output in .jobs/<name>.log."""
+        """Hand the job to the warm worker (or a fresh one): the same `run` command as the CLI."""
         config_path = self.jobs_dir / f"{job.name}.yaml"
         config_path.write_text(yaml.safe_dump(job.config))
-        command = [sys.executable, "-m", "lft_core", "run"]
-        command += ["--resume", job.run_dir] if job.resume else ["--config", str(config_path), "--output", job.run_dir]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LFT_ADAPTERS_DIR": str(self.root)}
-        with open(self.jobs_dir / f"{job.name}.log", "w") as out:
-            child = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-        self.children[child.pid] = child
-        job.state, job.pid, job.started = "running", child.pid, time.time()
+        argv = ["run", "--resume", job.run_dir] if job.resume else ["run", "--config", str(config_path),
+                                                                     "--output", job.run_dir]
+        worker, self.spare = self.spare, None
+        if worker is None or worker.poll() is not None:
+            worker = self._spawn_worker()
+        worker.stdin.write(json.dumps(argv) + "\n")
+        worker.stdin.close()
+        job.state, job.pid, job.started, job.log = "running", worker.pid, time.time(), worker.log
         self._save(job)
+        if self.warm:
+            self._prepare_spare()
 
     # ---------------------------------------------------------------- stop
 

@@ -236,8 +236,8 @@ def follow(jobs: JobManager, name: str):
 
 def _ended_without_word(job: Job) -> str:
     """The worker exited without a final event: say what its log or its folder says."""
-    log = Path(job.run_dir).parent / ".jobs" / f"{job.name}.log"
-    text = log.read_text(errors="replace") if log.exists() else ""
+    log = Path(job.log) if job.log else None
+    text = log.read_text(errors="replace") if log is not None and log.exists() else ""
     error_line = next((line for line in reversed(text.splitlines()) if line.startswith("error:")), None)
     if error_line:
         return f"**Failed** `{job.name}`: {error_line[len('error:'):].strip()}"
