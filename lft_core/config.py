@@ -67,7 +67,8 @@ class RunConfig:
     class_weights: bool = field(default=False, metadata=_doc(
         "weight the loss by inverse class frequency, so a rare class counts as much as a common one"))
     precision: str = field(default="auto", metadata=_doc(
-        "training compute: auto (bf16 where the hardware has it natively), bf16 or fp32; evaluation is always fp32",
+        "training compute: auto (bf16 where the hardware has it natively), bf16 or fp32; validation runs in it too, the "
+        "test-split scores always in fp32",
         choices=("auto", "bf16", "fp32")))
     compile: bool = field(default=False, metadata=_doc(
         "torch.compile the training forward: each step is faster, after a compile of seconds to a minute, so it pays "

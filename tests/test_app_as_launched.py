@@ -1,14 +1,18 @@
-"""The app exactly as the README launches it, clicked through in a real browser (Playwright + Debian's Chromium):
+"""The entry points exactly as the README runs them, from a working directory laid out as a fresh clone: the CLI
+(run, then predict on the run it saved) and the app, clicked through in a real browser (Playwright + Debian's Chromium):
 a working directory laid out as a fresh clone, no LFT_* or Hugging Face variables, the default relative
 saved_adapters/, the built-in model and data. All four tabs, a live prediction for the run it just trained, and
 Stop. Screenshots at 1280x720 go to test-artifacts/."""
 
+import io
 import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from test_app import start_app, wait_for
@@ -41,6 +45,28 @@ def launched(tmp_path_factory):
     yield {"url": url, "clone": clone}
     process.terminate()
     process.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_cli_as_the_readme_runs_it(tmp_path):
+    """`python -m lft_core run` from a fresh clone's root with no LFT_* variables lands in the relative
+    saved_adapters/, and `predict --adapter saved_adapters/<run>` (the README's form) finds it."""
+    clone = fresh_clone(tmp_path / "clone")
+    env = as_a_user_launches_it()
+    run = subprocess.run([sys.executable, "-m", "lft_core", "run", "--max-train-samples", "100",
+                          "--max-eval-samples", "40", "--epochs", "1"], cwd=clone, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (folder,) = [p for p in (clone / "saved_adapters").iterdir() if not p.name.startswith(".")]
+    assert folder.name.startswith("minilm-bbc-news-lora-") and (folder / "adapter_model.safetensors").exists()
+    assert f"saved: " in run.stdout and folder.name in run.stdout
+    predicted = subprocess.run([sys.executable, "-m", "lft_core", "predict", "--adapter", f"saved_adapters/{folder.name}",
+                                "--input", "-"], cwd=clone, env=env, input="The striker scored twice in the final\n",
+                               capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    frame = pd.read_csv(io.StringIO(predicted.stdout))
+    labels = json.loads((folder / "base_model.json").read_text())["id2label"].values()
+    assert len(frame) == 1 and frame.label[0] in labels and 0 < frame.probability[0] <= 1
 
 
 @pytest.mark.slow

@@ -89,6 +89,16 @@ def test_zip_holds_what_a_user_takes_home(finished):
     assert not any("checkpoint" in n for n in names)
 
 
+@pytest.mark.parametrize("status", ["stopped", "running", "failed"])
+def test_only_finished_runs_leave_the_server(tmp_path, status):
+    (tmp_path / "halfway").mkdir()
+    runs.write_json(tmp_path / "halfway" / "status.json", {"status": status})
+    with pytest.raises(LftError, match="halfway is not a finished run"):
+        runs.export_zip("halfway", tmp_path)
+    with pytest.raises(LftError, match="halfway is not a finished run"):
+        runs.push_to_hub("halfway", "someone/x", "hf_token", root=tmp_path)
+
+
 def test_push_offline_is_one_line_within_seconds(finished, monkeypatch):
     import time
 
