@@ -27,6 +27,7 @@ class Health:
     lengths: list[int] = field(default_factory=list)
     """token counts of the train texts, untruncated"""
     max_length: int = 0
+    """the length the truncation figures refer to: the recommended one where there is one (the app pre-fills it)"""
     truncated_share: float = 0.0
     warnings: list[str] = field(default_factory=list)
     imbalanced: bool = False
@@ -122,12 +123,17 @@ def check_dataset(cfg, tokenizer=None) -> Health:
         from lft_core.evaluate import encode
 
         _, health.lengths = encode(tokenizer, list(data["train"]["text"]), cfg.max_length)
-        health.truncated_share = float(np.mean([n > cfg.max_length for n in health.lengths])) if health.lengths else 0.0
-        if health.truncated_share > 0.5:
-            health.warnings.append(f"{health.truncated_share:.0%} of train texts exceed max_length={cfg.max_length} "
-                                   f"tokens and will be truncated")
         health.recommended = recommend_length(health.lengths, cfg)
+        health.max_length = health.recommended.get("max_length", health.max_length)
+        health.truncated_share = truncated_share(health.lengths, health.max_length)
+        if health.truncated_share > 0.5:
+            health.warnings.append(f"{health.truncated_share:.0%} of train texts exceed max_length={health.max_length} "
+                                   f"tokens and will be truncated")
     return health
+
+
+def truncated_share(lengths: list[int], max_length: int) -> float:
+    return float(np.mean([n > max_length for n in lengths])) if lengths else 0.0
 
 
 LONG_TEXT_LENGTH = 256

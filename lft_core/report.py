@@ -47,9 +47,11 @@ def _change(name: str, before: float, after: float) -> str:
     return f"{name} {before:.3f} -> {after:.3f} ({(after - before) * 100:+.1f} points)"
 
 
-def judge(base: Metrics, tuned: Metrics, references: dict[str, Metrics], p_vs_base: float | None = None) -> Verdict:
+def judge(base: Metrics, tuned: Metrics, references: dict[str, Metrics], p_vs_base: float | None = None,
+          class_weights: bool = False) -> Verdict:
     """Whether fine-tuning helped, judged on accuracy and macro-F1 against the base, the majority-class rate and
-    (where computed) TF-IDF + logistic regression. A model that predicts one class is never called an improvement."""
+    (where computed) TF-IDF + logistic regression. A model that predicts one class is never called an improvement.
+    `class_weights`: whether the run already used them, so the advice does not suggest them again."""
     top, share = tuned.predicted_share()
     scored = sum(1 for scores in tuned.per_class.values() if scores["support"] > 0)
     details = []
@@ -58,8 +60,7 @@ def judge(base: Metrics, tuned: Metrics, references: dict[str, Metrics], p_vs_ba
         verdict = Verdict("collapsed", f"Fine-tuning did not learn the task: the model predicts '{top}' for "
                                        f"{share:.0%} of the test texts (accuracy {tuned.accuracy:.3f}, macro-F1 "
                                        f"{tuned.macro_f1:.3f}).")
-        details.append("Try class weights (class_weights), more epochs, or a lower learning rate; macro-F1 shows "
-                       "whether the rarer classes are learned.")
+        details.append(_collapse_advice(references, class_weights))
     else:
         verdict = _against_base(base, tuned)
         if majority is not None and not _beats(tuned, majority):
@@ -78,6 +79,16 @@ def judge(base: Metrics, tuned: Metrics, references: dict[str, Metrics], p_vs_ba
                        f"and never predicted.")
     verdict.details = [*verdict.details, *details]
     return verdict
+
+
+def _collapse_advice(references: dict[str, Metrics], class_weights: bool) -> str:
+    majority, tfidf = references.get("majority"), references.get("tfidf")
+    if majority is not None and tfidf is not None and not _beats(tfidf, majority):
+        return ("TF-IDF + logistic regression does no better than always answering the most frequent class either: "
+                "the labels may not be predictable from these texts. Check the label column.")
+    tries = "more epochs or a lower learning rate" if class_weights else \
+        "class weights (class_weights), more epochs, or a lower learning rate"
+    return f"Try {tries}; macro-F1 shows whether the rarer classes are learned."
 
 
 def _against_base(base: Metrics, tuned: Metrics) -> Verdict:
@@ -184,7 +195,8 @@ def build_report(*, run_name: str, config: dict, base_ref: dict, method: dict, d
         history={"losses": train.losses, "epochs": train.epochs, "steps": train.steps},
         reload_check=reload_check, environment=environment, training_precision=train.precision,
         significance={"mcnemar_p_vs_base": p_vs_base, "accuracy_ci95": [low, high]},
-        verdict=judge(base, finetuned, references, p_vs_base), quantization=quantization)
+        verdict=judge(base, finetuned, references, p_vs_base, bool(config.get("class_weights"))),
+        quantization=quantization)
 
 
 def read_report(run_dir: str | Path) -> RunReport:

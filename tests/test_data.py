@@ -330,3 +330,29 @@ def test_every_text_empty(tmp_path):
 
 def test_a_device_is_not_a_dataset(tmp_path):
     assert "not a regular file or folder" in _bad(tmp_path, dataset="/dev/null")
+
+
+# ---------------------------------------------------------------- the health check
+
+
+def test_health_flags_imbalance_and_describes_the_length_it_recommends(tmp_path):
+    from lft_core import check_dataset, tokenizer_for
+
+    rows = [{"text": f"order {i} arrived late and the box was open", "label": "complaint" if i % 8 == 0 else "other"}
+            for i in range(400)]
+    path = tmp_path / "short.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    health = check_dataset(RunConfig(dataset=str(path), max_length=256), tokenizer_for("minilm"))
+    assert health.error is None and health.imbalanced
+    assert any("imbalanced" in w and "macro-F1" in w and "class weights" in w for w in health.warnings)
+    assert health.recommended["max_length"] == 32 and health.max_length == 32  # short texts: kept whole
+    assert health.truncated_share == 0.0 and health.recommended["epoch_seconds"] > 0
+
+
+def test_health_recommends_256_tokens_for_long_articles():
+    from lft_core import check_dataset, tokenizer_for
+
+    health = check_dataset(RunConfig(dataset="bbc-news", max_length=128), tokenizer_for("minilm"))
+    assert health.recommended["max_length"] == 256 and health.max_length == 256
+    assert 0.5 < health.truncated_share < 1  # most articles are longer than 256 tokens, and the share says so at 256
+    assert any("exceed max_length=256" in w for w in health.warnings)

@@ -32,6 +32,18 @@ def test_a_model_that_predicts_one_class_is_not_an_improvement(imbalanced):
     assert "predicts 'ham' for 100% of the test texts" in verdict.headline
 
 
+@pytest.mark.parametrize("class_weights", [False, True])
+def test_collapse_advice_fits_what_was_tried(imbalanced, class_weights):
+    labels, random_predictions = imbalanced
+    majority = metrics(labels, np.zeros_like(labels))
+    learnable = {"majority": majority, "tfidf": metrics(labels, labels)}
+    advice = judge(majority, majority, learnable, class_weights=class_weights).details[0]
+    assert ("class weights" in advice) is not class_weights and "more epochs" in advice
+    noise = {"majority": majority, "tfidf": majority}  # nothing in the texts predicts the label
+    advice = judge(majority, majority, noise, class_weights=class_weights).details[0]
+    assert "labels may not be predictable from these texts" in advice
+
+
 def test_barely_learned_minority_is_no_better_than_the_majority_rate(imbalanced):
     labels, random_predictions = imbalanced
     predictions = np.zeros_like(labels)
