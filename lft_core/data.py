@@ -24,7 +24,8 @@ from lft_core.errors import LftError, first_line
 
 log = logging.getLogger("lft_core")
 
-TEXT_CANDIDATES = ("text", "sentence", "content", "review", "document", "tweet", "body", "question", "comment")
+TEXT_CANDIDATES = ("text", "sentence", "content", "review", "document", "tweet", "body", "question", "comment",
+                   "message", "description", "utterance", "headline", "title", "abstract", "post")
 LABEL_CANDIDATES = ("label", "labels", "category", "class", "sentiment", "target", "topic", "intent")
 SPLIT_ALIASES = {
     "train": ("train", "training"),
@@ -256,10 +257,29 @@ def detect_text_column(frame: pd.DataFrame, given: str | None = None, exclude=No
     named = _pick_named(columns, TEXT_CANDIDATES, "text", flag, exclude)
     if named is not None:
         return named
-    strings = [c for c in columns if c != exclude and frame[c].dtype == object]
+    # pandas 3 reads text as its own 'str' dtype, older pandas as object
+    strings = [c for c in columns if c != exclude and (frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c]))]
     if len(strings) == 1:
         return strings[0]
+    prose = _the_only_prose(frame, strings)
+    if prose is not None:
+        return prose
     raise LftError(f"cannot tell which column holds the text; pass {flag} (columns: {listing})")
+
+
+def _the_only_prose(frame: pd.DataFrame, strings: list) -> str | None:
+    """Among several string columns, the one that is clearly the text: the others hold few distinct short values
+    (labels, codes), it holds mostly distinct values at least 3 times longer on average."""
+    if len(frame) < 10 or len(strings) < 2:
+        return None
+    lengths = {c: frame[c].astype(str).str.len().mean() for c in strings}
+    distinct = {c: frame[c].nunique() for c in strings}
+    longest = max(strings, key=lengths.get)
+    others = [c for c in strings if c != longest]
+    if distinct[longest] >= 0.5 * len(frame) and all(
+            lengths[longest] >= 3 * lengths[c] and distinct[c] <= max(50, 0.05 * len(frame)) for c in others):
+        return longest
+    return None
 
 
 def guess_columns(columns: list[str]) -> tuple[str | None, str | None]:

@@ -356,3 +356,12 @@ def test_health_recommends_256_tokens_for_long_articles():
     assert health.recommended["max_length"] == 256 and health.max_length == 256
     assert 0.5 < health.truncated_share < 1  # most articles are longer than 256 tokens, and the share says so at 256
     assert any("exceed max_length=256" in w for w in health.warnings)
+
+
+def test_text_column_found_by_its_shape_when_the_other_strings_are_labels():
+    frame = pd.DataFrame({"ticket": [f"the printer on floor {i} jams every morning" for i in range(40)],
+                          "prio": ["low", "high"] * 20})
+    assert detect_columns(frame, None, None) == ("ticket", "prio")
+    two_texts = frame.assign(reply=[f"we sent a technician to floor {i} today" for i in range(40)])
+    with pytest.raises(LftError, match="cannot tell which column holds the text"):
+        detect_columns(two_texts, None, None)  # two prose columns: a real ambiguity stays an error
