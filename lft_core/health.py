@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from lft_core.config import DEFAULT_MAX_LENGTH
 from lft_core.data import detect_columns, load_data, read_source
 from lft_core.errors import LftError
 
@@ -85,13 +86,7 @@ def imbalance_warning(balance: pd.DataFrame) -> str | None:
 
 def check_dataset(cfg, tokenizer=None) -> Health:
     """Inspect cfg.dataset as training would see it. Never raises LftError: it is reported in Health.error."""
-    if cfg.max_length is None:
-        import dataclasses
-
-        from lft_core.config import DEFAULT_MAX_LENGTH
-
-        cfg = dataclasses.replace(cfg, max_length=DEFAULT_MAX_LENGTH)
-    health, collect = Health(max_length=cfg.max_length), _Collect()
+    health, collect = Health(max_length=cfg.max_length or DEFAULT_MAX_LENGTH), _Collect()
     logger = logging.getLogger("lft_core")
     logger.addHandler(collect)
     try:
@@ -122,7 +117,7 @@ def check_dataset(cfg, tokenizer=None) -> Health:
     if tokenizer is not None:
         from lft_core.evaluate import encode
 
-        _, health.lengths = encode(tokenizer, list(data["train"]["text"]), cfg.max_length)
+        _, health.lengths = encode(tokenizer, list(data["train"]["text"]), health.max_length)
         health.recommended = recommend_length(health.lengths, cfg)
         health.max_length = health.recommended.get("max_length", health.max_length)
         health.truncated_share = truncated_share(health.lengths, health.max_length)

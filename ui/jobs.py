@@ -56,8 +56,8 @@ class JobManager:
         self.lock = threading.RLock()
         self.children: dict[int, subprocess.Popen] = {}
         self.warm, self.spare = warm, None
-        if warm:
-            self._prepare_spare()
+        if warm:  # one worker waits, imports done, so the next Train click starts training in seconds
+            self.spare = self._spawn_worker()
         threading.Thread(target=self._pump, args=(pump_s,), daemon=True, name="job-queue").start()
 
     # ---------------------------------------------------------------- records
@@ -138,8 +138,7 @@ class JobManager:
     def _start_next(self) -> None:
         with self.lock:
             if self.warm and self.spare is not None and self.spare.poll() is not None:  # a spare that died
-                self.spare = None
-                self._prepare_spare()
+                self.spare = self._spawn_worker()
             for job in self.jobs():
                 if job.state == "running" and not self.alive(job):
                     job.state = "ended"
@@ -163,11 +162,6 @@ class JobManager:
         self.children[child.pid] = child
         return child
 
-    def _prepare_spare(self) -> None:
-        """Keep one warm worker waiting (it imports while nothing else happens), so the next Train click starts
-        training in seconds."""
-        self.spare = self._spawn_worker()
-
     def _launch(self, job: Job) -> None:
         """Hand the job to the warm worker (or a fresh one): the same `run` command as the CLI."""
         config_path = self.jobs_dir / f"{job.name}.yaml"
@@ -182,7 +176,7 @@ class JobManager:
         job.state, job.pid, job.started, job.log = "running", worker.pid, time.time(), worker.log
         self._save(job)
         if self.warm:
-            self._prepare_spare()
+            self.spare = self._spawn_worker()
 
     # ---------------------------------------------------------------- stop
 
