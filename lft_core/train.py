@@ -180,7 +180,7 @@ class _RunCallback(TrainerCallback):
         self.state_dir, self.emit, self.stop, self.result, self.is_main = state_dir, emit, stop, result, is_main
         self.best = self._load_best()
         self.started = self.last_log = time.perf_counter()
-        self.start_step, self.bar = 0, None
+        self.start_step, self.bar, self.first_step_end = 0, None, None
         validation_ids, _ = encode(tokenizer, list(data["validation"]["text"]), args.max_length, args.truncation)
         self.validation_s = args.eval_seconds_per_token * count_tokens(validation_ids)
 
@@ -199,7 +199,7 @@ class _RunCallback(TrainerCallback):
         os.replace(self.state_dir / "best.json.tmp", self.state_dir / "best.json")
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start_step = state.global_step
+        self.start_step, self.first_step_end = state.global_step, None
         self.started = self.last_log = time.perf_counter()
         if self.args.progress_bar and self.is_main:
             import sys
@@ -211,6 +211,8 @@ class _RunCallback(TrainerCallback):
                             file=sys.stdout, disable=None)
 
     def on_step_end(self, args, state, control, **kwargs):
+        if self.first_step_end is None:
+            self.first_step_end = time.perf_counter()
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
         done = state.global_step - self.start_step
@@ -220,9 +222,14 @@ class _RunCallback(TrainerCallback):
             control.should_training_stop = True
             control.should_save = True  # a checkpoint at this very step, so a resume loses nothing
 
-    def eta(self, state) -> float:
-        done = max(state.global_step - self.start_step, 1)
-        per_step = (time.perf_counter() - self.started) / done
+    def eta(self, state) -> float | None:
+        """Seconds left, from the steps after the first (None before): the first also pays for the optimizer's
+        creation and the first forward's warm-up; extrapolated from it, a default run on a busy machine was told
+        41 min at step 1 and took 6."""
+        done = state.global_step - self.start_step
+        if done < 2 or self.first_step_end is None:
+            return None
+        per_step = (time.perf_counter() - self.first_step_end) / (done - 1)
         epochs_left = max(0, math.ceil(self.args.epochs) - len(self.result.epochs))
         return per_step * (state.max_steps - state.global_step) + epochs_left * self.validation_s + self.args.after_training_s
 
@@ -233,9 +240,10 @@ class _RunCallback(TrainerCallback):
         elapsed = time.perf_counter() - self.started
         done = max(state.global_step - self.start_step, 1)
         tokens_per_step = self.result.tokens / max(state.max_steps, 1)
+        eta = self.eta(state)
         event = events.Progress(
             phase="train", step=state.global_step, total=state.max_steps, elapsed_s=round(elapsed, 1),
-            eta_s=round(self.eta(state), 1), loss=round(float(logs["loss"]), 5), epoch=round(state.epoch or 0, 3),
+            eta_s=None if eta is None else round(eta, 1), loss=round(float(logs["loss"]), 5), epoch=round(state.epoch or 0, 3),
             learning_rate=float(f"{float(logs.get('learning_rate', 0.0)):.4g}"),
             tokens_per_s=round(tokens_per_step * done / max(elapsed, 1e-9)))
         self.result.losses.append((state.global_step, event.loss))

@@ -262,5 +262,7 @@ def progress_html(progress: events.Progress | None, phase: str = "", ending: str
         if progress.eta_s is not None:
             text += f" · about {lft_core.events.duration(progress.eta_s)} left" + (" (with evaluation and saving)"
                                                                     if progress.phase == "train" else "")
+        elif progress.phase == "train":
+            text += " · estimating the time left"
     return (f'<div class="lft-progress"><div class="lft-progress-bar" style="width:{100 * share:.1f}%"></div></div>'
             f'<div class="lft-progress-text">{text}</div>')
