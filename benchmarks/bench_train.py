@@ -7,11 +7,12 @@ side by side in one invocation.
 For each dataset and seed it runs, in alternating order and each in its own process, (ref)
 benchmarks/ref_recipe.py, the recipe courses teach (padding="max_length" to 128 tokens, default TrainingArguments:
 fp32 on a CPU, batch 8, learning rate 1e-3, peft LoRA r 8 on query/value), and (ours) `python -m lft_core run` with
-lft_core's own defaults (max length 256, batches of about 640 tokens, LoRA's learning rate, bf16 where native), the
-same epochs and seed, in a fresh runs folder so its base evaluation is not cached. TF-IDF + logistic regression is
-the row ours computes on the same split (its time is part of ours' end to end). Printed per contestant: end-to-end,
-train and evaluation wall time, real (non-pad) tokens/s, achieved GFLOP/s and its share of the matmul peak of the
-precision it trains in (MFU), peak RSS and test accuracy; means over the seeds, then each seed.
+lft_core's own defaults (max length 256, batches of about 1,280 tokens, LoRA's learning rate scaled to the
+batch, bf16 where native), the same epochs and seed, in a fresh runs folder so its base evaluation is not cached.
+TF-IDF + logistic regression is the row ours computes on the same split (its time is part of ours' end to end).
+Printed per contestant: end-to-end, train and evaluation wall time, real (non-pad) tokens/s, achieved GFLOP/s and
+its share of the matmul peak of the precision it trains in (MFU), peak RSS and test accuracy; means over the
+seeds, then each seed.
 
 FLOPs are counted, not estimated: torch's FlopCounterMode records one forward+backward of the LoRA model on a batch
 at the contestant's mean length; multiplied by the real tokens trained, that is the useful work, so the padding

@@ -48,6 +48,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
             text += f" ({', '.join(meta['choices'])})"
         if default not in (None, False, True) and not isinstance(default, dict):
             text += f" (default {default})"
+        text = text.replace("%", "%%")  # argparse formats help with %: '15% of' would break --help
         if kind is bool:
             parser.add_argument(flags[spec.name], dest=spec.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=text)

@@ -48,10 +48,12 @@ class RunConfig:
         "QLoRA: load the frozen base in 4bit or 8bit with bitsandbytes", choices=("4bit", "8bit")))
     epochs: float = field(default=2, metadata=_doc("passes over the train split"))
     learning_rate: float | None = field(default=None, metadata=_doc(
-        "default: the method's own (LoRA 2e-3, prompt tuning 1e-2, full 5e-5, ...)"))
+        "default: the method's own (LoRA 2e-3, prompt tuning 1e-2, full 5e-5, ...), times sqrt(batch size / 16) "
+        "for batches of more than 16 texts"))
     batch_size: int | None = field(default=None, metadata=_doc(
-        "training texts per optimizer step (default: about 640 real tokens a batch, at least 8 texts; more texts "
-        "when they are short, so short texts keep the cores busy)"))
+        "training texts per optimizer step (default: about 1,280 real tokens a batch, at least 8 texts; more texts "
+        "when they are short, so short texts keep the cores busy; 32 or more are computed in length-sorted parts "
+        "of 16 or more)"))
     eval_batch_size: int | None = field(default=None, metadata=_doc(
         "texts per evaluation batch (default: about 1,024 tokens a batch, texts sorted by length; 8 x 128 scored "
         "fastest on CPU, ~6.6k tokens/s against ~5.6k at 64 x 128)"))

@@ -30,7 +30,8 @@ from lft_core.limits import check_model_size
 from lft_core.methods import MethodContext, apply_method, get_method, method_params
 from lft_core.models import is_decoder, load_base_model, load_model_config, max_positions, set_padding_side
 from lft_core.report import RunReport, build_report
-from lft_core.train import TrainArgs, TrainResult, auto_batch_size, steps_per_epoch, train, training_precision
+from lft_core.train import (TrainArgs, TrainResult, auto_batch_size, default_learning_rate, micro_batches,
+                            steps_per_epoch, train, training_precision)
 
 log = logging.getLogger("lft_core")
 RELOAD_TOLERANCE = 1e-4
@@ -147,7 +148,7 @@ class _Job:
         cfg = self.cfg
         spec, model = get_method(cfg.method), base.model
         steps = steps_per_epoch(len(data["train"]), cfg.batch_size) * cfg.epochs
-        ctx = MethodContext(model.config.model_type, base.new_modules, int(np.ceil(steps)),
+        ctx = MethodContext(model.config.model_type, base.head_modules, int(np.ceil(steps)),
                             model.config.get_text_config().hidden_size, is_decoder(model.config))
         if cfg.quantize:
             from peft import prepare_model_for_kbit_training
@@ -194,10 +195,12 @@ class _Job:
 
     def train(self, model, base, data, baseline: "Baseline") -> TrainResult:
         cfg, spec = self.cfg, get_method(self.cfg.method)
-        learning_rate = cfg.learning_rate or spec.learning_rate
+        learning_rate = cfg.learning_rate or default_learning_rate(spec.learning_rate, cfg.batch_size)
         self.learning_rate = learning_rate
-        self.stage("train", f"training {cfg.method} for {cfg.epochs:g} epoch(s), {cfg.batch_size} texts a batch, "
-                            f"learning rate {learning_rate:g}")
+        parts = micro_batches(cfg.batch_size)
+        self.stage("train", f"training {cfg.method} for {cfg.epochs:g} epoch(s), {cfg.batch_size} texts a batch"
+                            + (f" (in {parts} length-sorted parts)" if parts > 1 else "")
+                            + f", learning rate {learning_rate:.3g}")
         state_dir = self.run_dir / runs.STATE
         if spec.before_training is not None:
             spec.before_training(model, state_dir)

@@ -48,6 +48,8 @@ class TrainArgs:
     """'bf16' (autocast) or 'fp32', already resolved by training_precision()"""
     class_weights: bool = False
     compile: bool = False
+    micro_batches: int | None = None
+    """length-sorted micro-batches a batch is computed in; None: micro_batches(batch_size)"""
     save_steps: int = 200
     save_total_limit: int = 2
     resume: bool = False
@@ -92,8 +94,9 @@ class _EpochSeededSampler(torch.utils.data.Sampler):
     (test accuracy 0.63 against 0.79 with random batches, benchmarks/results/). Dynamic padding still pads each
     batch only to its own longest text."""
 
-    def __init__(self, size: int, seed: int):
+    def __init__(self, size: int, seed: int, lengths: list[int] | None = None, batch_size: int = 1):
         self.size, self.seed, self.epoch = size, seed, 0
+        self.lengths, self.batch_size = lengths, batch_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -103,7 +106,13 @@ class _EpochSeededSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + int(self.epoch))
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.lengths is not None:
+            # Each batch keeps its random texts; only their order inside it changes, longest first, so its
+            # micro-batches (consecutive slices) each pad to lengths close to their own.
+            order = [i for start in range(0, self.size, self.batch_size)
+                     for i in sorted(order[start:start + self.batch_size], key=lambda i: -self.lengths[i])]
+        return iter(order)
 
 
 @contextlib.contextmanager
@@ -133,15 +142,21 @@ class _GuardedTrainer(Trainer):
     non-finite loss, named by its step, before it poisons the weights."""
 
     def __init__(self, *args, bf16: bool = False, class_weights: torch.Tensor | None = None, state_dir: Path,
-                 **kwargs):
+                 train_lengths: list[int], **kwargs):
         super().__init__(*args, **kwargs)
         self.bf16, self.class_weights, self.state_dir = bf16, class_weights, state_dir
+        self.train_lengths = train_lengths
+        # Every loss here is a micro-batch mean, so Trainer must divide it by the micro-batches of a step; it
+        # skips that for a model whose forward takes **kwargs, which BERT's does while ignoring them.
+        self.model_accepts_loss_kwargs = False
         # torch's CPU kernel for bf16 SDPA has a slow backward (a third of a MiniLM step); eager attention's
         # plain bf16 matmuls made the step 1.6x faster (benchmarks/bench_step.py). CUDA keeps SDPA's fused kernels.
         self.attention = "eager" if bf16 and self.args.device.type == "cpu" else None
 
     def _get_train_sampler(self, *args, **kwargs):
-        return _EpochSeededSampler(len(self.train_dataset), self.args.seed)
+        micro = self.args.gradient_accumulation_steps > 1
+        return _EpochSeededSampler(len(self.train_dataset), self.args.seed, self.train_lengths if micro else None,
+                                   self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Autocast here rather than with TrainingArguments(bf16=True): that flag wraps model.forward for good,
@@ -291,11 +306,21 @@ class _GradGuard(TrainerCallback):
                            f"({args.learning_rate:g}) is probably too high. {_checkpoint_note(self.state_dir)}; lower it")
 
 
-TRAIN_BATCH_TOKENS = 640
+TRAIN_BATCH_TOKENS = 1280
 """Real tokens a training batch holds by default, never fewer than 8 texts: long texts (bbc-news at 256 tokens) come
-8 to a batch; tweets (90% under 40 tokens) 16, where a MiniLM LoRA step does 1.5x the tokens per second of 8 tweets.
-Larger batches ran faster still but learned less in an epoch (24 tweets: 0.832 test accuracy, against 0.845 at 16,
-airline-tweets, 1 epoch)."""
+8 to a batch; tweets (90% under 40 tokens) 32, computed as two length-sorted halves (MICRO_BATCH_TEXTS), with the
+default learning rate scaled up (default_learning_rate). Airline-tweets, 1 epoch, means of seeds 42 / 7 / 1: 16
+tweets at 2e-3 trained in 106 s to 0.842 test accuracy; 32 in halves at 2.83e-3, 90 s to 0.843
+(benchmarks/results/bench_train-2026-11-2[9-30]-airline-3seeds.txt)."""
+
+LR_REFERENCE_BATCH = 16
+"""Methods' default learning rates were tuned at up to this many texts a batch."""
+
+
+def default_learning_rate(method_rate: float, batch_size: int) -> float:
+    """The method's rate, times sqrt(batch / LR_REFERENCE_BATCH) for larger batches: fewer, less noisy steps an
+    epoch take larger ones (the square-root rule for Adam; Malladi et al. 2022). A rate the user sets is theirs."""
+    return method_rate * math.sqrt(max(batch_size, LR_REFERENCE_BATCH) / LR_REFERENCE_BATCH)
 
 
 MIN_STEPS_PER_EPOCH = 50
@@ -311,6 +336,21 @@ def auto_batch_size(lengths: list[int], max_length: int) -> int:
     return max(8, min(by_tokens, len(lengths) // MIN_STEPS_PER_EPOCH))
 
 
+MICRO_BATCH_TEXTS = 16
+"""A batch of at least twice this many texts is computed in length-sorted micro-batches of about this many, their
+gradients summed before the step: the same batch and the same gradient, less padding. Random batches of 32 tweets
+were 61% real tokens, their two length-sorted halves 75%; a MiniLM step costs ~20 ms per forward and backward call
+on top of its tokens, so halves of fewer than 16 tweets cost more calls than they save."""
+
+
+def micro_batches(batch_size: int) -> int:
+    """The most micro-batches, up to 4, that split the batch evenly into at least MICRO_BATCH_TEXTS texts each;
+    1 under DDP, whose ranks would take alternate micro-batches of one sorted batch."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return 1
+    return max(k for k in (1, 2, 3, 4) if batch_size % k == 0 and (k == 1 or batch_size // k >= MICRO_BATCH_TEXTS))
+
+
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return math.ceil(n_train / (batch_size * world))
@@ -324,8 +364,10 @@ def _class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
 
 
 def _training_arguments(args: TrainArgs, state_dir: Path, n_train: int) -> TrainingArguments:
+    micro = args.micro_batches or micro_batches(args.batch_size)
     return TrainingArguments(
-        output_dir=str(state_dir), per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
+        output_dir=str(state_dir), per_device_train_batch_size=args.batch_size // micro,
+        gradient_accumulation_steps=micro, learning_rate=args.learning_rate,
         num_train_epochs=args.epochs, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_ratio,  # a float below 1 is a ratio of the total steps
         lr_scheduler_type="linear",
@@ -353,7 +395,8 @@ def train(model, tokenizer, data, args: TrainArgs, state_dir: Path, emit: events
         model=model, args=training_args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tokenizer),
         callbacks=[_RunCallback(model, tokenizer, data, args, state_dir, emit, stop, result, is_main),
                    _GradGuard(model, state_dir), *(callbacks or [])],
-        bf16=result.precision == "bf16", class_weights=weights, state_dir=state_dir)
+        bf16=result.precision == "bf16", class_weights=weights, state_dir=state_dir,
+        train_lengths=[len(row) for row in train_set["input_ids"]])
     trainer.remove_callback(PrinterCallback)  # our callback reports progress; raw log dicts are noise
     checkpoint = _resume_point(state_dir) if args.resume else None
     start = time.perf_counter()

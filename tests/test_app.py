@@ -163,6 +163,7 @@ def test_train_streams_progress_and_says_what_it_did(client, keyword_csv):
     job = call(client, "/train", {"Train subset (texts)": "200", "Validation/test cap (texts)": "40", "Epochs": 1},
                submit=True)
     outputs = finish(job, 600)
+    assert outputs[0][0] == "**Checking** the settings…"  # not the previous job's last word
     bars = [o[1] for o in outputs]
     assert any("training: step" in b and "%)" in b and "left (with evaluation and saving)" in b for b in bars), bars[-3:]
     assert "done" in bars[-1]
@@ -289,3 +290,27 @@ def test_queue_reattach_stop_and_resume(client, server, trained_run):
     runs = call(client, "/refresh_runs")[1]
     statuses = {row[0]: row[1] for row in runs["data"]}
     assert statuses[running].startswith("stopped") and statuses[queued_name].startswith("stopped")
+
+
+def test_the_spare_worker_imports_only_while_nothing_trains(tiny_models, keyword_csv, tmp_path):
+    """A spare worker's imports would take a core from the job that has just started beside it: the job takes
+    the spare, no new one is made while it trains alone, and one is made once it has ended."""
+    from lft_core import RunConfig
+    from ui.jobs import JobManager
+
+    jobs = JobManager(tmp_path / "saved_adapters", pump_s=0.2, warm=True)
+    try:
+        idle_spare = jobs.spare
+        assert idle_spare is not None and idle_spare.poll() is None
+        job = jobs.submit(RunConfig(model=tiny_models["bert"], dataset=keyword_csv, epochs=1, max_length=32))
+        assert jobs.get(job.name).pid == idle_spare.pid and jobs.spare is None
+        wait_for(lambda: jobs.get(job.name).state == "ended", 240, "the job to end")
+        status = Path(job.run_dir) / "status.json"
+        assert json.loads(status.read_text())["status"] == "complete"
+        spare = wait_for(lambda: jobs.spare, 30, "a new spare worker")
+        made = [int(p.stem.split("-")[1]) / 1e9 for p in jobs.jobs_dir.glob("worker-*.log")]
+        assert len(made) == 2 and not [t for t in made if jobs.get(job.name).started < t < status.stat().st_mtime]
+        assert spare.pid != idle_spare.pid and spare.poll() is None
+    finally:
+        jobs.close()
+    assert jobs.spare is None and spare.poll() is not None

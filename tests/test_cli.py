@@ -327,3 +327,10 @@ def test_ctrl_c_stops_at_the_next_step_with_the_real_resume_command(tiny_models,
     assert "\nstopping at the next step" in err  # on its own line, not glued to a progress bar
     assert json.loads((out_dir / "status.json").read_text())["status"] == "stopped"
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["run", "predict", "sweep", "methods", "models", "datasets", "worker"])
+def test_every_help_prints(command, capsys):
+    """The README sends users to `run --help`; a '%' in a setting's description once made it a traceback."""
+    code, out, err = in_process([command, "--help"], capsys)
+    assert code == 0 and "usage:" in out and not err, err

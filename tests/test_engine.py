@@ -192,3 +192,72 @@ def test_class_weights_balance_the_loss(tiny_models, tmp_path):
     result = run(RunConfig(model=tiny_models["bert"], dataset=str(path), epochs=1, max_length=32, class_weights=True,
                            output=str(tmp_path / "weighted")))
     assert result.report.config["class_weights"] is True
+
+
+def _tiny_lora_and_varied_texts(tiny_bert: str, n: int = 64):
+    import random
+
+    import datasets
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from conftest import FILLER, keyword_frame
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3, hidden_dropout_prob=0.0,
+                                                               attention_probs_dropout_prob=0.0)
+    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]))
+    frame, rng = keyword_frame(n // 3 + 6), random.Random(0)
+    frame["text"] = [text + " " + " ".join(rng.choices(FILLER, k=rng.randrange(0, 40))) for text in frame["text"]]
+    names = sorted(frame["label"].unique())
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    split = lambda rows: datasets.Dataset.from_dict(  # noqa: E731
+        {"text": list(rows["text"]), "label": [names.index(x) for x in rows["label"]]}, features=features)
+    data = datasets.DatasetDict(train=split(frame.iloc[:n]), validation=split(frame.iloc[n:n + 16]))
+    return model, AutoTokenizer.from_pretrained(tiny_bert), data
+
+
+def test_length_sorted_micro_batches_train_the_same_batches_to_the_same_weights(tiny_models, tmp_path):
+    """A batch computed as length-sorted halves (less padding) is the same batch with the same gradient: the
+    sampler only reorders texts inside each batch, and each half's loss counts for half."""
+    import torch
+
+    from lft_core.train import TrainArgs, _EpochSeededSampler, micro_batches, train
+
+    lengths = [3, 9, 1, 7, 5, 2, 8, 4, 6, 10]
+    plain = list(_EpochSeededSampler(10, seed=3, batch_size=4))
+    ordered = list(_EpochSeededSampler(10, seed=3, lengths=lengths, batch_size=4))
+    for start in (0, 4, 8):
+        batch = ordered[start:start + 4]
+        assert sorted(batch) == sorted(plain[start:start + 4])
+        assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
+    assert [micro_batches(b) for b in (8, 16, 24, 32, 36, 48, 64, 66)] == [1, 1, 1, 2, 2, 3, 4, 3]
+
+    trained = {}
+    for micro in (1, 2):
+        model, tokenizer, data = _tiny_lora_and_varied_texts(tiny_models["bert"])
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        args = TrainArgs(epochs=1, learning_rate=1e-2, batch_size=32, eval_batch_size=None, max_length=64, seed=0,
+                         micro_batches=micro, save_steps=1000)
+        result = train(model, tokenizer, data, args, tmp_path / f"micro{micro}")
+        trained[micro] = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
+                          result.losses)
+        assert result.steps == 2
+        assert any(not torch.equal(before[n], p) for n, p in trained[micro][0].items())
+    (one, losses_one), (two, losses_two) = trained[1], trained[2]
+    assert losses_one[0][0] == losses_two[0][0] == 1
+    assert losses_two[0][1] == pytest.approx(losses_one[0][1], rel=1e-5)  # a half's loss is not counted whole
+    for name, value in one.items():
+        torch.testing.assert_close(two[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_default_batches_and_learning_rate_follow_the_text_lengths():
+    from lft_core.train import auto_batch_size, default_learning_rate, micro_batches
+
+    tweets = [30] * 1700 + [40] * 300  # 90th percentile 40 tokens
+    assert auto_batch_size(tweets, max_length=256) == 32 and micro_batches(32) == 2
+    assert auto_batch_size([600] * 2000, max_length=256) == 8 and micro_batches(8) == 1  # long articles, cut at 256
+    assert auto_batch_size(tweets[:400], max_length=256) == 8  # 50 steps an epoch at least
+    assert default_learning_rate(2e-3, 8) == default_learning_rate(2e-3, 16) == 2e-3
+    assert default_learning_rate(2e-3, 32) == pytest.approx(2e-3 * 2 ** 0.5)

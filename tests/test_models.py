@@ -18,7 +18,7 @@ def test_decoder_gets_pad_token_and_pools_the_last_real_token(arch, tiny_models)
     assert tokenizer.pad_token is not None and tokenizer.pad_token == tokenizer.eos_token  # no new embedding rows
     assert model.config.pad_token_id == tokenizer.pad_token_id
     assert len(tokenizer) == model.get_input_embeddings().weight.shape[0]
-    assert base.new_modules == ["score"]
+    assert base.new_modules == base.head_modules == ["score"]
     texts = ["bread", "the goal of the match was a win for the team"]
     alone = np.concatenate([predict_logits(model, tokenizer, [t], 32) for t in texts])
     batched = predict_logits(model, tokenizer, texts, 32)  # the short text is padded in this batch
@@ -40,10 +40,21 @@ def test_gpt2_pooling_ignores_pads_on_either_side(side, tiny_models):
     assert padded["input_ids"][0].tolist().count(tokenizer.pad_token_id) > 0
 
 
-def test_encoder_head_is_new_module(tiny_models):
+def test_encoder_head_is_new_module_and_trains_with_the_pretrained_pooler(tiny_models, tmp_path):
+    from lft_core.methods import MethodContext, apply_method, method_params
+
     base = load_base_model(tiny_models["bert"], LABELS)
     assert base.new_modules == ["classifier"]
+    assert base.head_modules == ["bert.pooler.dense", "classifier"]  # BERT's classifier reads the pooler
     assert base.model.config.id2label == {0: "food", 1: "sport", 2: "tech"}
+    ctx = MethodContext("bert", base.head_modules, 10, 32, False)
+    model = apply_method(base.model, "lora", method_params("lora"), ctx)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(".pooler." in n for n in trainable) and any("classifier" in n for n in trainable)
+    model.save_pretrained(tmp_path)
+    from safetensors.torch import load_file
+
+    assert any(".pooler." in key for key in load_file(tmp_path / "adapter_model.safetensors"))
 
 
 def test_base_dropout_off_by_default(tiny_models):

@@ -102,7 +102,7 @@ class TrainForm:
                                        label="Learning rate")
         with gr.Row():
             epochs = gr.Slider(1, 10, value=DEFAULTS.epochs, step=1, label="Epochs")
-            batch_size = gr.Textbox(value="", placeholder="auto: about 640 tokens", label="Batch size (texts)")
+            batch_size = gr.Textbox(value="", placeholder="auto: about 1,280 tokens", label="Batch size (texts)")
         with gr.Row():
             sliders = [gr.Slider(**update) for update in cls.param_updates(DEFAULTS.method, params)]
         class_weights = gr.Checkbox(value=DEFAULTS.class_weights, label="Class weights (for imbalanced data)")
@@ -195,10 +195,10 @@ def build_config(data: DataForm, given: dict, train: TrainForm | None = None) ->
 
 def error(exc: LftError) -> gr.Error:
     """A user's mistake as a message box, without the server's folders in it."""
-    return gr.Error(_hide_paths(str(exc)), duration=None)
+    return gr.Error(hide_paths(str(exc)), duration=None)
 
 
-def _hide_paths(text: str) -> str:
+def hide_paths(text: str) -> str:
     root = str(lft_core.adapters_root())
     return text.replace(root + "/", "").replace(root, "saved_adapters").replace(str(Path.cwd()) + "/", "")
 

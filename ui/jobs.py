@@ -56,6 +56,7 @@ class JobManager:
         self.lock = threading.RLock()
         self.children: dict[int, subprocess.Popen] = {}
         self.warm, self.spare = warm, None
+        self.closed = threading.Event()
         if warm:  # one worker waits, imports done, so the next Train click starts training in seconds
             self.spare = self._spawn_worker()
         threading.Thread(target=self._pump, args=(pump_s,), daemon=True, name="job-queue").start()
@@ -127,9 +128,17 @@ class JobManager:
             self._start_next()
             return job
 
+    def close(self) -> None:
+        """Stop queueing and end the idle spare worker; a running job runs on."""
+        self.closed.set()
+        with self.lock:
+            if self.spare is not None:
+                self.spare.kill()
+                self.spare.wait(timeout=10)
+                self.spare = None
+
     def _pump(self, every_s: float) -> None:
-        while True:
-            time.sleep(every_s)
+        while not self.closed.wait(every_s):
             try:
                 self._start_next()
             except Exception:  # the queue must outlive one bad record
@@ -137,17 +146,22 @@ class JobManager:
 
     def _start_next(self) -> None:
         with self.lock:
-            if self.warm and self.spare is not None and self.spare.poll() is not None:  # a spare that died
-                self.spare = self._spawn_worker()
             for job in self.jobs():
                 if job.state == "running" and not self.alive(job):
                     job.state = "ended"
                     self._save(job)
-            if self.current() is not None:
-                return
-            waiting = self.queued()
-            if waiting:
-                self._launch(waiting[0])
+            running, waiting = self.current(), self.queued()
+            if running is None and waiting:
+                running = waiting.pop(0)
+                self._launch(running)
+            if running is None or waiting:
+                self._keep_a_spare()
+
+    def _keep_a_spare(self) -> None:
+        """A spare worker imports for ~6 s of one core, which on two cores slowed the start of the job beside it;
+        so it is made while nothing trains, or for the next job when one is waiting in the queue."""
+        if self.warm and not self.closed.is_set() and (self.spare is None or self.spare.poll() is not None):
+            self.spare = self._spawn_worker()
 
     def _spawn_worker(self) -> subprocess.Popen:
         """`python -m lft_core worker`: it imports the heavy libraries at once, then waits for its job on stdin. In
@@ -175,8 +189,6 @@ class JobManager:
         worker.stdin.close()
         job.state, job.pid, job.started, job.log = "running", worker.pid, time.time(), worker.log
         self._save(job)
-        if self.warm:
-            self.spare = self._spawn_worker()
 
     # ---------------------------------------------------------------- stop
 

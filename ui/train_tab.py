@@ -15,7 +15,7 @@ import yaml
 
 import lft_core
 from lft_core import LftError, events
-from ui.forms import DataForm, TrainForm, build_config, error, load_data
+from ui.forms import DataForm, TrainForm, build_config, error, hide_paths, load_data
 from ui.jobs import Job, JobManager
 
 POLL_S = 0.5
@@ -83,7 +83,9 @@ def on_suggestions(suggestions: dict):
 
 
 def on_train(jobs: JobManager, data_form: DataForm, form: TrainForm, values: dict):
-    """Check everything that needs no model, here and at once, then queue the job and stream it."""
+    """Check everything that needs no model, here and at once, then queue the job and stream it. The status line
+    changes at the click, so the previous job's last word is not read as this one's."""
+    yield "**Checking** the settings…", progress_html(None), gr.update(), EMPTY_EPOCHS, "", None
     try:
         cfg = build_config(data_form, values, form)
         cfg, notes = lft_core.apply_host_limits(cfg)
@@ -91,6 +93,7 @@ def on_train(jobs: JobManager, data_form: DataForm, form: TrainForm, values: dic
         load_data(cfg)
         job = jobs.submit(cfg)
     except LftError as exc:
+        yield f"**Not started**: {hide_paths(str(exc))}", progress_html(None), gr.update(), EMPTY_EPOCHS, "", None
         raise error(exc) from None
     for note in notes:
         gr.Warning(note)
