@@ -98,7 +98,7 @@ class TrainForm:
         params = _default_params(DEFAULTS.model, DEFAULTS.method)
         with gr.Row():
             method = gr.Dropdown(list(lft_core.METHODS), value=DEFAULTS.method, label="Method")
-            learning_rate = gr.Textbox(value="", placeholder=f"method default ({spec.learning_rate:g})",
+            learning_rate = gr.Textbox(value="", placeholder=learning_rate_hint(spec),
                                        label="Learning rate")
         with gr.Row():
             epochs = gr.Slider(1, 10, value=DEFAULTS.epochs, step=1, label="Epochs")
@@ -191,6 +191,11 @@ def build_config(data: DataForm, given: dict, train: TrainForm | None = None) ->
     if Path(cfg.dataset).suffix and not Path(cfg.dataset).exists() and cfg.dataset not in lft_core.DATASETS:
         raise LftError(f"dataset file {Path(cfg.dataset).name} does not exist (any more); upload it again")
     return cfg
+
+
+def learning_rate_hint(spec) -> str:
+    """What an empty learning rate means: the method's rate, scaled up for large batches (train.default_learning_rate)."""
+    return f"method default: {spec.learning_rate:g}, x sqrt(batch / 16) above 16 texts"
 
 
 def error(exc: LftError) -> gr.Error:

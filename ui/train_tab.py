@@ -15,7 +15,7 @@ import yaml
 
 import lft_core
 from lft_core import LftError, events
-from ui.forms import DataForm, TrainForm, build_config, error, hide_paths, load_data
+from ui.forms import DataForm, TrainForm, build_config, error, hide_paths, learning_rate_hint, load_data
 from ui.jobs import Job, JobManager
 
 POLL_S = 0.5
@@ -70,7 +70,7 @@ def on_method(model, method):
     targets = params.pop("target_modules", None)
     rest = {k: v for k, v in params.items() if k not in spec.tunable}
     sliders = [gr.update(**update) for update in TrainForm.param_updates(method, params)]
-    return (gr.update(placeholder=f"method default ({spec.learning_rate:g})", value=""), *sliders,
+    return (gr.update(placeholder=learning_rate_hint(spec), value=""), *sliders,
             gr.update(value=", ".join(targets) if isinstance(targets, list) else (targets or ""),
                       interactive=targets is not None),
             yaml.safe_dump(rest, default_flow_style=True).strip().strip("{}") if rest else "")
