@@ -209,7 +209,7 @@ class _Job:
             epochs=cfg.epochs, learning_rate=learning_rate, batch_size=cfg.batch_size,
             eval_batch_size=cfg.eval_batch_size, max_length=cfg.max_length, seed=cfg.seed, truncation=cfg.truncation,
             weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, class_weights=cfg.class_weights,
-            compile=cfg.compile,
+            compile=cfg.compile, micro_batches=parts,
             precision=training_precision(cfg.precision, bool(cfg.quantize)), save_steps=cfg.save_steps,
             save_total_limit=cfg.save_total_limit, resume=bool(self.resume), progress_bar=self.progress_bar,
             eval_seconds_per_token=per_token, after_training_s=_after_training_estimate(data, baseline, cfg))

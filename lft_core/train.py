@@ -346,14 +346,17 @@ on top of its tokens, so halves of fewer than 16 tweets cost more calls than the
 def micro_batches(batch_size: int) -> int:
     """The most micro-batches, up to 4, that split the batch evenly into at least MICRO_BATCH_TEXTS texts each;
     1 under DDP, whose ranks would take alternate micro-batches of one sorted batch."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if _world_size() > 1:
         return 1
     return max(k for k in (1, 2, 3, 4) if batch_size % k == 0 and (k == 1 or batch_size // k >= MICRO_BATCH_TEXTS))
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return math.ceil(n_train / (batch_size * world))
+    return math.ceil(n_train / (batch_size * _world_size()))
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
@@ -387,7 +390,8 @@ def train(model, tokenizer, data, args: TrainArgs, state_dir: Path, emit: events
     stop = stop or threading.Event()
     state_dir.mkdir(parents=True, exist_ok=True)
     train_set = tokenize(data["train"], tokenizer, args.max_length, args.truncation, train_ids)
-    result = TrainResult(precision=args.precision, tokens=int(count_tokens(train_set["input_ids"]) * args.epochs))
+    lengths = [len(row) for row in train_set["input_ids"]]  # one read of the column serves the count and the sampler
+    result = TrainResult(precision=args.precision, tokens=int(sum(lengths) * args.epochs))
     training_args = _training_arguments(args, state_dir, len(train_set))
     is_main = training_args.process_index == 0
     weights = _class_weights(list(data["train"]["label"]), model.config.num_labels) if args.class_weights else None
@@ -396,7 +400,7 @@ def train(model, tokenizer, data, args: TrainArgs, state_dir: Path, emit: events
         callbacks=[_RunCallback(model, tokenizer, data, args, state_dir, emit, stop, result, is_main),
                    _GradGuard(model, state_dir), *(callbacks or [])],
         bf16=result.precision == "bf16", class_weights=weights, state_dir=state_dir,
-        train_lengths=[len(row) for row in train_set["input_ids"]])
+        train_lengths=lengths)
     trainer.remove_callback(PrinterCallback)  # our callback reports progress; raw log dicts are noise
     checkpoint = _resume_point(state_dir) if args.resume else None
     start = time.perf_counter()
