@@ -351,6 +351,16 @@ def micro_batches(batch_size: int) -> int:
     return max(k for k in (1, 2, 3, 4) if batch_size % k == 0 and (k == 1 or batch_size // k >= MICRO_BATCH_TEXTS))
 
 
+def call_shapes(lengths: list[int], batch_size: int, seed: int = 0) -> list[tuple[int, int]]:
+    """(texts, padded length) of each forward call one epoch makes: the sampler's random batches, computed in
+    micro-batches when the batch is large enough, each padded to its own longest text."""
+    micro = micro_batches(batch_size)
+    order = list(_EpochSeededSampler(len(lengths), seed, lengths if micro > 1 else None, batch_size))
+    part = batch_size // micro
+    calls = (order[start:start + part] for start in range(0, len(order), part))
+    return [(len(call), max(lengths[i] for i in call)) for call in calls]
+
+
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return math.ceil(n_train / (batch_size * _world_size()))
 

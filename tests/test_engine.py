@@ -261,3 +261,31 @@ def test_default_batches_and_learning_rate_follow_the_text_lengths():
     assert auto_batch_size(tweets[:400], max_length=256) == 8  # 50 steps an epoch at least
     assert default_learning_rate(2e-3, 8) == default_learning_rate(2e-3, 16) == 2e-3
     assert default_learning_rate(2e-3, 32) == pytest.approx(2e-3 * 2 ** 0.5)
+
+
+def test_the_epoch_estimate_counts_the_calls_training_makes():
+    """The health check's time per epoch counts what training computes: each call padded to its own longest
+    text, length-sorted halves for large batches, so padding and the batch size change the estimate."""
+    from lft_core.health import epoch_seconds
+    from lft_core.train import call_shapes
+
+    lengths = [10, 50] * 32  # 64 texts
+    halves = call_shapes(lengths, batch_size=32)
+    assert len(halves) == 4 and sum(texts for texts, _ in halves) == 64  # 2 batches, 2 calls each
+    sorted_batches = [sorted((lengths[i] for i in batch), reverse=True) for batch in
+                      _batches(lengths, 32)]
+    assert [padded for _, padded in halves] == [max(half) for batch in sorted_batches
+                                                for half in (batch[:16], batch[16:])]
+    assert call_shapes(lengths, batch_size=8)[0][0] == 8  # small batches: one call each, as drawn
+    assert sum(t * p for t, p in call_shapes([20] * 64, batch_size=16)) == 64 * 20  # nothing to pad
+
+    padded_tweets = epoch_seconds("minilm", lengths, 16)
+    assert padded_tweets > epoch_seconds("minilm", [30] * 64, 16)  # same real tokens, more padding
+    assert epoch_seconds("minilm", lengths, 16, validation_texts=64) > padded_tweets
+
+
+def _batches(lengths, batch_size):
+    from lft_core.train import _EpochSeededSampler
+
+    order = list(_EpochSeededSampler(len(lengths), seed=0, batch_size=batch_size))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]

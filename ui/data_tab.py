@@ -100,7 +100,8 @@ def on_check(form: DataForm, values: dict, progress):
         length, truncation = recommended["max_length"], recommended["truncation"]
         per_epoch = recommended.get("epoch_seconds")
         summary += (f"  \n**Max length set to {length}** ({recommended['why']})"
-                    + (f"; about {lft_core.events.duration(per_epoch)} per epoch on this machine." if per_epoch else "."))
+                    + (f"; about {lft_core.events.duration(per_epoch)} per epoch on this machine in batches of "
+                       f"{recommended['batch_size']}." if per_epoch else "."))
     notes = "\n".join(f"- ⚠ {w}" for w in health.warnings) or "No problems found."
     suggestions = {"class_weights": True} if health.imbalanced else {}
     return (summary, notes, lft_core.report.class_balance(health.balance),
