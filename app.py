@@ -41,7 +41,7 @@ def build_app(jobs: JobManager | None = None) -> gr.Blocks:
             with gr.Tab("4. Compare", id="compare"):
                 compare = create_compare_tab(train, jobs, tabs)
         demo.load(train["reattach"], outputs=train["outputs"] + train["settings"], concurrency_limit=None,
-                  api_name="reattach")
+                  show_progress="hidden", api_name="reattach")
         demo.load(compare["refresh"], outputs=compare["refreshed"], api_name=False)  # runs saved since startup
     return demo
 

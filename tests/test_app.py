@@ -94,6 +94,25 @@ def test_form_mistakes_are_one_line_and_need_no_model():
         assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
+def test_training_streams_without_gradios_pulsing_border(tmp_path):
+    """The Train stream (and its reattach and resume) shows its own status line and progress bar. With Gradio's
+    'full' progress the streamed outputs kept a pulsing border: in a local headless Chromium it used 16 of every 120
+    CPU-seconds of a 2-core machine during training (8.7 without), and the worker trained ~10% slower."""
+    import app
+    from ui.jobs import JobManager
+
+    jobs = JobManager(tmp_path / "saved_adapters", warm=False)
+    try:
+        dependencies = app.build_app(jobs).config["dependencies"]
+    finally:
+        jobs.close()
+    streams = [d for d in dependencies if d.get("api_name") in ("train", "reattach")]
+    assert len(streams) == 2 and all(d["show_progress"] == "hidden" for d in streams), streams
+    resume_stream = [d for d in dependencies if d["show_progress"] == "hidden" and d.get("api_name") not in
+                     ("train", "reattach")]
+    assert len(resume_stream) == 1  # the resumed run's stream, which has no API name
+
+
 def test_an_unknown_model_fails_within_seconds_offline(monkeypatch):
     import lft_core
 
