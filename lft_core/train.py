@@ -329,8 +329,8 @@ MIN_STEPS_PER_EPOCH = 50
 
 
 def auto_batch_size(lengths: list[int], max_length: int) -> int:
-    """Texts per batch for about TRAIN_BATCH_TOKENS tokens, from the 90th percentile of the (truncated) lengths;
-    a multiple of 4 from 8 to 64, and no more than leaves MIN_STEPS_PER_EPOCH steps an epoch."""
+    """Texts per batch for about TRAIN_BATCH_TOKENS tokens, from the 90th percentile of the (truncated) lengths:
+    a multiple of 4 from 8 to 64, then capped (to any number from 8) so an epoch has MIN_STEPS_PER_EPOCH steps."""
     typical = float(np.percentile(np.minimum(lengths, max_length), 90)) if len(lengths) else max_length
     by_tokens = int(np.clip(4 * round(TRAIN_BATCH_TOKENS / max(typical, 1) / 4), 8, 64))
     return max(8, min(by_tokens, len(lengths) // MIN_STEPS_PER_EPOCH))
