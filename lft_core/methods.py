@@ -226,6 +226,10 @@ LORA_TUNABLE = {"r": Param(int, 1, 64), "lora_alpha": Param(int, 1, 128),
 PROMPT_TUNABLE = {"num_virtual_tokens": Param(int, 1, 100)}
 LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
 
+LR_REFERENCE_BATCH = 16
+"""The methods' default learning rates were tuned at up to this many texts a batch; train.default_learning_rate
+scales them up for larger ones."""
+
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (

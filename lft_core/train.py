@@ -23,6 +23,7 @@ from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, Trai
 from lft_core import events
 from lft_core.errors import LftError, StopRequested
 from lft_core.evaluate import count_tokens, encode, evaluate
+from lft_core.methods import LR_REFERENCE_BATCH
 
 log = logging.getLogger("lft_core")
 EARLY_LOG_STEPS = 10
@@ -115,6 +116,11 @@ class _EpochSeededSampler(torch.utils.data.Sampler):
         return iter(order)
 
 
+def _epoch_order(lengths: list[int], seed: int, batch_size: int, parts: int) -> _EpochSeededSampler:
+    """Training's order of the texts: random batches, each sorted longest first when it is computed in parts."""
+    return _EpochSeededSampler(len(lengths), seed, lengths if parts > 1 else None, batch_size)
+
+
 @contextlib.contextmanager
 def attention_implementation(model, implementation: str | None):
     """Run the block with transformers' `implementation` of attention ('eager', 'sdpa'), then restore it.
@@ -154,9 +160,8 @@ class _GuardedTrainer(Trainer):
         self.attention = "eager" if bf16 and self.args.device.type == "cpu" else None
 
     def _get_train_sampler(self, *args, **kwargs):
-        micro = self.args.gradient_accumulation_steps > 1
-        return _EpochSeededSampler(len(self.train_dataset), self.args.seed, self.train_lengths if micro else None,
-                                   self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps)
+        parts = self.args.gradient_accumulation_steps
+        return _epoch_order(self.train_lengths, self.args.seed, self.args.per_device_train_batch_size * parts, parts)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Autocast here rather than with TrainingArguments(bf16=True): that flag wraps model.forward for good,
@@ -313,10 +318,6 @@ default learning rate scaled up (default_learning_rate). Airline-tweets, 1 epoch
 tweets at 2e-3 trained in 106 s to 0.842 test accuracy; 32 in halves at 2.83e-3, 90 s to 0.843
 (benchmarks/results/bench_train-2026-11-2[9-30]-airline-3seeds.txt)."""
 
-LR_REFERENCE_BATCH = 16
-"""Methods' default learning rates were tuned at up to this many texts a batch."""
-
-
 def default_learning_rate(method_rate: float, batch_size: int) -> float:
     """The method's rate, times sqrt(batch / LR_REFERENCE_BATCH) for larger batches: fewer, less noisy steps an
     epoch take larger ones (the square-root rule for Adam; Malladi et al. 2022). A rate the user sets is theirs."""
@@ -355,7 +356,7 @@ def call_shapes(lengths: list[int], batch_size: int, seed: int = 0) -> list[tupl
     """(texts, padded length) of each forward call one epoch makes: the sampler's random batches, computed in
     micro-batches when the batch is large enough, each padded to its own longest text."""
     micro = micro_batches(batch_size)
-    order = list(_EpochSeededSampler(len(lengths), seed, lengths if micro > 1 else None, batch_size))
+    order = list(_epoch_order(lengths, seed, batch_size, micro))
     part = batch_size // micro
     calls = (order[start:start + part] for start in range(0, len(order), part))
     return [(len(call), max(lengths[i] for i in call)) for call in calls]

@@ -11,6 +11,7 @@ import gradio as gr
 
 import lft_core
 from lft_core import DEFAULT_MAX_LENGTH, LftError, RunConfig
+from lft_core.methods import LR_REFERENCE_BATCH
 
 DEFAULTS = RunConfig()
 PARAM_SLOTS = 3
@@ -195,7 +196,8 @@ def build_config(data: DataForm, given: dict, train: TrainForm | None = None) ->
 
 def learning_rate_hint(spec) -> str:
     """What an empty learning rate means: the method's rate, scaled up for large batches (train.default_learning_rate)."""
-    return f"method default: {spec.learning_rate:g}, x sqrt(batch / 16) above 16 texts"
+    n = LR_REFERENCE_BATCH
+    return f"method default: {spec.learning_rate:g}, x sqrt(batch / {n}) above {n} texts"
 
 
 def error(exc: LftError) -> gr.Error:
