@@ -25,13 +25,15 @@ from lft_core import events, runs
 from lft_core.config import DEFAULT_MAX_LENGTH, RunConfig, config_from_dict, validate
 from lft_core.data import load_data
 from lft_core.errors import LftError, StopRequested, first_line
+from lft_core.estimate import RunClock, RunEstimate, calibrate, estimate_run, eval_shapes, phase
 from lft_core.evaluate import Metrics, encode, evaluate, predict_logits, softmax
+from lft_core.hardware import THREADS, Compute, choose_compute, describe_machine
 from lft_core.limits import check_model_size
 from lft_core.methods import MethodContext, apply_method, get_method, method_params
 from lft_core.models import is_decoder, load_base_model, load_model_config, max_positions, set_padding_side
 from lft_core.report import RunReport, build_report
-from lft_core.train import (TrainArgs, TrainResult, auto_batch_size, default_learning_rate, micro_batches,
-                            steps_per_epoch, train, training_precision)
+from lft_core.train import (TrainArgs, TrainResult, auto_batch_size, call_shapes, default_learning_rate,
+                            micro_batches, steps_per_epoch, train)
 
 log = logging.getLogger("lft_core")
 RELOAD_TOLERANCE = 1e-4
@@ -58,6 +60,7 @@ def run(cfg: RunConfig, emit: events.Emit | None = None, stop: threading.Event |
         base = job.load_model(data)
         model = job.apply_method(base, data)
         job.open_run_folder()
+        job.calibrate(model, base, data)
         baseline = job.evaluate_base(base, data)
         history = job.train(model, base, data, baseline)
         return job.save_reload_compare(model, base, data, baseline, history)
@@ -71,6 +74,8 @@ class _Job:
         self.log, self.user_emit = events.EventLog(), emit
         self.run_dir: Path | None = None
         self.is_main = True
+        self.clock = RunClock()
+        self.estimate: RunEstimate | None = None
         # a folder the app queued for this run has its log from the first event on
         given = Path(resume or cfg.output or "")
         self.reserved = given if (resume or cfg.output) and runs.read_status(given).get("status") == "queued" else None
@@ -119,6 +124,7 @@ class _Job:
             self.cfg = config_from_dict(runs.read_run_config(Path(self.resume)), source=f"{self.resume}/run_config.json")
         self.is_main = _init_distributed()
         self.cfg = check_run(self.cfg, output=not self.resume and self.is_main)  # the main process alone makes the folder
+        self.compute = choose_compute(self.cfg.precision, bool(self.cfg.quantize))
         torch.manual_seed(self.cfg.seed)
 
     # ---------------------------------------------------------------- 2-4. data, model, method
@@ -134,10 +140,13 @@ class _Job:
     def load_model(self, data):
         cfg = self.cfg
         self.stage("model", f"loading model {cfg.model}")
+        started = time.perf_counter()
         base = load_base_model(cfg.model, data["train"].features["label"].names, quantize=cfg.quantize,
                                trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
                                base_dropout=cfg.base_dropout, seed=cfg.seed)
         check_model_size(sum(p.numel() for p in base.model.parameters()))
+        base.model.to(self.compute.device)  # scored where it trains
+        self.load_s = time.perf_counter() - started
         self.train_ids, lengths = encode(base.tokenizer, list(data["train"]["text"]), cfg.max_length, cfg.truncation)
         _warn_truncation(lengths, cfg.max_length)
         if cfg.batch_size is None:  # what ran is what run_config.json records, so a resume batches the same way
@@ -181,17 +190,49 @@ class _Job:
             self.say(events.Started(run_dir=str(self.run_dir), run_name=self.run_dir.name, config=cfg.to_dict()))
         self.run_dir = Path(_broadcast(str(self.run_dir)))
 
-    # ---------------------------------------------------------------- 6. the baseline
+    # ---------------------------------------------------------------- 6. how long it will take, measured here
+
+    def calibrate(self, model, base, data) -> None:
+        """A few timed training and evaluation calls at the data's own shapes: the thread count that is faster on
+        this machine now, and the time of every phase to come, so progress can speak for the whole run."""
+        cfg = self.cfg
+        self.stage("calibrate", f"timing a few steps here ({self.compute.describe()}, up to "
+                                f"{max(THREADS.candidates_now())} threads)")
+        lengths = [len(row) for row in self.train_ids]
+        shapes = call_shapes(lengths, cfg.batch_size, cfg.seed)
+        tokenizer = base.tokenizer
+        test_ids, _ = encode(tokenizer, list(data["test"]["text"]), cfg.max_length, cfg.truncation)
+        validation_ids, _ = encode(tokenizer, list(data["validation"]["text"]), cfg.max_length, cfg.truncation)
+        test_lengths = [len(r) for r in test_ids]
+        texts = list(data["train"]["text"]) if cfg.tfidf_reference else None
+        calibration = calibrate(model, tokenizer, shapes, eval_shapes(test_lengths, cfg.eval_batch_size),
+                                self.compute, load_s=self.load_s, tfidf_texts=texts)
+        cached = baseline_cache_path(cfg, data, self.compute).exists()
+        self.estimate = estimate_run(
+            calibration, model.config, shapes, [len(r) for r in validation_ids], test_lengths, cfg.epochs,
+            cfg.eval_batch_size, baseline_cached=cached,
+            tfidf_chars=sum(len(t) for t in texts) if texts else 0)
+        self.clock.plan(self.estimate.phases())
+        self.attention = calibration.attention
+        self.say(events.Estimated(seconds=round(self.estimate.total, 1),
+                                  phases={k: round(v, 1) for k, v in self.estimate.phases().items()},
+                                  threads=calibration.threads, calibration_s=round(calibration.seconds, 2)))
+
+    # ---------------------------------------------------------------- 7. the baseline
 
     def evaluate_base(self, base, data) -> "Baseline":
-        self.stage("baseline", "evaluating the base model on the test split")
-        baseline = evaluate_base(self.cfg, base=base, data=data, stop=self.stop,
-                                 progress=_progress_events(self.say, "baseline"))
+        self.stage("baseline", f"evaluating the base model on the test split ({self.compute.describe()})")
+        with phase(self.clock, "baseline"):
+            baseline = evaluate_base(self.cfg, base=base, data=data, stop=self.stop, compute=self.compute,
+                                     progress=_progress_events(self.say, "baseline", self.clock))
         self.say(events.Scored(which="base", scores=baseline.metrics.scores, n=baseline.metrics.n,
                                seconds=baseline.metrics.seconds))
+        # the reloaded adapter is scored on the same split, in the same precision: as long as the base took
+        self.clock.plan({"evaluate": baseline.metrics.seconds if baseline.metrics.seconds else
+                         self.estimate.evaluate if self.estimate else 0.0})
         return baseline
 
-    # ---------------------------------------------------------------- 7. training
+    # ---------------------------------------------------------------- 8. training
 
     def train(self, model, base, data, baseline: "Baseline") -> TrainResult:
         cfg, spec = self.cfg, get_method(self.cfg.method)
@@ -204,17 +245,18 @@ class _Job:
         state_dir = self.run_dir / runs.STATE
         if spec.before_training is not None:
             spec.before_training(model, state_dir)
-        per_token = baseline.seconds_per_token
         args = TrainArgs(
             epochs=cfg.epochs, learning_rate=learning_rate, batch_size=cfg.batch_size,
             eval_batch_size=cfg.eval_batch_size, max_length=cfg.max_length, seed=cfg.seed, truncation=cfg.truncation,
             weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, class_weights=cfg.class_weights,
-            compile=cfg.compile, micro_batches=parts,
-            precision=training_precision(cfg.precision, bool(cfg.quantize)), save_steps=cfg.save_steps,
+            compile=cfg.compile, micro_batches=parts, precision=self.compute.precision,
+            attention=self.attention, save_steps=cfg.save_steps,
             save_total_limit=cfg.save_total_limit, resume=bool(self.resume), progress_bar=self.progress_bar,
-            eval_seconds_per_token=per_token, after_training_s=_after_training_estimate(data, baseline, cfg))
-        return train(model, base.tokenizer, data, args, state_dir, self.say, self.stop,
-                     callbacks=spec.callbacks(model) if spec.callbacks else None, train_ids=self.train_ids)
+            validation_s=_validation_estimate(self.estimate, baseline, data),
+            after_training_s=self.clock.later_s("train"), run_started=self.clock.started)
+        with phase(self.clock, "train"):
+            return train(model, base.tokenizer, data, args, state_dir, self.say, self.stop,
+                         callbacks=spec.callbacks(model) if spec.callbacks else None, train_ids=self.train_ids)
 
     # ---------------------------------------------------------------- 8. save, reload, compare
 
@@ -224,25 +266,31 @@ class _Job:
         cfg, spec, test = self.cfg, get_method(self.cfg.method), data["test"]
         names = test.features["label"].names
         self.stage("save", "saving the adapter, then reloading it from disk")
-        check_rows = min(RELOAD_CHECK_ROWS, len(test))
-        trained_logits = predict_logits(model, base.tokenizer, list(test["text"])[:check_rows], cfg.max_length,
-                                        cfg.eval_batch_size, cfg.truncation)
-        staging = runs.staging_dir(self.run_dir)
-        base_ref = runs.BaseRef.for_base(base, names)
-        with _disk_full_is_user_error(self.run_dir):
-            runs.save_run(model, base.tokenizer, staging, base_ref, spec, self.run_dir / runs.STATE)
-        self.stage("evaluate", "scoring the reloaded adapter on the test split")
-        reloaded, tokenizer = runs.load_adapter(staging, merge=True, quantize=cfg.quantize)
-        tuned, tuned_logits = evaluate(reloaded, tokenizer, test, cfg.max_length, cfg.eval_batch_size, shard=False,
-                                       truncation=cfg.truncation, stop=self.stop, progress=_progress_events(self.say, "evaluate"))
+        with phase(self.clock, "save"):
+            self._progress("save", 0, 1)
+            check_texts = list(test["text"])[:min(RELOAD_CHECK_ROWS, len(test))]
+            # the reload check compares fp32 logits: a saved adapter that differs from the trained one moves them
+            trained_logits = predict_logits(model, base.tokenizer, check_texts, cfg.max_length, cfg.eval_batch_size,
+                                            cfg.truncation)
+            staging = runs.staging_dir(self.run_dir)
+            base_ref = runs.BaseRef.for_base(base, names)
+            with _disk_full_is_user_error(self.run_dir):
+                runs.save_run(model, base.tokenizer, staging, base_ref, spec, self.run_dir / runs.STATE)
+            reloaded, tokenizer = runs.load_adapter(staging, merge=True, quantize=cfg.quantize)
+            reloaded.to(self.compute.device)
+            reloaded_logits = predict_logits(reloaded, tokenizer, check_texts, cfg.max_length, cfg.eval_batch_size,
+                                             cfg.truncation)
+        self.stage("evaluate", f"scoring the reloaded adapter on the test split ({self.compute.describe()})")
+        with phase(self.clock, "evaluate"):
+            tuned, tuned_logits = evaluate(reloaded, tokenizer, test, cfg.max_length, cfg.eval_batch_size, shard=False,
+                                           truncation=cfg.truncation, stop=self.stop, compute=self.compute,
+                                           progress=_progress_events(self.say, "evaluate", self.clock))
         self.say(events.Scored(which="finetuned", scores=tuned.scores, n=tuned.n, seconds=tuned.seconds))
-        diff = float(np.abs(tuned_logits[:check_rows] - trained_logits).max()) if check_rows else 0.0
-        if diff > RELOAD_TOLERANCE:
-            raise RuntimeError(f"reload check failed: the reloaded adapter's test logits differ from the trained "
-                               f"model's by {diff:.3g} (> {RELOAD_TOLERANCE}); the saved adapter does not reproduce "
-                               f"what was evaluated")
-        quantization = _full_precision_reload(staging, reloaded, test, cfg, tuned_logits) if cfg.quantize else None
-        references = self.references(data)
+        reload_check = _reload_check(trained_logits, reloaded_logits, tuned_logits, base_ref, spec)
+        quantization = _full_precision_reload(staging, reloaded, test, cfg, tuned_logits, self.compute) \
+            if cfg.quantize else None
+        with phase(self.clock, "reference"):
+            references = self.references(data)
         report = build_report(
             run_name=self.run_dir.name, config=cfg.to_dict(), base_ref=dataclasses.asdict(base_ref),
             method={"name": cfg.method, "kind": "peft" if spec.is_peft else "plain",
@@ -250,11 +298,11 @@ class _Job:
             data={**{s: len(data[s]) for s in data}, "label_names": names}, base=baseline.metrics, finetuned=tuned,
             references=references, labels=np.asarray(test["label"]), base_logits=baseline.logits,
             tuned_logits=tuned_logits, train=history, environment=environment(), peak_memory_mb=peak_memory_mb(),
-            reload_check={"max_abs_diff": diff, "tolerance": RELOAD_TOLERANCE, "passed": True, "test_rows": check_rows,
-                          "loaded_with": "PeftModel.from_pretrained onto the packaged base" if base_ref.package and
-                          spec.is_peft else "AutoPeftModelForSequenceClassification" if spec.is_peft else
-                          "AutoModelForSequenceClassification"},
-            parameters=self.parameters, quantization=quantization)
+            reload_check=reload_check, parameters=self.parameters, quantization=quantization,
+            scoring={"device": self.compute.device, "precision": self.compute.precision, "why": self.compute.why,
+                     "reload_check_precision": "fp32"},
+            estimate={"estimated": self.estimate.to_dict() if self.estimate else None,
+                      "measured": dict(self.clock.done), "threads": THREADS.summary()})
         self.stage("report", "writing the report")
         with _disk_full_is_user_error(self.run_dir):
             _write_reports(staging, report, test, names, baseline.logits, tuned_logits, self.run_dir)
@@ -262,6 +310,13 @@ class _Job:
         self.say(events.Finished(run_dir=str(self.run_dir), run_name=self.run_dir.name, verdict=report.verdict.headline,
                                  base=baseline.metrics.scores, finetuned=tuned.scores))
         return RunResult(self.run_dir, report)
+
+    def _progress(self, phase_name: str, done: int, total: int, phase_left_s: float | None = None) -> None:
+        """A progress event for a phase without steps of its own (saving): the whole run's time left."""
+        left = phase_left_s if phase_left_s is not None else self.clock.estimates.get(phase_name, 0.0)
+        eta = self.clock.eta(left)
+        self.say(events.Progress(phase=phase_name, step=done, total=total, elapsed_s=0.0, eta_s=round(eta, 1),
+                                 run_share=self.clock.share(eta)))
 
     def references(self, data) -> dict[str, Metrics]:
         """What needs no transformer: always the most frequent training class, and TF-IDF + logistic regression."""
@@ -314,13 +369,15 @@ class Baseline:
 BASELINE_KEYS = ("model", "quantize", "max_length", "truncation", "seed", "trust_remote_code", "allow_pickle")
 
 
-def baseline_key(cfg: RunConfig, data) -> str:
+def baseline_key(cfg: RunConfig, data, compute: Compute | None = None) -> str:
     """What the base model's test scores depend on: the model and its head seed, quantization, max length, the
-    exact test rows and labels, and the library versions."""
+    exact test rows and labels, the device and precision they are scored in, and the library versions."""
     test = data["test"]
+    compute = compute or choose_compute(cfg.precision, bool(cfg.quantize))
     content = hashlib.sha256(json.dumps([list(test["text"]), list(test["label"]), test.features["label"].names]).encode())
     key = {k: getattr(cfg, k) for k in BASELINE_KEYS}
-    key.update(test=content.hexdigest(), packages={p: environment()["packages"].get(p) for p in ("torch", "transformers")})
+    key.update(test=content.hexdigest(), packages={p: environment()["packages"].get(p) for p in ("torch", "transformers")},
+               compute=[compute.device, compute.precision])
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -328,15 +385,21 @@ def baseline_cache() -> Path:
     return runs.adapters_root() / ".baselines"
 
 
+def baseline_cache_path(cfg: RunConfig, data, compute: Compute | None = None) -> Path:
+    return baseline_cache() / f"{baseline_key(cfg, data, compute)}.json"
+
+
 def evaluate_base(cfg: RunConfig, base=None, data=None, stop: threading.Event | None = None,
-                  progress=None, cache: bool = True) -> Baseline:
-    """Stage 1 alone: the base model, with its seeded fresh head, scored on the test split. Kept in
+                  progress=None, cache: bool = True, compute: Compute | None = None) -> Baseline:
+    """Stage 1 alone: the base model, with its seeded fresh head, scored on the test split, on the device and in
+    the precision it would train in (`compute`, by default the machine's choice for cfg.precision). Kept in
     saved_adapters/.baselines/ under a key of everything the scores depend on, so the app's Baseline tab, a run
     and a sweep evaluate a base once; a cached evaluation is used only when its key matches."""
     validate(cfg)
     cfg = with_max_length(cfg) if cfg.max_length is None else cfg
+    compute = compute or choose_compute(cfg.precision, bool(cfg.quantize))
     data = data if data is not None else load_data(cfg)
-    key = baseline_key(cfg, data)
+    key = baseline_key(cfg, data, compute)
     path = baseline_cache() / f"{key}.json"
     if cache and path.exists():
         try:
@@ -349,8 +412,9 @@ def evaluate_base(cfg: RunConfig, base=None, data=None, stop: threading.Event | 
         base = load_base_model(cfg.model, data["train"].features["label"].names, quantize=cfg.quantize,
                                trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle, seed=cfg.seed,
                                base_dropout=cfg.base_dropout)
+        base.model.to(compute.device)
     metrics, logits = evaluate(base.model, base.tokenizer, data["test"], cfg.max_length, cfg.eval_batch_size,
-                               truncation=cfg.truncation, stop=stop, progress=progress)
+                               truncation=cfg.truncation, stop=stop, progress=progress, compute=compute)
     if cache and _is_main():
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -366,8 +430,9 @@ def _check_stop(stop: threading.Event) -> None:
         raise StopRequested("stopped by the user before training")
 
 
-def _progress_events(say, phase: str, every_s: float = 1.0):
-    """A progress callback for evaluation that emits at most one event a second."""
+def _progress_events(say, phase: str, clock: RunClock | None = None, every_s: float = 1.0):
+    """A progress callback for evaluation that emits at most one event a second; with a run's clock, its time left
+    and share done cover the whole run."""
     started, last = time.perf_counter(), [0.0]
 
     def report(done: int, total: int) -> None:
@@ -375,17 +440,36 @@ def _progress_events(say, phase: str, every_s: float = 1.0):
         if now - last[0] >= every_s or done == total:
             last[0] = now
             elapsed = now - started
+            left = elapsed / max(done, 1) * (total - done)
+            eta = clock.eta(left) if clock is not None else left
             say(events.Progress(phase=phase, step=done, total=total, elapsed_s=round(elapsed, 1),
-                                eta_s=round(elapsed / max(done, 1) * (total - done), 1)))
+                                eta_s=round(eta, 1), run_share=clock.share(eta) if clock is not None else None))
 
     return report
 
 
-def _after_training_estimate(data, baseline: Baseline, cfg: RunConfig) -> float:
-    """Seconds for what follows training: the reloaded test evaluation (as fast as the base's), saving and
-    reloading (a few seconds), and TF-IDF (about 2 microseconds a character of training text on 2 cores)."""
-    tfidf = 2e-6 * sum(len(t) for t in data["train"]["text"]) if cfg.tfidf_reference else 0.0
-    return baseline.metrics.seconds * 1.1 + 3.0 + tfidf
+def _validation_estimate(estimate: RunEstimate | None, baseline: Baseline, data) -> float:
+    """One validation pass: the base's measured test speed per text over the validation texts (the same model,
+    precision and device); the calibration's estimate when the base was not scored here (a cached baseline)."""
+    if baseline.metrics.seconds and baseline.metrics.n:
+        return baseline.metrics.seconds * len(data["validation"]) / baseline.metrics.n
+    return estimate.validation if estimate else 0.0
+
+
+def _reload_check(trained_logits, reloaded_logits, tuned_logits, base_ref, spec) -> dict:
+    """The reloaded adapter's fp32 logits on the first test rows against the trained model's; and how often the
+    scoring precision's predictions on those rows agree with fp32's."""
+    rows = len(trained_logits)
+    diff = float(np.abs(reloaded_logits - trained_logits).max()) if rows else 0.0
+    if diff > RELOAD_TOLERANCE:
+        raise RuntimeError(f"reload check failed: the reloaded adapter's test logits differ from the trained "
+                           f"model's by {diff:.3g} (> {RELOAD_TOLERANCE}); the saved adapter does not reproduce "
+                           f"what was evaluated")
+    agree = float(np.mean(tuned_logits[:rows].argmax(-1) == reloaded_logits.argmax(-1))) if rows else 1.0
+    loaded_with = ("PeftModel.from_pretrained onto the packaged base" if base_ref.package and spec.is_peft else
+                   "AutoPeftModelForSequenceClassification" if spec.is_peft else "AutoModelForSequenceClassification")
+    return {"max_abs_diff": diff, "tolerance": RELOAD_TOLERANCE, "passed": True, "test_rows": rows,
+            "precision": "fp32", "scoring_agreement": agree, "loaded_with": loaded_with}
 
 
 def _init_distributed() -> bool:
@@ -458,11 +542,12 @@ def _disk_full_is_user_error(run_dir: Path):
                        f"Free some space and run again") from None
 
 
-def _full_precision_reload(staging: Path, quantized, test, cfg, quantized_logits) -> dict:
+def _full_precision_reload(staging: Path, quantized, test, cfg, quantized_logits, compute: Compute) -> dict:
     """QLoRA: the same adapter on the full-precision base, and the weight memory quantization saved."""
     full, tokenizer = runs.load_adapter(staging, merge=True)
+    full.to(compute.device)
     metrics, logits = evaluate(full, tokenizer, test, cfg.max_length, cfg.eval_batch_size, shard=False,
-                               truncation=cfg.truncation)
+                               truncation=cfg.truncation, compute=compute)
     return {"mode": cfg.quantize, "weight_mb_quantized": quantized.get_memory_footprint() / 2**20,
             "weight_mb_full_precision": full.get_memory_footprint() / 2**20,
             "full_precision_reload_accuracy": metrics.accuracy,
@@ -509,7 +594,7 @@ def environment() -> dict:
         except Exception:
             continue
     return {"python": platform.python_version(), "platform": platform.platform(), "packages": found,
-            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "machine": describe_machine()}
 
 
 class _ForwardWarnings(logging.Handler):

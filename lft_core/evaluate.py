@@ -6,17 +6,21 @@ a module in lft_core/metrics/ plus one entry here."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from lft_core.errors import StopRequested
+
+if TYPE_CHECKING:
+    from lft_core.hardware import Compute
 
 METRIC_MODULES = Path(__file__).parent / "metrics"
 TRUNCATIONS = ("head", "head+tail", "tail")
@@ -171,9 +175,13 @@ def _batches(order: np.ndarray, lengths: list[int], batch_size: int | None) -> l
 
 @torch.inference_mode()
 def logits_for_ids(model, tokenizer, ids: list[list[int]], batch_size: int | None = None,
-                   stop: threading.Event | None = None, progress: Progress | None = None) -> np.ndarray:
-    """Class logits for pre-encoded texts, in input order. Sorting by length makes each batch pad to a similar
-    length. Raises StopRequested between batches once `stop` is set."""
+                   stop: threading.Event | None = None, progress: Progress | None = None,
+                   compute: "Compute | None" = None) -> np.ndarray:
+    """Class logits for pre-encoded texts, in input order, on the model's device, in `compute`'s precision
+    (autocast; None: the model's own, fp32). Sorting by length makes each batch pad to a similar length. Each
+    batch is timed for the thread governor. Raises StopRequested between batches once `stop` is set."""
+    from lft_core.hardware import THREADS, call_work
+
     num_labels = model.config.num_labels
     if not ids:
         return np.zeros((0, num_labels), dtype=np.float32)
@@ -190,7 +198,9 @@ def logits_for_ids(model, tokenizer, ids: list[list[int]], batch_size: int | Non
                 raise StopRequested("stopped by the user during evaluation")
             batch = tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}
-            out[rows] = model(**batch).logits.float().cpu().numpy()
+            with THREADS.timed("eval", call_work(batch["input_ids"].shape)), \
+                    (compute.autocast() if compute is not None else contextlib.nullcontext()):
+                out[rows] = model(**batch).logits.float().cpu().numpy()
             done += len(rows)
             if progress is not None:
                 progress(done, len(order))
@@ -200,15 +210,17 @@ def logits_for_ids(model, tokenizer, ids: list[list[int]], batch_size: int | Non
 
 
 def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int | None = None,
-                   truncation: str = "head", stop: threading.Event | None = None) -> np.ndarray:
+                   truncation: str = "head", stop: threading.Event | None = None,
+                   compute: "Compute | None" = None) -> np.ndarray:
     ids, _ = encode(tokenizer, texts, max_length, truncation)
-    return logits_for_ids(model, tokenizer, ids, batch_size, stop)
+    return logits_for_ids(model, tokenizer, ids, batch_size, stop, compute=compute)
 
 
 def evaluate(model, tokenizer, dataset, max_length: int, batch_size: int | None = None, shard: bool = True,
              truncation: str = "head", stop: threading.Event | None = None,
-             progress: Progress | None = None) -> tuple[Metrics, np.ndarray]:
-    """Score a split: returns its metrics and the logits (rows in dataset order).
+             progress: Progress | None = None, compute: "Compute | None" = None) -> tuple[Metrics, np.ndarray]:
+    """Score a split: returns its metrics and the logits (rows in dataset order), in `compute`'s precision on the
+    model's device.
 
     Under torch.distributed (and shard=True, which every rank must then call) each rank scores a disjoint
     shard and the logits are gathered, so every example counts exactly once (a DistributedSampler would pad
@@ -218,22 +230,22 @@ def evaluate(model, tokenizer, dataset, max_length: int, batch_size: int | None 
     start = time.perf_counter()
     ids, _ = encode(tokenizer, texts, max_length, truncation)
     if shard and torch.distributed.is_available() and torch.distributed.is_initialized():
-        logits = _sharded_logits(model, tokenizer, ids, batch_size, stop)
+        logits = _sharded_logits(model, tokenizer, ids, batch_size, stop, compute)
     else:
-        logits = logits_for_ids(model, tokenizer, ids, batch_size, stop, progress)
+        logits = logits_for_ids(model, tokenizer, ids, batch_size, stop, progress, compute)
     metrics = compute_metrics(labels, logits.argmax(-1), names)
     metrics.seconds = time.perf_counter() - start
     metrics.tokens = count_tokens(ids)
     return metrics, logits
 
 
-def _sharded_logits(model, tokenizer, ids, batch_size, stop) -> np.ndarray:
+def _sharded_logits(model, tokenizer, ids, batch_size, stop, compute) -> np.ndarray:
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
     state = PartialState()
     mine = list(range(state.process_index, len(ids), state.num_processes))
-    part = logits_for_ids(model, tokenizer, [ids[i] for i in mine], batch_size, stop)
+    part = logits_for_ids(model, tokenizer, [ids[i] for i in mine], batch_size, stop, compute=compute)
     logits = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
     for indices, values in gather_object([(mine, part)]):
         if len(indices):

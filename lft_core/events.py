@@ -78,6 +78,17 @@ class Progress(Event):
     epoch: float | None = None
     learning_rate: float | None = None
     tokens_per_s: float | None = None
+    run_share: float | None = None
+
+
+@dataclass
+class Estimated(Event):
+    """How long the run should take on this machine, phase by phase, from a few timed calls (lft_core.estimate)."""
+    kind: ClassVar[str] = "estimate"
+    seconds: float
+    phases: dict[str, float]
+    threads: int
+    calibration_s: float
 
 
 @dataclass
@@ -118,8 +129,8 @@ class Stopped(Event):
     resumable: bool = False
 
 
-KINDS = {cls.kind: cls for cls in (Stage, DataLoaded, Started, Scored, Parameters, Progress, EpochEnd, Warn,
-                                    Finished, Failed, Stopped)}
+KINDS = {cls.kind: cls for cls in (Stage, DataLoaded, Started, Scored, Parameters, Progress, Estimated, EpochEnd,
+                                    Warn, Finished, Failed, Stopped)}
 TERMINAL = (Finished, Failed, Stopped)
 Emit = Callable[[Event], None]
 
@@ -229,6 +240,10 @@ def describe(event: Event) -> str:
         return f"  trainable parameters: {event.trainable:,} of {event.total:,} ({100 * event.trainable / event.total:.3f}%)"
     if isinstance(event, Progress):
         return "  " + describe_progress(event)
+    if isinstance(event, Estimated):
+        parts = ", ".join(f"{name} {duration(s)}" for name, s in event.phases.items() if s >= 0.5)
+        return (f"  estimated here: about {duration(event.seconds)} in all ({parts}); {event.threads} thread(s) "
+                f"were faster now")
     if isinstance(event, EpochEnd):
         return f"  epoch {event.epoch}: validation {_scores(event.scores)} (best epoch so far: {event.best_epoch})"
     if isinstance(event, Warn):

@@ -199,9 +199,9 @@ def matmul_peak() -> float:
 
         import torch
 
-        from lft_core.train import training_precision
+        from lft_core.hardware import choose_compute
 
-        dtype = torch.bfloat16 if training_precision("auto") == "bf16" else torch.float32
+        dtype = choose_compute("auto", cuda=False).dtype or torch.float32
         a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
         a @ b
         fastest = float("inf")

@@ -148,6 +148,10 @@ class RunReport:
     significance: dict
     verdict: Verdict
     quantization: dict | None = None
+    scoring: dict = field(default_factory=lambda: {"device": "cpu", "precision": "fp32"})
+    """device and precision the test scores were computed in (the training's); reports before this field: fp32"""
+    estimate: dict = field(default_factory=dict)
+    """the run's estimated and measured seconds per phase, and the thread governor's choices"""
 
     @property
     def label_names(self) -> list[str]:
@@ -176,7 +180,8 @@ class RunReport:
 def build_report(*, run_name: str, config: dict, base_ref: dict, method: dict, data: dict, base: Metrics,
                  finetuned: Metrics, references: dict[str, Metrics], labels: np.ndarray, base_logits: np.ndarray,
                  tuned_logits: np.ndarray, train, reload_check: dict, environment: dict, peak_memory_mb: float,
-                 parameters: tuple[int, int], quantization: dict | None) -> RunReport:
+                 parameters: tuple[int, int], quantization: dict | None, scoring: dict | None = None,
+                 estimate: dict | None = None) -> RunReport:
     """The one place a run's results become a report."""
     from lft_core.stats import bootstrap_ci, mcnemar_exact
 
@@ -196,7 +201,8 @@ def build_report(*, run_name: str, config: dict, base_ref: dict, method: dict, d
         reload_check=reload_check, environment=environment, training_precision=train.precision,
         significance={"mcnemar_p_vs_base": p_vs_base, "accuracy_ci95": [low, high]},
         verdict=judge(base, finetuned, references, p_vs_base, bool(config.get("class_weights"))),
-        quantization=quantization)
+        quantization=quantization, scoring=scoring or {"device": "cpu", "precision": "fp32"},
+        estimate=estimate or {})
 
 
 def read_report(run_dir: str | Path) -> RunReport:
@@ -244,14 +250,17 @@ def facts(report: RunReport) -> list[tuple[str, str]]:
         ("method", f"{report.method['name']}, learning rate {report.method.get('learning_rate', 0):g}"),
         ("trainable parameters", f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']:.3f}%)"),
         ("train time", f"{timing['train_s']:.1f} s ({report.throughput['train_tokens_per_s']:.0f} tokens/s, "
-                       f"{report.training_precision} training, fp32 evaluation)"),
+                       f"{report.training_precision} training; test scores in {report.scoring.get('precision', 'fp32')} "
+                       f"on {report.scoring.get('device', 'cpu')})"),
         ("eval time (base, fine-tuned)", f"{timing['base_eval_s']:.1f} s, {timing['finetuned_eval_s']:.1f} s"),
         ("fine-tuned accuracy, 95% interval", f"{ci[0]:.3f}-{ci[1]:.3f} (bootstrap)" if ci else "-"),
         ("peak memory (RSS)", f"{report.peak_memory_mb:.0f} MB"),
         ("best epoch", str(report.best_epoch)),
         ("reload check", f"max |logit difference| {check['max_abs_diff']:.2e} on {check.get('test_rows', '?')} test "
-                         f"rows, reloaded with {check.get('loaded_with', 'peft')} "
-                         f"({'passed' if check['passed'] else 'FAILED'})"),
+                         f"rows in fp32, reloaded with {check.get('loaded_with', 'peft')} "
+                         f"({'passed' if check['passed'] else 'FAILED'})"
+                         + (f"; {report.scoring.get('precision')} and fp32 predictions agree on "
+                            f"{check['scoring_agreement']:.1%} of them" if "scoring_agreement" in check else "")),
         ("seed", str(report.config["seed"])),
     ]
 

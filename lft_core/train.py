@@ -22,7 +22,8 @@ from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, Trai
 
 from lft_core import events
 from lft_core.errors import LftError, StopRequested
-from lft_core.evaluate import count_tokens, encode, evaluate
+from lft_core.evaluate import encode, evaluate
+from lft_core.hardware import THREADS, Compute, call_work
 from lft_core.methods import LR_REFERENCE_BATCH
 
 log = logging.getLogger("lft_core")
@@ -46,7 +47,12 @@ class TrainArgs:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     precision: str = "fp32"
-    """'bf16' (autocast) or 'fp32', already resolved by training_precision()"""
+    """'bf16' (autocast), 'fp16' (autocast with a gradient scaler, CUDA) or 'fp32', already resolved by
+    hardware.choose_compute()"""
+    attention: str | None = None
+    """the attention kernel of the training forward ('eager', 'sdpa'), as calibration measured it faster here;
+    None keeps the model's own"""
+    pad_to_multiple_of: int | None = None
     class_weights: bool = False
     compile: bool = False
     micro_batches: int | None = None
@@ -55,10 +61,12 @@ class TrainArgs:
     save_total_limit: int = 2
     resume: bool = False
     progress_bar: bool = False
-    eval_seconds_per_token: float = 2e-4
-    """measured on the base evaluation; used to estimate validation passes before the first one ran"""
+    validation_s: float = 0.0
+    """estimated seconds of one validation pass (from the base evaluation's measured speed), until one has run"""
     after_training_s: float = 0.0
-    """estimated time for saving, reloading and the final evaluation, added to the time left"""
+    """estimated time for saving, reloading, the final evaluation and the references, added to the time left"""
+    run_started: float | None = None
+    """time.time() when the run began, so progress can say what share of the whole run is done"""
 
 
 @dataclass
@@ -73,7 +81,9 @@ class TrainResult:
     """real (non-pad) tokens trained on, all epochs"""
     steps: int = 0
     precision: str = "fp32"
-    """compute precision of training: 'bf16' (autocast) or 'fp32'"""
+    """compute precision of training: 'bf16', 'fp16' (autocast) or 'fp32'"""
+    threads: dict = field(default_factory=dict)
+    """what the thread governor chose while training (hardware.ThreadGovernor.summary)"""
 
 
 def tokenize(dataset, tokenizer, max_length: int, truncation: str = "head", ids: list[list[int]] | None = None):
@@ -144,20 +154,19 @@ def _checkpoint_note(state_dir: Path) -> str:
 
 
 class _GuardedTrainer(Trainer):
-    """Trainer with bf16 autocast for the training loss only, optional class weights, and a stop at the first
-    non-finite loss, named by its step, before it poisons the weights."""
+    """Trainer with bf16 autocast for the training loss only, optional class weights, each forward and backward
+    timed for the thread governor, and a stop at the first non-finite loss, named by its step, before it poisons
+    the weights."""
 
     def __init__(self, *args, bf16: bool = False, class_weights: torch.Tensor | None = None, state_dir: Path,
-                 train_lengths: list[int], **kwargs):
+                 train_lengths: list[int], attention: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.bf16, self.class_weights, self.state_dir = bf16, class_weights, state_dir
         self.train_lengths = train_lengths
         # Every loss here is a micro-batch mean, so Trainer must divide it by the micro-batches of a step; it
         # skips that for a model whose forward takes **kwargs, which BERT's does while ignoring them.
         self.model_accepts_loss_kwargs = False
-        # torch's CPU kernel for bf16 SDPA has a slow backward (a third of a MiniLM step); eager attention's
-        # plain bf16 matmuls made the step 1.6x faster (benchmarks/bench_step.py). CUDA keeps SDPA's fused kernels.
-        self.attention = "eager" if bf16 and self.args.device.type == "cpu" else None
+        self.attention = attention
 
     def _get_train_sampler(self, *args, **kwargs):
         parts = self.args.gradient_accumulation_steps
@@ -178,7 +187,9 @@ class _GuardedTrainer(Trainer):
             return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        # one forward and backward: the unit the thread governor times (tokens, padding included)
+        with THREADS.timed("train", call_work(inputs["input_ids"].shape)):
+            loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss):
             raise LftError(f"the training loss became {loss.item()} at step {self.state.global_step + 1}; the learning "
                            f"rate ({self.args.learning_rate:g}) is probably too high. {_checkpoint_note(self.state_dir)}; "
@@ -201,8 +212,7 @@ class _RunCallback(TrainerCallback):
         self.best = self._load_best()
         self.started = self.last_log = time.perf_counter()
         self.start_step, self.bar, self.first_step_end = 0, None, None
-        validation_ids, _ = encode(tokenizer, list(data["validation"]["text"]), args.max_length, args.truncation)
-        self.validation_s = args.eval_seconds_per_token * count_tokens(validation_ids)
+        self.validation_s = args.validation_s
 
     # best-epoch bookkeeping survives a resume through two small files beside the checkpoints
     def _load_best(self) -> dict:
@@ -265,7 +275,8 @@ class _RunCallback(TrainerCallback):
             phase="train", step=state.global_step, total=state.max_steps, elapsed_s=round(elapsed, 1),
             eta_s=None if eta is None else round(eta, 1), loss=round(float(logs["loss"]), 5), epoch=round(state.epoch or 0, 3),
             learning_rate=float(f"{float(logs.get('learning_rate', 0.0)):.4g}"),
-            tokens_per_s=round(tokens_per_step * done / max(elapsed, 1e-9)))
+            tokens_per_s=round(tokens_per_step * done / max(elapsed, 1e-9)),
+            run_share=run_share(self.args.run_started, eta))
         self.result.losses.append((state.global_step, event.loss))
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{event.loss:.4f}", tok_s=f"{event.tokens_per_s:.0f}")
@@ -276,11 +287,11 @@ class _RunCallback(TrainerCallback):
         if self.stop.is_set():
             return  # stopping: no validation pass, the step's checkpoint is already saved
         started = time.perf_counter()
-        # Validation only picks the best epoch, so it runs in the training precision (bf16: 1.75x faster on this
-        # CPU); the test scores a report gives come from the reloaded adapter, always in fp32.
-        with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=self.args.precision == "bf16"):
-            metrics, _ = evaluate(self.model, self.tokenizer, self.data["validation"], self.args.max_length,
-                                  self.args.eval_batch_size, truncation=self.args.truncation, stop=self.stop)
+        # in the training precision and on its device, as the test scores are
+        compute = Compute(args.device.type, self.args.precision)
+        metrics, _ = evaluate(self.model, self.tokenizer, self.data["validation"], self.args.max_length,
+                              self.args.eval_batch_size, truncation=self.args.truncation, stop=self.stop,
+                              compute=compute)
         self.validation_s = time.perf_counter() - started
         epoch = int(round(state.epoch or 0))
         info = {"epoch": epoch, "step": state.global_step, "scores": dict(metrics.scores), "accuracy": metrics.accuracy}
@@ -377,9 +388,25 @@ def _class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def run_share(run_started: float | None, eta_s: float | None) -> float | None:
+    """The share of the whole run done, by time: elapsed over elapsed plus the time left."""
+    if run_started is None or eta_s is None:
+        return None
+    elapsed = max(time.time() - run_started, 0.0)
+    return round(elapsed / max(elapsed + eta_s, 1e-9), 4)
+
+
+def precision_flags(precision: str, device: str) -> dict:
+    """TrainingArguments' mixed-precision flags: fp16 goes through accelerate, whose gradient scaler it needs (and
+    which wraps the forward in fp16 autocast until train() unwraps it); bf16 needs no scaler, so it is our own
+    autocast around the training loss only (see _GuardedTrainer.compute_loss)."""
+    return {"fp16": precision == "fp16" and device == "cuda", "bf16": False}
+
+
 def _training_arguments(args: TrainArgs, state_dir: Path, n_train: int) -> TrainingArguments:
     micro = args.micro_batches or micro_batches(args.batch_size)
-    return TrainingArguments(
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(**precision_flags(args.precision, "cuda" if cuda else "cpu"),
         output_dir=str(state_dir), per_device_train_batch_size=args.batch_size // micro,
         gradient_accumulation_steps=micro, learning_rate=args.learning_rate,
         num_train_epochs=args.epochs, weight_decay=args.weight_decay,
@@ -388,7 +415,7 @@ def _training_arguments(args: TrainArgs, state_dir: Path, n_train: int) -> Train
         logging_steps=max(1, min(10, steps_per_epoch(n_train, args.batch_size) // 10)),
         logging_first_step=True, save_strategy="steps", save_steps=args.save_steps,
         save_total_limit=args.save_total_limit, eval_strategy="no", seed=args.seed, data_seed=args.seed,
-        remove_unused_columns=False, report_to="none", disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False, report_to="none", disable_tqdm=True, use_cpu=not cuda,
         dataloader_num_workers=0, logging_nan_inf_filter=False, save_only_model=False, torch_compile=args.compile)
 
 
@@ -406,18 +433,23 @@ def train(model, tokenizer, data, args: TrainArgs, state_dir: Path, emit: events
     training_args = _training_arguments(args, state_dir, len(train_set))
     is_main = training_args.process_index == 0
     weights = _class_weights(list(data["train"]["label"]), model.config.num_labels) if args.class_weights else None
+    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=args.pad_to_multiple_of)
     trainer = _GuardedTrainer(
-        model=model, args=training_args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tokenizer),
+        model=model, args=training_args, train_dataset=train_set, data_collator=collator,
         callbacks=[_RunCallback(model, tokenizer, data, args, state_dir, emit, stop, result, is_main),
                    _GradGuard(model, state_dir), *(callbacks or [])],
         bf16=result.precision == "bf16", class_weights=weights, state_dir=state_dir,
-        train_lengths=lengths)
+        train_lengths=lengths, attention=args.attention)
     trainer.remove_callback(PrinterCallback)  # our callback reports progress; raw log dicts are noise
     checkpoint = _resume_point(state_dir) if args.resume else None
     start = time.perf_counter()
-    with _disk_full_is_user_error(state_dir):
-        output = trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        with _disk_full_is_user_error(state_dir):
+            output = trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        _unwrap_autocast(model)
     result.seconds, result.steps = time.perf_counter() - start, output.global_step
+    result.threads = THREADS.summary()
     if stop.is_set():
         raise StopRequested(f"stopped by the user at step {output.global_step} of {trainer.state.max_steps}")
     best = state_dir / "best.safetensors"
@@ -456,24 +488,13 @@ def _disk_full_is_user_error(state_dir: Path):
                        f"{_checkpoint_note(state_dir)}. Free some space and resume the run") from None
 
 
-def native_bf16() -> bool:
-    """bf16 matmuls in hardware: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX. Elsewhere torch
-    emulates bf16 (~100x slower than fp32); on this project's 2-core AVX512-BF16 machine bf16 autocast made a
-    MiniLM LoRA step 1.33x faster (benchmarks/results)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags)) and torch.backends.mkldnn.is_available()
+def _unwrap_autocast(model) -> None:
+    """accelerate wraps the forward of an fp16-trained model in autocast for good; the reload check compares fp32
+    logits, so the model gets its own forward back."""
+    from accelerate.utils import extract_model_from_parallel
 
-
-def training_precision(requested: str, quantized: bool = False) -> str:
-    """'auto' picks bf16 autocast where it is native; QLoRA keeps bitsandbytes' own compute dtype."""
-    if requested != "auto":
-        return requested
-    return "bf16" if native_bf16() and not quantized else "fp32"
+    if "_original_forward" in model.__dict__:
+        extract_model_from_parallel(model, keep_fp32_wrapper=False)
 
 
 def _restore(model, state: dict[str, torch.Tensor]) -> None:
