@@ -23,6 +23,7 @@ _EXPORTS = {
     "MODELS": "models", "list_models": "models", "load_base_model": "models", "tokenizer_for": "models",
     # the job and its parts
     "run": "engine", "evaluate_base": "engine", "check_run": "engine", "RunResult": "engine",
+    "estimate_run_time": "engine", "describe_machine": "hardware", "choose_compute": "hardware",
     "check_dataset": "health", "majority_class": "baselines", "tfidf_logreg": "baselines",
     "METRICS": "evaluate", "Metrics": "evaluate", "compute_metrics": "evaluate",
     "RunReport": "report", "read_report": "report",

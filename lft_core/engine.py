@@ -66,11 +66,30 @@ def run(cfg: RunConfig, emit: events.Emit | None = None, stop: threading.Event |
         return job.save_reload_compare(model, base, data, baseline, history)
 
 
+def estimate_run_time(cfg: RunConfig, emit: events.Emit | None = None) -> RunEstimate:
+    """How long `run(cfg)` would take on this machine as it is now, phase by phase, without running it: the same
+    checks, data, model and method as a run, then its calibration (a few timed training and evaluation calls at the
+    data's own shapes). Nothing is written. Raises LftError for input a run would refuse."""
+    started = time.perf_counter()
+    job = _Job(dataclasses.replace(cfg, output=None, overwrite=False), emit, threading.Event(), None, False,
+               dry_run=True)
+    job.check_inputs()
+    data = job.load_data()
+    base = job.load_model(data)
+    model = job.apply_method(base, data)
+    job.calibrate(model, base, data)
+    job.estimate.splits = {split: len(data[split]) for split in data}
+    job.estimate.startup = time.perf_counter() - started
+    return job.estimate
+
+
 class _Job:
     """One run's state between its steps: its config, where its events go, its folder once it has one."""
 
-    def __init__(self, cfg: RunConfig, emit, stop: threading.Event, resume: str | None, progress_bar: bool):
+    def __init__(self, cfg: RunConfig, emit, stop: threading.Event, resume: str | None, progress_bar: bool,
+                 dry_run: bool = False):
         self.cfg, self.stop, self.resume, self.progress_bar = cfg, stop, resume, progress_bar
+        self.dry_run = dry_run
         self.log, self.user_emit = events.EventLog(), emit
         self.run_dir: Path | None = None
         self.is_main = True
@@ -123,7 +142,7 @@ class _Job:
             runs.check_resumable(self.resume)
             self.cfg = config_from_dict(runs.read_run_config(Path(self.resume)), source=f"{self.resume}/run_config.json")
         self.is_main = _init_distributed()
-        self.cfg = check_run(self.cfg, output=not self.resume and self.is_main)  # the main process alone makes the folder
+        self.cfg = check_run(self.cfg, output=not (self.resume or self.dry_run) and self.is_main)  # the main process alone makes the folder
         self.compute = choose_compute(self.cfg.precision, bool(self.cfg.quantize))
         torch.manual_seed(self.cfg.seed)
 

@@ -134,6 +134,8 @@ def calibrate(model, tokenizer, train_shapes: list[tuple[int, int]], eval_shapes
     they were (no optimizer step; gradients cleared; random state restored)."""
     from lft_core.hardware import THREADS
 
+    CLEARLY_WORSE = THREADS.CLEARLY_WORSE
+
     started = time.perf_counter()
     weights = layer_weights(model.config)
     device = next(model.parameters()).device
@@ -155,17 +157,27 @@ def calibrate(model, tokenizer, train_shapes: list[tuple[int, int]], eval_shapes
                                                                              compute))
             with attention_implementation(model, attention):
                 _train_call(model, batches[large], labels[large], compute)
-                for shape in (small, large, large):
+                for round_, shape in enumerate((small, large, large)):
                     for threads in candidates:
                         torch.set_num_threads(threads)
                         seconds = _train_call(model, batches[shape], labels[shape], compute)
                         timings[threads].append((call_flops(*shape, weights, True), seconds))
+                    if round_ == 0 and len(candidates) > 1:
+                        # a count far slower on the first shape (a busy machine) is not worth timing further
+                        fastest = min(timings[n][0][1] for n in candidates)
+                        slow = [n for n in candidates if timings[n][0][1] > CLEARLY_WORSE * fastest]
+                        candidates = [n for n in candidates if n not in slow]
         finally:
             model.zero_grad(set_to_none=True)
             model.train(was_training)
-    totals = {n: sum(s for _, s in points) for n, points in timings.items()}
+    # compared on the calls every candidate made; a dropped one counts as its first call's ratio throughout
+    shared = min(len(points) for points in timings.values())
+    totals = {n: sum(s for _, s in points[:shared]) for n, points in timings.items()}
     best = min(totals, key=totals.get)
-    THREADS.prime("train", best, {n: totals[n] / totals[best] for n in totals})
+    speedup = {n: totals[n] / totals[best] for n in totals}
+    # evaluation calls stall the same way under load: they start from the same count and check it themselves
+    for kind in ("train", "eval"):
+        THREADS.prime(kind, best, speedup)
     torch.set_num_threads(best)
     eval_sizes = sorted(eval_shapes, key=lambda s: s[0] * s[1]) or [(8, 128)]
     infer_points = []
@@ -185,6 +197,11 @@ def _choices_path():
     from lft_core.models import cache_dir
 
     return cache_dir() / "speed_choices.json"
+
+
+CLEAR_MARGIN = 1.15
+"""A kernel is remembered as the faster only when it beat the other by this factor: a choice measured once on a
+busy machine would otherwise stick for good."""
 
 
 def attention_choice(model, compute, time_call=None) -> str | None:
@@ -217,15 +234,17 @@ def attention_choice(model, compute, time_call=None) -> str | None:
     times = {"eager": [], "sdpa": []}
     with torch.random.fork_rng(devices=[]):
         try:
-            for _ in range(2):
+            for _ in range(3):
                 for implementation in times:
                     with attention_implementation(model, implementation):
                         times[implementation].append(time_call())
         finally:
             model.zero_grad(set_to_none=True)
-    choice = min(times, key=lambda k: min(times[k]))
-    known.setdefault("attention", {})[key] = {"choice": choice, "seconds": {k: min(v) for k, v in times.items()},
-                                              "measured": time.time()}
+    best = {k: min(v) for k, v in times.items()}
+    choice = min(best, key=best.get)
+    if max(best.values()) < CLEAR_MARGIN * min(best.values()):
+        return "eager"  # too close to call (or a noisy machine): the default, and measure again next run
+    known.setdefault("attention", {})[key] = {"choice": choice, "seconds": best, "measured": time.time()}
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{id(known)}")
@@ -270,6 +289,10 @@ class RunEstimate:
     evaluate: float
     reference: float
     calibration: Calibration | None = None
+    splits: dict = field(default_factory=dict)
+    """texts per split, where known (for `describe`)"""
+    startup: float = 0.0
+    """reading the data, loading the model and calibrating, as an estimate's own dry run took them (0: unknown)"""
 
     @property
     def train(self) -> float:
@@ -287,6 +310,39 @@ class RunEstimate:
         found = dataclasses.asdict(self)
         found.pop("calibration")
         return {**found, "train": self.train, "total": self.total}
+
+    def describe(self) -> str:
+        """The whole run's time in one line, its phases, and, where scoring the held-out splits is a large share
+        of it, which cap would shorten it."""
+        from lft_core.events import duration
+
+        epochs = f"{self.epochs:g} epoch{'s' if self.epochs != 1 else ''}"
+        parts = [f"base scoring {duration(self.baseline)}" if self.baseline >= 0.5 else "base scores cached",
+                 f"{epochs} {duration(self.epoch * self.epochs)}",
+                 f"validation {duration(self.validation)} per epoch", f"save and reload {duration(self.save)}",
+                 f"test scoring {duration(self.evaluate)}"]
+        if self.reference >= 0.5:
+            parts.append(f"TF-IDF reference {duration(self.reference)}")
+        threads = self.calibration.threads if self.calibration else None
+        if self.startup >= 0.5:
+            parts.insert(0, f"loading and timing {duration(self.startup)}")
+        text = (f"about {duration(self.total + self.startup)} for the whole run on this machine as it is now"
+                + (f" ({self.calibration.precision} on {self.calibration.device}, {threads} "
+                   f"thread{'s' if threads != 1 else ''})" if self.calibration else "")
+                + ": " + ", ".join(parts) + ".")
+        scoring = self.baseline + self.evaluate + self.validation * int(np.ceil(self.epochs))
+        held_out = self.splits.get("validation", 0) + self.splits.get("test", 0)
+        if self.total > 0 and scoring / (self.total + self.startup) >= SCORING_SHARE and held_out > SCORING_CAP:
+            text += (f" Scoring the {self.splits.get('validation', 0):,} validation and {self.splits.get('test', 0):,} "
+                     f"test texts is {scoring / (self.total + self.startup):.0%} of it: max_eval_samples={SCORING_CAP // 2} would cut "
+                     f"that to about {duration(scoring * SCORING_CAP / held_out)}, with wider error bars.")
+        return text
+
+
+SCORING_SHARE = 0.4
+"""Where scoring the held-out splits takes this share of a run or more, the estimate offers a cap."""
+SCORING_CAP = 1000
+"""...of this many validation and test texts together."""
 
 
 def eval_shapes(lengths: list[int], batch_size: int | None = None) -> list[tuple[int, int]]:

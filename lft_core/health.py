@@ -118,10 +118,11 @@ def check_dataset(cfg, tokenizer=None) -> Health:
         from lft_core.evaluate import encode
 
         _, health.lengths = encode(tokenizer, list(data["train"]["text"]), health.max_length)
-        health.recommended = recommend_length(health.lengths, cfg, health.splits.get("validation", 0))
+        health.recommended = recommend_length(health.lengths, cfg)
         health.max_length = health.recommended.get("max_length", health.max_length)
         health.truncated_share = truncated_share(health.lengths, health.max_length)
-        if health.truncated_share > 0.5:
+        # the recommended length's truncation is a choice its reason explains, not a problem to warn about
+        if health.truncated_share > 0.5 and not health.recommended:
             health.warnings.append(f"{health.truncated_share:.0%} of train texts exceed max_length={health.max_length} "
                                    f"tokens and will be truncated")
     return health
@@ -135,16 +136,11 @@ LONG_TEXT_LENGTH = 256
 """Where most texts are longer than this, train on this many tokens: on bbc-news (2 epochs, seed 42) 128 tokens
 scored 0.967, 256 scored 0.986 (TF-IDF 0.986), 384 (1 epoch) 0.981; head+tail scored the same as head at 256 and
 worse at 128 (0.962). Beyond 256 the time per epoch grows faster than the score."""
-TRAIN_EFFICIENCY = 0.55
-"""Share of the matmul peak an epoch reaches on the FLOPs epoch_seconds counts (padding and attention included)."""
-CALL_SECONDS = 0.015
-"""What each forward and backward call costs on top of its FLOPs (Python and kernel launches). Both fitted to
-1-epoch default runs of airline-tweets (720 calls) and bbc-news (213) here: MiniLM, bf16, 2 cores
-(benchmarks/bench_estimate.py). Counting real tokens only, at 0.45, had said 73 s for airline's ~94 s epoch."""
 
 
-def recommend_length(lengths: list[int], cfg, validation_texts: int = 0) -> dict:
-    """The max length to train with, which tokens to keep, and the time an epoch takes here at that length."""
+def recommend_length(lengths: list[int], cfg) -> dict:
+    """The max length to train with, which tokens to keep, and the batch size training would take at that length.
+    (How long a run takes is measured, not computed here: lft_core.estimate_run_time.)"""
     if not lengths:
         return {}
     p95 = float(np.percentile(lengths, 95))
@@ -154,63 +150,14 @@ def recommend_length(lengths: list[int], cfg, validation_texts: int = 0) -> dict
     else:
         length = LONG_TEXT_LENGTH
         why = (f"95% of the train texts have up to {p95:.0f} tokens; {length} tokens scored best per minute of "
-               f"training on long news articles (bbc-news)")
+               f"training on long news articles (bbc-news), so the {truncated_share(lengths, length):.0%} of texts "
+               f"that are longer keep their first {length} tokens")
     from lft_core.train import auto_batch_size
 
     kept = [min(n, length) for n in lengths]
     batch = cfg.batch_size or auto_batch_size(kept, length)
     return {"max_length": length, "truncation": "head", "why": why, "tokens_per_epoch": int(sum(kept)),
-            "batch_size": batch, "epoch_seconds": epoch_seconds(cfg.model, kept, batch, validation_texts)}
-
-
-def epoch_seconds(model: str, lengths: list[int], batch_size: int, validation_texts: int = 0) -> float | None:
-    """About how long one epoch of LoRA training takes on this machine, its validation pass included: the padded
-    tokens of the calls the epoch makes (train.call_shapes), at 4 FLOPs per token per weight of the transformer
-    layers (forward, and backward to the activations) plus attention's 8 x length x width per token and layer;
-    validation is a forward pass (half that) over texts like the train ones. At TRAIN_EFFICIENCY of the matmul
-    peak of the training precision, measured here once, plus CALL_SECONDS a call."""
-    from lft_core.models import load_model_config
-    from lft_core.train import call_shapes
-
-    try:
-        config = load_model_config(model).get_text_config()
-    except Exception:  # an estimate is not worth an error
-        return None
-    hidden = getattr(config, "hidden_size", None)
-    layers = getattr(config, "num_hidden_layers", None)
-    inner = getattr(config, "intermediate_size", None) or (4 * hidden if hidden else None)
-    if not (hidden and layers and lengths):
-        return None
-    weights = layers * (4 * hidden * hidden + 2 * hidden * inner)
-    shapes = call_shapes(lengths, batch_size)
-    train = sum(texts * padded * (4 * weights + 8 * layers * padded * hidden) for texts, padded in shapes)
-    validation = train / 2 * validation_texts / len(lengths)
-    return (train + validation) / (matmul_peak() * TRAIN_EFFICIENCY) + CALL_SECONDS * len(shapes)
-
-
-_PEAK: list[float] = []
-
-
-def matmul_peak() -> float:
-    """FLOP/s of a 1024^3 matmul in the precision training would use here (bf16 where native), measured once: the
-    fastest of 8 after a warm-up (a mean of 5 varied by 6% between processes here, the best by 2-3%)."""
-    if not _PEAK:
-        import time
-
-        import torch
-
-        from lft_core.hardware import choose_compute
-
-        dtype = choose_compute("auto", cuda=False).dtype or torch.float32
-        a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
-        a @ b
-        fastest = float("inf")
-        for _ in range(8):
-            start = time.perf_counter()
-            a @ b
-            fastest = min(fastest, time.perf_counter() - start)
-        _PEAK.append(2 * 1024**3 / fastest)
-    return _PEAK[0]
+            "batch_size": batch}
 
 
 def _overlap_warnings(data) -> list[str]:

@@ -19,7 +19,11 @@ from lft_core.evaluate import predict_logits, softmax
 class Predictor:
     """A loaded adapter (merged for speed) that labels texts."""
 
-    def __init__(self, adapter_dir: str | Path, max_length: int | None = None, allow_pickle: bool = False):
+    def __init__(self, adapter_dir: str | Path, max_length: int | None = None, allow_pickle: bool = False,
+                 precision: str | None = None):
+        """`precision`: None scores as the run's test scores were (its report's precision, on a GPU where there is
+        one), so predictions reproduce test_predictions.csv; 'fp32' or 'bf16' ask for one."""
+        from lft_core.hardware import choose_compute
         from lft_core.models import max_positions
         from lft_core.runs import check_adapter_dir, load_adapter
 
@@ -32,9 +36,12 @@ class Predictor:
             raise LftError(f"--max-length {self.max_length} is more than this model takes ({limit} tokens); use at most {limit}")
         self.truncation = _saved(Path(adapter_dir), "truncation") or "head"
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.compute = choose_compute(precision or _scored_in(Path(adapter_dir)))
+        self.model.to(self.compute.device)
 
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        return softmax(predict_logits(self.model, self.tokenizer, texts, self.max_length, batch_size, self.truncation))
+        return softmax(predict_logits(self.model, self.tokenizer, texts, self.max_length, batch_size, self.truncation,
+                                      compute=self.compute))
 
     def predict(self, texts: list[str], batch_size: int | None = None, every_class: bool = False) -> pd.DataFrame:
         probs = self.probabilities(texts, batch_size)
@@ -53,6 +60,15 @@ def _saved(folder: Path, key: str):
         return json.loads(path.read_text()).get(key) if path.exists() else None
     except ValueError:
         return None
+
+
+def _scored_in(folder: Path) -> str:
+    """The precision the run's test scores were computed in ('fp32' for folders saved before it was recorded)."""
+    try:
+        report = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return "fp32"
+    return (report.get("scoring") or {}).get("precision", "fp32")
 
 
 def _saved_max_length(folder: Path) -> int | None:

@@ -346,7 +346,7 @@ def test_health_flags_imbalance_and_describes_the_length_it_recommends(tmp_path)
     assert health.error is None and health.imbalanced
     assert any("imbalanced" in w and "macro-F1" in w and "class weights" in w for w in health.warnings)
     assert health.recommended["max_length"] == 32 and health.max_length == 32  # short texts: kept whole
-    assert health.truncated_share == 0.0 and health.recommended["epoch_seconds"] > 0
+    assert health.truncated_share == 0.0 and health.recommended["batch_size"] > 0
 
 
 def test_health_recommends_256_tokens_for_long_articles():
@@ -355,7 +355,9 @@ def test_health_recommends_256_tokens_for_long_articles():
     health = check_dataset(RunConfig(dataset="bbc-news", max_length=128), tokenizer_for("minilm"))
     assert health.recommended["max_length"] == 256 and health.max_length == 256
     assert 0.5 < health.truncated_share < 1  # most articles are longer than 256 tokens, and the share says so at 256
-    assert any("exceed max_length=256" in w for w in health.warnings)
+    # the reason says so; the length it just recommended is no problem to warn about
+    assert f"{health.truncated_share:.0%} of texts that are longer keep their first 256" in health.recommended["why"]
+    assert not any("truncated" in w or "exceed" in w for w in health.warnings)
 
 
 def test_text_column_found_by_its_shape_when_the_other_strings_are_labels():

@@ -1,6 +1,7 @@
 """One run end to end on the real embedded model and a small easy task, what it leaves on disk, and that the folder
 loads with plain peft on a machine that has only the base model and the folder."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -275,9 +276,9 @@ def test_default_batches_and_learning_rate_follow_the_text_lengths():
 
 
 def test_the_epoch_estimate_counts_the_calls_training_makes():
-    """The health check's time per epoch counts what training computes: each call padded to its own longest
+    """The run estimate counts what training computes: each call padded to its own longest
     text, length-sorted halves for large batches, so padding and the batch size change the estimate."""
-    from lft_core.health import epoch_seconds
+    from lft_core.estimate import CallCost, Calibration, estimate_run
     from lft_core.train import call_shapes
 
     lengths = [10, 50] * 32  # 64 texts
@@ -290,9 +291,19 @@ def test_the_epoch_estimate_counts_the_calls_training_makes():
     assert call_shapes(lengths, batch_size=8)[0][0] == 8  # small batches: one call each, as drawn
     assert sum(t * p for t, p in call_shapes([20] * 64, batch_size=16)) == 64 * 20  # nothing to pad
 
-    padded_tweets = epoch_seconds("minilm", lengths, 16)
-    assert padded_tweets > epoch_seconds("minilm", [30] * 64, 16)  # same real tokens, more padding
-    assert epoch_seconds("minilm", lengths, 16, validation_texts=64) > padded_tweets
+    from lft_core.models import load_model_config
+
+    # the same measured costs: more padding or a longer validation split means a longer estimate
+    config = load_model_config("minilm")
+    costs = Calibration(train=CallCost(0.01, 1e11), infer=CallCost(0.005, 2e11), threads=1)
+
+    def run_seconds(train_lengths, validation):
+        return estimate_run(costs, config, call_shapes(train_lengths, 16), validation, [30] * 64, epochs=1)
+
+    padded = run_seconds(lengths, [30] * 8)
+    assert padded.epoch > run_seconds([30] * 64, [30] * 8).epoch  # same real tokens, more padding
+    assert run_seconds(lengths, [30] * 64).validation > padded.validation
+    assert padded.total == pytest.approx(sum(padded.phases().values()))
 
 
 def _batches(lengths, batch_size):
@@ -300,3 +311,24 @@ def _batches(lengths, batch_size):
 
     order = list(_EpochSeededSampler(len(lengths), seed=0, batch_size=batch_size))
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def test_run_time_is_measured_here_and_writes_nothing(tiny_models, keyword_csv):
+    from lft_core import adapters_root, estimate_run_time
+    from lft_core.estimate import CallCost, Calibration, RunEstimate
+
+    before = sorted(adapters_root().rglob("*")) if adapters_root().exists() else []
+    found = estimate_run_time(RunConfig(model=tiny_models["bert"], dataset=keyword_csv, epochs=2, max_length=32))
+    assert found.epoch > 0 and found.validation > 0 and found.evaluate > 0 and found.startup > 0
+    assert found.train == pytest.approx(2 * found.epoch + 2 * found.validation)
+    assert found.calibration.threads >= 1 and found.calibration.seconds > 0
+    assert "for the whole run on this machine" in found.describe() and "2 epochs" in found.describe()
+    assert (sorted(adapters_root().rglob("*")) if adapters_root().exists() else []) == before  # a dry run
+
+    # large held-out splits that take most of the run: the estimate says so and offers the cap
+    costs = Calibration(train=CallCost(0.0, 1e12), infer=CallCost(0.0, 1e12), threads=1)
+    slow_scoring = RunEstimate(baseline=60, epoch=20, validation=60, epochs=1, save=2, evaluate=60, reference=1,
+                               calibration=costs, splits={"train": 500, "validation": 1440, "test": 1440})
+    assert "max_eval_samples=500" in slow_scoring.describe()
+    quick_scoring = dataclasses.replace(slow_scoring, baseline=2, validation=2, evaluate=2)
+    assert "max_eval_samples" not in quick_scoring.describe()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -80,6 +81,15 @@ def on_upload(file, dataset):
             f"Using the uploaded file **{name}** ({len(columns)} columns: {', '.join(columns[:8])}).")
 
 
+def run_time(cfg) -> str:
+    """The whole run's estimate, measured here now; a model that cannot be timed is no reason to fail the check."""
+    try:
+        estimate = lft_core.estimate_run_time(cfg)
+    except LftError as exc:
+        return f"**Time:** not estimated ({exc})."
+    return f"**Time:** {estimate.describe()}"
+
+
 def on_check(form: DataForm, values: dict, progress):
     try:
         cfg = build_config(form, values)
@@ -98,10 +108,9 @@ def on_check(form: DataForm, values: dict, progress):
     length, truncation = gr.update(), gr.update()
     if recommended:
         length, truncation = recommended["max_length"], recommended["truncation"]
-        per_epoch = recommended.get("epoch_seconds")
-        summary += (f"  \n**Max length set to {length}** ({recommended['why']})"
-                    + (f"; about {lft_core.events.duration(per_epoch)} per epoch on this machine in batches of "
-                       f"{recommended['batch_size']}." if per_epoch else "."))
+        summary += f"  \n**Max length set to {length}** ({recommended['why']}), in batches of {recommended['batch_size']}."
+        progress(0.6, desc="timing a few training steps on this machine")
+        summary += "  \n" + run_time(dataclasses.replace(cfg, max_length=length, truncation=truncation))
     notes = "\n".join(f"- ⚠ {w}" for w in health.warnings) or "No problems found."
     suggestions = {"class_weights": True} if health.imbalanced else {}
     return (summary, notes, lft_core.report.class_balance(health.balance),

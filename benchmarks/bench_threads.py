@@ -1,0 +1,181 @@
+"""Training throughput idle and beside one and two CPU-bound processes, under each thread policy, side by side.
+
+    .venv/bin/python benchmarks/bench_threads.py | tee benchmarks/results/bench_threads-$(date +%F).txt
+    .venv/bin/python benchmarks/bench_threads.py --seconds 10 --loads 0 1    # shorter
+
+The benchmark starts the busy processes itself (`python -c "while True: pass"`, one per load level), so idle and
+busy are measured in one invocation on the same machine. For each load level and policy, a fresh worker process
+loads MiniLM with lft_core's default LoRA, in the precision and attention kernel lft_core would choose here, and
+runs real training calls (forward, backward, AdamW step) for `--seconds` at each of the project's two shapes:
+
+- long: bbc-news articles cut at 256 tokens, batches of 8 (the default batch for such texts);
+- short: airline tweets at their real token lengths, batches of 32 drawn as training draws them, each run as two
+  length-sorted calls of 16 (lft_core.train.call_shapes).
+
+Throughput counts real tokens (pads excluded) per second of wall time, warm-up excluded. Policies:
+- `fixed 2 (before)`: torch's default, one thread per core (what lft_core did before the governor);
+- `governor`: lft_core.hardware.THREADS timing every call, as training does (its own A/B trials included in the
+  timed window, as in a real run);
+- `fixed 2, OMP_WAIT_POLICY=PASSIVE`: threads that sleep instead of spinning while they wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+POLICIES = {
+    "fixed 2 (before)": {"LFT_THREADS": "2"},
+    "governor": {},
+    "fixed 2, OMP_WAIT_POLICY=PASSIVE": {"LFT_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
+}
+
+
+def shapes(kind: str) -> list[tuple[list[int], int]]:
+    """Calls of the kind's shape: (real length of each row, padded length)."""
+    import numpy as np
+
+    from lft_core import RunConfig, load_data, tokenizer_for
+    from lft_core.evaluate import encode
+    from lft_core.train import call_shapes
+
+    tokenizer = tokenizer_for("minilm")
+    dataset, max_length, batch = ("bbc-news", 256, 8) if kind == "long" else ("airline-tweets", 256, 32)
+    texts = list(load_data(RunConfig(dataset=dataset))["train"]["text"])[:2000]
+    _, lengths = encode(tokenizer, texts, max_length)
+    lengths = [min(n, max_length) for n in lengths]
+    rng = np.random.default_rng(0)
+    calls = []
+    for texts_in_call, padded in call_shapes(lengths, batch, seed=0):
+        # rows of this call: real lengths up to the padded one (the longest row sets the padding)
+        fitting = [n for n in lengths if n <= padded] or [padded]
+        rows = [padded] + list(rng.choice(fitting, size=texts_in_call - 1))
+        calls.append(([int(n) for n in rows], int(padded)))
+    return calls
+
+
+def worker(seconds: float) -> None:
+    """In a fresh process: time real training calls at both shapes; print one JSON line per shape."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging
+
+    from lft_core.estimate import attention_choice
+    from lft_core.hardware import THREADS, call_work, choose_compute
+    from lft_core.methods import METHODS
+    from lft_core.models import resolve_model
+    from lft_core.train import attention_implementation
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    compute = choose_compute("auto")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=5)
+    lora = METHODS["lora"].defaults
+    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=lora["r"], lora_alpha=lora["lora_alpha"],
+                                             lora_dropout=0.0, target_modules=["query", "value"])).train()
+    attention = attention_choice(model, compute)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def call(rows: list[int], padded: int) -> None:
+        ids = torch.randint(1000, 20000, (len(rows), padded))
+        mask = (torch.arange(padded)[None, :] < torch.tensor(rows)[:, None]).long()
+        labels = torch.randint(0, 5, (len(rows),))
+        with THREADS.timed("train", call_work(ids.shape)), attention_implementation(model, attention):
+            with compute.autocast():
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for kind in ("long", "short"):
+        calls = shapes(kind)
+        for rows, padded in calls[:3]:  # warm-up: kernel selection, first allocations
+            call(rows, padded)
+        tokens, done, start = 0, 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            rows, padded = calls[(done + 3) % len(calls)]
+            call(rows, padded)
+            tokens += sum(rows)
+            done += 1
+        wall = time.perf_counter() - start
+        print(json.dumps({"shape": kind, "tokens_per_s": tokens / wall, "calls": done, "wall_s": wall,
+                          "threads_at_end": torch.get_num_threads(), "precision": compute.precision,
+                          "attention": attention}), flush=True)
+
+
+def busy_loops(count: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def measure(policy: str, seconds: float) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("LFT_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    env.update(POLICIES[policy], HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    out = subprocess.run([sys.executable, __file__, "--worker", "--seconds", str(seconds)], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=600 + 10 * seconds)
+    if out.returncode:
+        raise SystemExit(f"worker failed ({policy}): {out.stderr.strip().splitlines()[-1:]}")
+    return {line["shape"]: line for line in map(json.loads, filter(str.strip, out.stdout.splitlines()))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per shape and policy")
+    parser.add_argument("--loads", type=int, nargs="+", default=[0, 1, 2], help="busy processes beside the run")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.seconds)
+        return
+    import torch
+
+    from lft_core.hardware import describe_machine
+
+    print(f"# bench_threads  {time.strftime('%Y-%m-%d %H:%M')}  torch {torch.__version__}")
+    print(f"# machine: {describe_machine()}")
+    print(f"# {args.seconds:g} s timed per shape; real tokens per second (pads excluded); loads started here")
+    results: dict[tuple[int, str], dict] = {}
+    for load in args.loads:
+        loops = busy_loops(load)
+        try:
+            time.sleep(1.0)  # let the busy processes reach the scheduler's steady state
+            for policy in POLICIES:
+                results[(load, policy)] = measure(policy, args.seconds)
+                for kind, row in results[(load, policy)].items():
+                    print(f"  load {load}  {policy:34s} {kind:5s} {row['tokens_per_s']:8.0f} tok/s "
+                          f"({row['calls']} calls, {row['threads_at_end']} threads at the end, {row['precision']}, "
+                          f"{row['attention']} attention)", flush=True)
+        finally:
+            for loop in loops:
+                loop.kill()
+                loop.wait()
+    print()
+    print(f"{'policy':34s} {'shape':6s}" + "".join(f"{'load ' + str(n):>12s}" for n in args.loads)
+          + "".join(f"{'ratio ' + str(n):>10s}" for n in args.loads if n))
+    for policy in POLICIES:
+        for kind in ("long", "short"):
+            figures = [results[(n, policy)][kind]["tokens_per_s"] for n in args.loads]
+            ratios = [f / figures[0] for n, f in zip(args.loads, figures) if n] if args.loads[0] == 0 else []
+            print(f"{policy:34s} {kind:6s}" + "".join(f"{f:12.0f}" for f in figures)
+                  + "".join(f"{r:10.2f}" for r in ratios))
+    if 0 in args.loads:
+        print("\nratio n = throughput beside n busy processes / idle throughput of the same policy")
+        before = results[(0, "fixed 2 (before)")]
+        after = results[(0, "governor")]
+        for kind in ("long", "short"):
+            print(f"idle, governor / before, {kind}: {after[kind]['tokens_per_s'] / before[kind]['tokens_per_s']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
