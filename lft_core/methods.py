@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 
 from lft_core.errors import LftError, first_line
+from lft_core.values import coerce
 
 # peft is imported inside the functions: it takes seconds to import, and the app lists methods at start-up.
 
@@ -226,10 +227,6 @@ LORA_TUNABLE = {"r": Param(int, 1, 64), "lora_alpha": Param(int, 1, 128),
 PROMPT_TUNABLE = {"num_virtual_tokens": Param(int, 1, 100)}
 LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
 
-LR_REFERENCE_BATCH = 16
-"""The methods' default learning rates were tuned at up to this many texts a batch; train.default_learning_rate
-scales them up for larger ones."""
-
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
@@ -323,8 +320,6 @@ def _option_types(spec: MethodSpec) -> dict[str, Any]:
 def typed_params(name: str, overrides: dict | None = None) -> tuple[dict, list[str]]:
     """The method's defaults with the user's options on top, each typed by its peft config field ('1e-2' becomes
     0.01), and the problems found: unknown options (with the nearest name), wrong types, values out of range."""
-    from lft_core.config import coerce
-
     spec = get_method(name)
     overrides = dict(overrides or {})
     if not spec.is_peft:
@@ -338,7 +333,7 @@ def typed_params(name: str, overrides: dict | None = None) -> tuple[dict, list[s
             problems.append(f"method '{name}' has no option '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
             continue
         try:
-            params[key] = _coerce_option(value, kinds[key], coerce, f"method_params.{key}")
+            params[key] = _coerce_option(value, kinds[key], f"method_params.{key}")
         except ValueError as exc:
             problems.append(str(exc))
     for key, param in spec.tunable.items():
@@ -350,7 +345,7 @@ def typed_params(name: str, overrides: dict | None = None) -> tuple[dict, list[s
     return params, problems
 
 
-def _coerce_option(value, kind, coerce, name):
+def _coerce_option(value, kind, name):
     """Simple field types (int, float, bool, str, Optional of one) are coerced; richer ones pass as given."""
     simple = {int, float, bool, str}
     args = [a for a in typing.get_args(kind) if a is not type(None)]
