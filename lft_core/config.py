@@ -74,7 +74,8 @@ class RunConfig:
         choices=("head", "head+tail", "tail")))
     weight_decay: float = field(default=0.0, metadata=_doc("AdamW weight decay"))
     warmup_ratio: float = field(default=0.0, metadata=_doc(
-        "share of the steps with a rising learning rate; 0.06 cost ~0.8 points on 1-epoch bbc-news (3 seeds)"))
+        "share of the steps with a rising learning rate (off by default: it cost accuracy on short runs; "
+        "benchmarks/results/defaults.md)"))
     class_weights: bool = field(default=False, metadata=_doc(
         "weight the loss by inverse class frequency, so a rare class counts as much as a common one"))
     precision: str = field(default="auto", metadata=_doc(
@@ -82,10 +83,10 @@ class RunConfig:
         "test-split scores always in fp32",
         choices=("auto", "bf16", "fp32")))
     compile: bool = field(default=False, metadata=_doc(
-        "torch.compile the training forward: 1.12x a step at a fixed shape, but each new batch length recompiles "
-        "(2,000 tweets: 19 s of training without, 90 s with), so it pays back only on long runs; measure first"))
+        "torch.compile the training forward: faster steps at a fixed shape, but each new batch length recompiles, "
+        "so it pays back only on long runs (benchmarks/results/defaults.md); measure first"))
     base_dropout: bool = field(default=False, metadata=_doc(
-        "keep dropout inside the frozen base (off: it costs ~15% of a CPU step; measured in benchmarks/)"))
+        "keep dropout inside the frozen base (off: it costs a share of every CPU step; benchmarks/results/defaults.md)"))
     seed: int = field(default=42, metadata=_doc("seed of the head, the batch order and (unless split_seed) the split"))
     split_seed: int | None = field(default=None, metadata=_doc(
         "seed of the train/validation/test split and subsets (default: seed); sweeps fix it"))

@@ -138,8 +138,8 @@ TRAIN_EFFICIENCY = 0.55
 """Share of the matmul peak an epoch reaches on the FLOPs epoch_seconds counts (padding and attention included)."""
 CALL_SECONDS = 0.015
 """What each forward and backward call costs on top of its FLOPs (Python and kernel launches). Both fitted to
-1-epoch default runs of airline-tweets (720 calls) and bbc-news (213) here: MiniLM, bf16, 2 cores
-(benchmarks/bench_estimate.py). Counting real tokens only, at 0.45, had said 73 s for airline's ~94 s epoch."""
+1-epoch default runs of the two built-in datasets (benchmarks/bench_estimate.py; the fit and what it replaced:
+benchmarks/results/defaults.md)."""
 
 
 def recommend_length(lengths: list[int], cfg, validation_texts: int = 0) -> dict:
@@ -192,7 +192,7 @@ _PEAK: list[float] = []
 
 def matmul_peak() -> float:
     """FLOP/s of a 1024^3 matmul in the precision training would use here (bf16 where native), measured once: the
-    fastest of 8 after a warm-up (a mean of 5 varied by 6% between processes here, the best by 2-3%)."""
+    fastest of 8 after a warm-up (the best varies less between processes than a mean: benchmarks/results/defaults.md)."""
     if not _PEAK:
         import time
 

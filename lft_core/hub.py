@@ -19,8 +19,9 @@ def _reachable(host: str, minute: int, timeout: float) -> bool:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connect to the Hub, remembered for a minute. Without it, an offline machine spends 25 s in
-    huggingface_hub's retries before failing to load a Hub name; with it, we use the local cache only."""
+    """One quick TCP connect to the Hub, remembered for a minute. Without it, an offline machine spends a long time
+    in huggingface_hub's retries before failing to load a Hub name (benchmarks/results/defaults.md); with it, we use
+    the local cache only."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"

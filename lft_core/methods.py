@@ -3,12 +3,10 @@ app shows (with ranges), and any special needs (a training callback, a step befo
 padding side). Nothing outside this file branches on a method's name, so adding a method is one entry.
 
 Defaults are measured where it mattered: good learning rates differ by orders of magnitude between methods
-(prompt tuning ~1e-2, LoRA ~1e-3, full fine-tuning ~5e-5). LoRA's 2e-3 was measured at batches of 8 to 16
-texts: on bbc-news (256 tokens, 2 epochs) it scored 0.981/0.962 against 0.976/0.958 at 1e-3 (seeds 7, 1); on
-airline-tweets (batches of 16, 1 epoch) 0.845 against 0.830. Larger default batches scale it up
-(train.default_learning_rate). At 4e-3 and batches of 8, LoRA collapsed to the
-majority class on airline-tweets (0.65). LoRA dropout is off (peft's own default): its random masks took a fifth
-of a bf16 MiniLM step on CPU, with the same mean accuracy on bbc-news over 3 seeds.
+(prompt tuning ~1e-2, LoRA ~1e-3, full fine-tuning ~5e-5). Each method's rate holds at batches of up to
+batching.LR_REFERENCE_BATCH texts; larger default batches scale it up (batching.default_learning_rate). LoRA dropout
+is off (peft's own default): its random masks cost step time for the same accuracy. The runs behind these choices
+are in benchmarks/results/defaults.md.
 """
 
 from __future__ import annotations

@@ -238,9 +238,8 @@ def load_base_model(model_name: str, label_names: list[str], *, quantize: str | 
 POOLERS = ("bert", "albert", "deberta", "deberta-v2", "ernie")
 """Model types whose classifier reads a pretrained pooler (a dense layer and tanh over the first token). It was
 trained for next-sentence prediction (or not at all, in a sentence-embedding model like MiniLM, which pools by
-mean), so it trains with the head, as in full fine-tuning: 148k more trainable weights on MiniLM. On bbc-news
-(2 epochs, seeds 42 / 7 / 1) LoRA scored 0.986 / 0.986 / 0.962 with it and 0.991 / 0.981 / 0.962 without: the
-same mean (benchmarks/results/bench_train-2026-11-30-bbc-3seeds.txt)."""
+mean), so it trains with the head, as in full fine-tuning; training it or not scored the same on average
+(benchmarks/results/defaults.md)."""
 
 
 def head_modules(model, new_modules: list[str]) -> list[str]:

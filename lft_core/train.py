@@ -104,7 +104,7 @@ class _EpochSeededSampler(torch.utils.data.Sampler):
 
     Batches are not grouped by length: on airline-tweets, length-grouped batches were nearly single-class
     (complaints are longer), the loss cycled with the batch length and LoRA collapsed to the majority class
-    (test accuracy 0.63 against 0.79 with random batches, benchmarks/results/). Dynamic padding still pads each
+    (benchmarks/results/defaults.md). Dynamic padding still pads each
     batch only to its own longest text."""
 
     def __init__(self, size: int, seed: int, lengths: list[int] | None = None, batch_size: int = 1):
