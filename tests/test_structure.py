@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -268,3 +269,45 @@ def test_the_form_hint_comes_from_lft_core():
         spec = lft_core.get_method(name)
         assert learning_rate_hint(spec) == lft_core.learning_rate_hint(name)
         assert f"{spec.learning_rate:g}" in learning_rate_hint(spec)
+
+
+# ---------------------------------------------------------------- numbers live in benchmarks/results/
+
+MEASURED = re.compile(r"\b\d[\d,]*(\.\d+)?\s?(s|ms|%|x a step|tokens/s|GFLOP/s)(?![\w/])|\b0\.\d{3}\b|\b\d+(\.\d+)?x\b")
+"""A time, a share, a speed-up or a score written as a number: what goes stale in a comment."""
+NOT_MEASURED_NUMBERS = ("95%", "'42 s'", "'3 min 05 s'", "'15% of'")
+"""Numbers that are no measurement: the bootstrap interval's level, duration()'s format examples, and cli.py's
+example of a '%' in a help text."""
+
+
+def _prose(path: Path):
+    """(line, text) of every comment and docstring in a file."""
+    import io
+    import tokenize
+
+    source = path.read_text()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            yield tok.start[0], tok.string
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if isinstance(body, list):
+            for first, nxt in zip(body, body[1:] + [None]):
+                # a docstring: the first statement of a body, or a string right after an assignment (field docs)
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
+                        first.value.value, str):
+                    yield first.lineno, first.value.value
+
+
+def test_comments_and_help_texts_carry_no_benchmark_numbers():
+    found = []
+    for path in sorted([*(ROOT / "lft_core").glob("*.py"), *(ROOT / "ui").glob("*.py"), ROOT / "app.py"]):
+        for line, text in _prose(path):
+            for allowed in NOT_MEASURED_NUMBERS:
+                text = text.replace(allowed, "")
+            if MEASURED.search(text):
+                found.append(f"{path.relative_to(ROOT)}:{line}: {MEASURED.search(text).group(0)}")
+    for name, spec in lft_core.RunConfig.__dataclass_fields__.items():
+        if MEASURED.search(spec.metadata.get("help", "")):
+            found.append(f"RunConfig.{name} help: {MEASURED.search(spec.metadata['help']).group(0)}")
+    assert found == [], "move these to benchmarks/results/defaults.md and point there"
