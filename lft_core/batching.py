@@ -64,9 +64,7 @@ def default_learning_rate(method_rate: float, batch_size: int) -> float:
     return method_rate * math.sqrt(max(batch_size, LR_REFERENCE_BATCH) / LR_REFERENCE_BATCH)
 
 
-def learning_rate_hint(method: str) -> str:
-    """What an empty learning rate means for a method, in a few words (the app's placeholder, the CLI's help)."""
-    from lft_core.methods import get_method
-
+def learning_rate_hint(method_rate: float) -> str:
+    """What an empty learning rate means for a method of this default rate, in a few words (the app's placeholder)."""
     n = LR_REFERENCE_BATCH
-    return f"method default: {get_method(method).learning_rate:g}, x sqrt(batch / {n}) above {n} texts"
+    return f"method default: {method_rate:g}, x sqrt(batch / {n}) above {n} texts"

@@ -86,7 +86,8 @@ class RunConfig:
         "torch.compile the training forward: faster steps at a fixed shape, but each new batch length recompiles, "
         "so it pays back only on long runs (benchmarks/results/defaults.md); measure first"))
     base_dropout: bool = field(default=False, metadata=_doc(
-        "keep dropout inside the frozen base (off: it costs a share of every CPU step; benchmarks/results/defaults.md)"))
+        "keep dropout inside the frozen base (off: it costs a share of every CPU step; "
+        "benchmarks/results/defaults.md)"))
     seed: int = field(default=42, metadata=_doc("seed of the head, the batch order and (unless split_seed) the split"))
     split_seed: int | None = field(default=None, metadata=_doc(
         "seed of the train/validation/test split and subsets (default: seed); sweeps fix it"))

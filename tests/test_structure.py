@@ -254,7 +254,8 @@ def test_the_default_max_length_is_decided_in_one_place(tiny_models):
 
 
 def test_the_batch_and_learning_rate_policy_has_one_home():
-    for name in ("auto_batch_size", "micro_batches", "default_learning_rate", "LR_REFERENCE_BATCH", "TRAIN_BATCH_TOKENS", "MICRO_BATCH_TEXTS", "EVAL_BATCH_TOKENS"):
+    for name in ("auto_batch_size", "micro_batches", "default_learning_rate", "LR_REFERENCE_BATCH",
+                 "TRAIN_BATCH_TOKENS", "MICRO_BATCH_TEXTS", "EVAL_BATCH_TOKENS"):
         assert _defined_in(name) == ["lft_core/batching.py"], name
     fields = lft_core.RunConfig.__dataclass_fields__
     for name in ("learning_rate", "batch_size", "eval_batch_size"):
@@ -267,7 +268,7 @@ def test_the_form_hint_comes_from_lft_core():
 
     for name in ("lora", "prompt-tuning"):
         spec = lft_core.get_method(name)
-        assert learning_rate_hint(spec) == lft_core.learning_rate_hint(name)
+        assert learning_rate_hint(spec) == lft_core.learning_rate_hint(spec.learning_rate)
         assert f"{spec.learning_rate:g}" in learning_rate_hint(spec)
 
 

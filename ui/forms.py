@@ -195,7 +195,7 @@ def build_config(data: DataForm, given: dict, train: TrainForm | None = None) ->
 
 def learning_rate_hint(spec) -> str:
     """What an empty learning rate means: the method's rate, scaled up for large batches (lft_core.batching)."""
-    return lft_core.learning_rate_hint(spec.name)
+    return lft_core.learning_rate_hint(spec.learning_rate)
 
 
 def error(exc: LftError) -> gr.Error:
