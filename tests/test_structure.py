@@ -110,6 +110,18 @@ def test_the_app_compares_an_old_run_and_one_without_a_metric(runs_root):
         listed.loc[old.name, lft_core.METRICS[-1].label])
 
 
+def test_the_app_predicts_live_with_an_old_run_as_the_run_scored(runs_root):
+    """Live prediction loads the base as the run scored it (same seed, fresh head) and the reloaded adapter."""
+    from ui.compare_tab import on_predict
+
+    folder = _old_run(runs_root)
+    row = pd.read_csv(folder / "test_predictions.csv").iloc[0]
+    base, tuned, timing = on_predict(runs_root, [folder.name], row["text"])
+    assert tuned[row["label"]] == pytest.approx(row["finetuned_true_prob"], abs=1e-3)
+    assert base[row["label"]] == pytest.approx(row["base_true_prob"], abs=1e-3)
+    assert "ms" in timing
+
+
 def test_a_run_saved_by_the_previous_main_loads_and_predicts_as_it_did(runs_root):
     """The reloaded adapter gives the probabilities the run recorded for its test texts, in plain and merged form."""
     from lft_core.evaluate import predict_logits, softmax
