@@ -37,8 +37,8 @@ def summary_table(run_dirs: list[str]) -> pd.DataFrame:
         low, high = bootstrap_ci(correct)
         same_rows = len(frame) == len(loaded[best][1]) and (frame["text"].values == loaded[best][1]["text"].values).all()
         record = {"run": Path(path).name, "method": rep.method["name"]}
-        record.update({f"base {m.label}": round(rep.base.scores[m.key], 4) for m in METRICS})
-        record.update({m.label: round(rep.finetuned.scores[m.key], 4) for m in METRICS})
+        record.update({f"base {m.label}": _rounded(rep.base, m.key) for m in METRICS})
+        record.update({m.label: _rounded(rep.finetuned, m.key) for m in METRICS})
         record.update({
             "95% CI": f"{low:.3f}-{high:.3f}",
             "p vs base": float(f"{mcnemar_exact(correct, _correct(frame, 'base_prediction')):.2g}"),
@@ -47,7 +47,16 @@ def summary_table(run_dirs: list[str]) -> pd.DataFrame:
             "reload": "passed" if rep.reload_check["passed"] else "FAILED",
         })
         records.append(record)
-    return pd.DataFrame(records).sort_values(METRICS[0].label, ascending=False)
+    table = pd.DataFrame(records).sort_values(METRICS[0].label, ascending=False, na_position="last")
+    scores = [f"base {m.label}" for m in METRICS] + [m.label for m in METRICS]
+    table[scores] = table[scores].astype(object).where(table[scores].notna(), reports.NOT_MEASURED)
+    return table
+
+
+def _rounded(metrics: Metrics, key: str) -> float | None:
+    """The score to 4 decimals; None for a metric the run's report lacks (saved before it existed)."""
+    value = metrics.scores.get(key)
+    return None if value is None else round(value, 4)
 
 
 def changed_rows(run_dir: str, only_class: str | None = None, still_wrong: bool = False,
@@ -82,7 +91,8 @@ def comparison_figures(run_dirs: list[str]):
     rows: dict[str, Metrics] = {"base": loaded[0].base, **{rep.run_name: rep.finetuned for rep in loaded}}
     rows.update({reports.REFERENCE_NAMES.get(k, k): v for k, v in last.references.items()})
     points = [{"run": rep.run_name, "method": rep.method["name"], "trainable": rep.parameters["trainable"],
-               "accuracy": rep.finetuned.accuracy, "train_s": rep.timing["train_s"]} for rep in loaded]
+               "accuracy": rep.finetuned.scores["accuracy"], "train_s": rep.timing["train_s"]}
+              for rep in loaded if "accuracy" in rep.finetuned.scores]  # a report without it has no point to plot
     return (reports.metrics_bar(rows), reports.per_class_bar(last.base, last.finetuned),
             reports.confusion_pair(last.base, last.finetuned, last.label_names), reports.pareto(points))
 

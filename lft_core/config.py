@@ -7,7 +7,6 @@ import dataclasses
 import difflib
 import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +15,22 @@ from typing import Any
 import yaml
 
 from lft_core.errors import LftError
+from lft_core.values import coerce
 
 
 def _doc(text: str, **extra) -> dict:
     return {"help": text, **extra}
+
+
+DEFAULT_MAX_LENGTH = 256
+"""Tokens per text when max_length is left empty (or the model's limit, if lower: default_max_length): beyond it
+the time an epoch takes grows faster than the score (benchmarks/results/defaults.md)."""
+
+
+def default_max_length(model_limit: int | None = None) -> int:
+    """The max_length of a run that leaves it empty: DEFAULT_MAX_LENGTH, or the model's limit if lower. The one
+    place this is decided; the engine, the data health check and the app's form all ask here."""
+    return min(DEFAULT_MAX_LENGTH, model_limit or DEFAULT_MAX_LENGTH)
 
 
 @dataclass
@@ -48,24 +59,23 @@ class RunConfig:
         "QLoRA: load the frozen base in 4bit or 8bit with bitsandbytes", choices=("4bit", "8bit")))
     epochs: float = field(default=2, metadata=_doc("passes over the train split"))
     learning_rate: float | None = field(default=None, metadata=_doc(
-        "default: the method's own (LoRA 2e-3, prompt tuning 1e-2, full 5e-5, ...), times sqrt(batch size / 16) "
-        "for batches of more than 16 texts"))
+        "default: the method's own (python -m lft_core methods lists them), scaled up for large batches "
+        "(lft_core/batching.py)"))
     batch_size: int | None = field(default=None, metadata=_doc(
-        "training texts per optimizer step (default: about 1,280 real tokens a batch, at least 8 texts; more texts "
-        "when they are short, so short texts keep the cores busy; 32 or more are computed in length-sorted parts "
-        "of 16 or more)"))
+        "training texts per optimizer step (default: chosen from the text lengths, more texts when they are short, "
+        "large batches computed in length-sorted parts; lft_core/batching.py)"))
     eval_batch_size: int | None = field(default=None, metadata=_doc(
-        "texts per evaluation batch (default: about 1,024 tokens a batch, texts sorted by length; 8 x 128 scored "
-        "fastest on CPU, ~6.6k tokens/s against ~5.6k at 64 x 128)"))
+        "texts per evaluation batch (default: a fixed number of tokens a batch, texts sorted by length; "
+        "lft_core/batching.py)"))
     max_length: int | None = field(default=None, metadata=_doc(
-        "tokens per text, longer texts are truncated (default: 256, or the model's limit if lower; bbc-news, 2 "
-        "epochs: 0.967 test accuracy at 128, 0.986 at 256)"))
+        f"tokens per text, longer texts are truncated (default: {DEFAULT_MAX_LENGTH}, or the model's limit if lower)"))
     truncation: str = field(default="head", metadata=_doc(
         "which tokens of a long text to keep: head (the start), head+tail (both ends) or tail",
         choices=("head", "head+tail", "tail")))
     weight_decay: float = field(default=0.0, metadata=_doc("AdamW weight decay"))
     warmup_ratio: float = field(default=0.0, metadata=_doc(
-        "share of the steps with a rising learning rate; 0.06 cost ~0.8 points on 1-epoch bbc-news (3 seeds)"))
+        "share of the steps with a rising learning rate (off by default: it cost accuracy on short runs; "
+        "benchmarks/results/defaults.md)"))
     class_weights: bool = field(default=False, metadata=_doc(
         "weight the loss by inverse class frequency, so a rare class counts as much as a common one"))
     precision: str = field(default="auto", metadata=_doc(
@@ -73,10 +83,11 @@ class RunConfig:
         "test-split scores always in fp32",
         choices=("auto", "bf16", "fp32")))
     compile: bool = field(default=False, metadata=_doc(
-        "torch.compile the training forward: 1.12x a step at a fixed shape, but each new batch length recompiles "
-        "(2,000 tweets: 19 s of training without, 90 s with), so it pays back only on long runs; measure first"))
+        "torch.compile the training forward: faster steps at a fixed shape, but each new batch length recompiles, "
+        "so it pays back only on long runs (benchmarks/results/defaults.md); measure first"))
     base_dropout: bool = field(default=False, metadata=_doc(
-        "keep dropout inside the frozen base (off: it costs ~15% of a CPU step; measured in benchmarks/)"))
+        "keep dropout inside the frozen base (off: it costs a share of every CPU step; "
+        "benchmarks/results/defaults.md)"))
     seed: int = field(default=42, metadata=_doc("seed of the head, the batch order and (unless split_seed) the split"))
     split_seed: int | None = field(default=None, metadata=_doc(
         "seed of the train/validation/test split and subsets (default: seed); sweeps fix it"))
@@ -102,7 +113,6 @@ class RunConfig:
 FIELDS = [f.name for f in dataclasses.fields(RunConfig)]
 _TYPES = typing.get_type_hints(RunConfig)
 _POSITIVE_INTS = ("save_steps", "save_total_limit")
-DEFAULT_MAX_LENGTH = 256
 MAX_EPOCHS = 1000
 
 
@@ -134,61 +144,6 @@ def read_yaml(path: str | Path, what: str) -> dict:
     if not isinstance(values, dict):
         raise LftError(f"{what} {path} must be a mapping of keys to values, got {type(values).__name__}")
     return values
-
-
-# ---------------------------------------------------------------- typed values
-
-
-def coerce(value: Any, kind: Any, name: str) -> Any:
-    """`value` as type `kind` (int, float, bool, str, list[str], dict, or Optional of one), accepting the strings
-    a form field, a flag or YAML 1.1 gives ('42', '1e-3', 'true'). Raises ValueError naming the field."""
-    optional = typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in typing.get_args(kind)
-    if optional:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
-    origin = typing.get_origin(kind) or kind
-    if origin is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.strip().lower() in ("true", "yes", "1")
-        raise ValueError(f"{name} must be true or false (got {value!r})")
-    if origin is int:
-        number = _number(value, name, "a whole number")
-        if not float(number).is_integer():
-            raise ValueError(f"{name} must be a whole number (got {value!r})")
-        return int(number)
-    if origin is float:
-        return float(_number(value, name, "a number"))
-    if origin is list:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{name} must be a list (got {value!r})")
-        return [str(v) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{name} must be a mapping, e.g. {{r: 8, lora_alpha: 16}} (got {value!r})")
-        return value
-    if origin is str:
-        if isinstance(value, (dict, list, tuple)):
-            raise ValueError(f"{name} must be a single value (got {value!r})")
-        return str(value)
-    return value
-
-
-def _number(value: Any, name: str, what: str) -> float | int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be {what} (got {value!r})")
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
-        try:
-            return float(value.strip()) if any(c in value for c in ".eEn") else int(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"{name} must be {what} (got {value!r})")
 
 
 def config_from_dict(values: dict[str, Any], source: str = "config") -> RunConfig:

@@ -188,7 +188,7 @@ def _read_error(path: Path, why: str) -> str:
 def _hub_splits(name: str, cfg) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
     import datasets
 
-    from lft_core.models import hub_reachable
+    from lft_core.hub import hub_reachable
 
     offline_hint = (f"If you are offline, use a built-in dataset ({', '.join(DATASETS)}) or a local "
                     f"csv/json/jsonl/parquet path")

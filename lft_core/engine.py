@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from lft_core import events, runs
-from lft_core.config import DEFAULT_MAX_LENGTH, RunConfig, config_from_dict, validate
+from lft_core.config import RunConfig, config_from_dict, default_max_length, validate
 from lft_core.data import load_data
 from lft_core.errors import LftError, StopRequested, first_line
 from lft_core.estimate import RunClock, RunEstimate, calibrate, estimate_run, eval_shapes, phase
@@ -361,11 +361,11 @@ def check_run(cfg: RunConfig, output: bool = True) -> RunConfig:
 
 
 def with_max_length(cfg: RunConfig) -> RunConfig:
-    """cfg with max_length set: the default (256) or the model's limit if lower; a given value above the limit is
+    """cfg with max_length set: config.default_max_length for the model; a given value above the model's limit is
     an error."""
     limit = max_positions(load_model_config(cfg.model, cfg.trust_remote_code))
     if cfg.max_length is None:
-        return dataclasses.replace(cfg, max_length=min(DEFAULT_MAX_LENGTH, limit or DEFAULT_MAX_LENGTH))
+        return dataclasses.replace(cfg, max_length=default_max_length(limit))
     if limit is not None and cfg.max_length > limit:
         raise LftError(f"max_length {cfg.max_length} is more than {cfg.model} takes ({limit} tokens); use at most {limit}")
     return cfg

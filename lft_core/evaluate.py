@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
+from lft_core.batching import EVAL_BATCH_TOKENS as BATCH_TOKENS  # the policy lives in batching
 from lft_core.errors import StopRequested
 
 if TYPE_CHECKING:
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
 
 METRIC_MODULES = Path(__file__).parent / "metrics"
 TRUNCATIONS = ("head", "head+tail", "tail")
-BATCH_TOKENS = 1024
-"""Tokens an evaluation batch holds by default (texts sorted by length, so few are padding): 8 x 128 scored fastest on
-this project's CPU (~6.6k tokens/s, against ~5.6k at 64 x 128); short texts get more of them per batch."""
 HEAD_SHARE = 0.25
 """head+tail keeps this share of the budget from the start of the text and the rest from its end: Sun et al.
 (2019, "How to Fine-Tune BERT for Text Classification?") found 128 head + 382 tail tokens best on long reviews."""

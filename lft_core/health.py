@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from lft_core.config import DEFAULT_MAX_LENGTH
+from lft_core.config import DEFAULT_MAX_LENGTH, default_max_length
 from lft_core.data import detect_columns, load_data, read_source
 from lft_core.errors import LftError
 
@@ -86,7 +86,7 @@ def imbalance_warning(balance: pd.DataFrame) -> str | None:
 
 def check_dataset(cfg, tokenizer=None) -> Health:
     """Inspect cfg.dataset as training would see it. Never raises LftError: it is reported in Health.error."""
-    health, collect = Health(max_length=cfg.max_length or DEFAULT_MAX_LENGTH), _Collect()
+    health, collect = Health(max_length=cfg.max_length or default_max_length()), _Collect()
     logger = logging.getLogger("lft_core")
     logger.addHandler(collect)
     try:
@@ -132,10 +132,9 @@ def truncated_share(lengths: list[int], max_length: int) -> float:
     return float(np.mean([n > max_length for n in lengths])) if lengths else 0.0
 
 
-LONG_TEXT_LENGTH = 256
-"""Where most texts are longer than this, train on this many tokens: on bbc-news (2 epochs, seed 42) 128 tokens
-scored 0.967, 256 scored 0.986 (TF-IDF 0.986), 384 (1 epoch) 0.981; head+tail scored the same as head at 256 and
-worse at 128 (0.962). Beyond 256 the time per epoch grows faster than the score."""
+LONG_TEXT_LENGTH = DEFAULT_MAX_LENGTH
+"""Where most texts are longer than this, train on this many tokens: the default length, for the same reason
+(config.DEFAULT_MAX_LENGTH; the runs behind it, head+tail truncation included, are in benchmarks/results/defaults.md)."""
 
 
 def recommend_length(lengths: list[int], cfg) -> dict:
@@ -152,7 +151,7 @@ def recommend_length(lengths: list[int], cfg) -> dict:
         why = (f"95% of the train texts have up to {p95:.0f} tokens; {length} tokens scored best per minute of "
                f"training on long news articles (bbc-news), so the {truncated_share(lengths, length):.0%} of texts "
                f"that are longer keep their first {length} tokens")
-    from lft_core.train import auto_batch_size
+    from lft_core.batching import auto_batch_size
 
     kept = [min(n, length) for n in lengths]
     batch = cfg.batch_size or auto_batch_size(kept, length)

@@ -3,12 +3,10 @@ app shows (with ranges), and any special needs (a training callback, a step befo
 padding side). Nothing outside this file branches on a method's name, so adding a method is one entry.
 
 Defaults are measured where it mattered: good learning rates differ by orders of magnitude between methods
-(prompt tuning ~1e-2, LoRA ~1e-3, full fine-tuning ~5e-5). LoRA's 2e-3 was measured at batches of 8 to 16
-texts: on bbc-news (256 tokens, 2 epochs) it scored 0.981/0.962 against 0.976/0.958 at 1e-3 (seeds 7, 1); on
-airline-tweets (batches of 16, 1 epoch) 0.845 against 0.830. Larger default batches scale it up
-(train.default_learning_rate). At 4e-3 and batches of 8, LoRA collapsed to the
-majority class on airline-tweets (0.65). LoRA dropout is off (peft's own default): its random masks took a fifth
-of a bf16 MiniLM step on CPU, with the same mean accuracy on bbc-news over 3 seeds.
+(prompt tuning ~1e-2, LoRA ~1e-3, full fine-tuning ~5e-5). Each method's rate holds at batches of up to
+batching.LR_REFERENCE_BATCH texts; larger default batches scale it up (batching.default_learning_rate). LoRA dropout
+is off (peft's own default): its random masks cost step time for the same accuracy. The runs behind these choices
+are in benchmarks/results/defaults.md.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from lft_core.errors import LftError, first_line
+from lft_core.values import coerce
 
 # peft is imported inside the functions: it takes seconds to import, and the app lists methods at start-up.
 
@@ -226,10 +225,6 @@ LORA_TUNABLE = {"r": Param(int, 1, 64), "lora_alpha": Param(int, 1, 128),
 PROMPT_TUNABLE = {"num_virtual_tokens": Param(int, 1, 100)}
 LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
 
-LR_REFERENCE_BATCH = 16
-"""The methods' default learning rates were tuned at up to this many texts a batch; train.default_learning_rate
-scales them up for larger ones."""
-
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
@@ -323,8 +318,6 @@ def _option_types(spec: MethodSpec) -> dict[str, Any]:
 def typed_params(name: str, overrides: dict | None = None) -> tuple[dict, list[str]]:
     """The method's defaults with the user's options on top, each typed by its peft config field ('1e-2' becomes
     0.01), and the problems found: unknown options (with the nearest name), wrong types, values out of range."""
-    from lft_core.config import coerce
-
     spec = get_method(name)
     overrides = dict(overrides or {})
     if not spec.is_peft:
@@ -338,7 +331,7 @@ def typed_params(name: str, overrides: dict | None = None) -> tuple[dict, list[s
             problems.append(f"method '{name}' has no option '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
             continue
         try:
-            params[key] = _coerce_option(value, kinds[key], coerce, f"method_params.{key}")
+            params[key] = _coerce_option(value, kinds[key], f"method_params.{key}")
         except ValueError as exc:
             problems.append(str(exc))
     for key, param in spec.tunable.items():
@@ -350,7 +343,7 @@ def typed_params(name: str, overrides: dict | None = None) -> tuple[dict, list[s
     return params, problems
 
 
-def _coerce_option(value, kind, coerce, name):
+def _coerce_option(value, kind, name):
     """Simple field types (int, float, bool, str, Optional of one) are coerced; richer ones pass as given."""
     simple = {int, float, bool, str}
     args = [a for a in typing.get_args(kind) if a is not type(None)]

@@ -3,44 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import logging
 import os
 import re
 import shutil
-import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
 import torch
 
+from lft_core import hub
 from lft_core.errors import LftError, first_line
+from lft_core.hub import hub_reachable  # noqa: F401  (re-exported: its home is lft_core.hub)
 
 log = logging.getLogger("lft_core")
 
 DECODER_TYPES = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi", "phi3", "gpt_neox", "opt", "bloom", "falcon", "smollm3")
-
-
-@functools.lru_cache(maxsize=1)
-def _reachable(host: str, minute: int, timeout: float) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connect to the Hub, remembered for a minute. Without it, an offline machine spends 25 s in
-    huggingface_hub's retries before failing to load a Hub name; with it, we use the local cache only."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    return _reachable(host, int(time.time() // 60), timeout)
 
 
 def cache_dir() -> Path:
@@ -143,7 +123,7 @@ def resolve_model(name: str) -> str:
 def _offline_hint(name: str, source: str) -> str:
     if Path(source).exists():
         return ""
-    reason = " The Hugging Face Hub is unreachable (offline?) and the model is not cached." if not hub_reachable() else ""
+    reason = " The Hugging Face Hub is unreachable (offline?) and the model is not cached." if not hub.hub_reachable() else ""
     return f"{reason} If you are offline, use a built-in model ({', '.join(MODELS)}) or a local folder."
 
 
@@ -152,7 +132,7 @@ def load_model_config(name: str, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
     source = resolve_model(name)
-    local_only = not Path(source).exists() and not hub_reachable()
+    local_only = not Path(source).exists() and not hub.hub_reachable()
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, local_files_only=local_only)
     except (OSError, ValueError) as exc:
@@ -229,7 +209,7 @@ def load_base_model(model_name: str, label_names: list[str], *, quantize: str | 
 
     source = resolve_model(model_name)
     _check_weights_format(source, allow_pickle)
-    local_only = not Path(source).exists() and not hub_reachable()
+    local_only = not Path(source).exists() and not hub.hub_reachable()
     try:
         tokenizer = load_tokenizer(source, trust_remote_code, local_only)
         kwargs = quantization_kwargs(quantize) if quantize else {}
@@ -258,9 +238,8 @@ def load_base_model(model_name: str, label_names: list[str], *, quantize: str | 
 POOLERS = ("bert", "albert", "deberta", "deberta-v2", "ernie")
 """Model types whose classifier reads a pretrained pooler (a dense layer and tanh over the first token). It was
 trained for next-sentence prediction (or not at all, in a sentence-embedding model like MiniLM, which pools by
-mean), so it trains with the head, as in full fine-tuning: 148k more trainable weights on MiniLM. On bbc-news
-(2 epochs, seeds 42 / 7 / 1) LoRA scored 0.986 / 0.986 / 0.962 with it and 0.991 / 0.981 / 0.962 without: the
-same mean (benchmarks/results/bench_train-2026-11-30-bbc-3seeds.txt)."""
+mean), so it trains with the head, as in full fine-tuning; training it or not scored the same on average
+(benchmarks/results/defaults.md)."""
 
 
 def head_modules(model, new_modules: list[str]) -> list[str]:
@@ -325,7 +304,7 @@ def quantization_kwargs(quantize: str) -> dict:
 def tokenizer_for(name: str, trust_remote_code: bool = False):
     """The tokenizer of a model name (built-in, folder or Hub), for a health check's token lengths."""
     source = resolve_model(name)
-    local_only = not Path(source).exists() and not hub_reachable()
+    local_only = not Path(source).exists() and not hub.hub_reachable()
     try:
         return load_tokenizer(source, trust_remote_code, local_only)
     except (OSError, ValueError) as exc:

@@ -24,6 +24,14 @@ MARGIN = 0.005
 """Differences below half a point are 'no change': on a 212-text test split one text is 0.47 points."""
 COLLAPSE_SHARE = 0.98
 REFERENCE_NAMES = {"majority": "always the most frequent class", "tfidf": "TF-IDF + logistic regression"}
+NOT_MEASURED = "not measured"
+"""What a table shows for a METRICS entry that a report lacks (a run saved before that metric existed)."""
+
+
+def score_text(metrics: Metrics, key: str, digits: int = 4) -> str:
+    """A score for a table, or NOT_MEASURED when the report has none for `key`."""
+    value = metrics.scores.get(key)
+    return NOT_MEASURED if value is None else f"{value:.{digits}f}"
 
 
 # ---------------------------------------------------------------- the verdict
@@ -222,7 +230,7 @@ def read_report(run_dir: str | Path) -> RunReport:
 
 def comparison_rows(report: RunReport) -> list[tuple[str, str, str]]:
     """(metric, base, fine-tuned) for every headline metric, then F1 per class."""
-    rows = [(m.label, f"{report.base.scores[m.key]:.4f}", f"{report.finetuned.scores[m.key]:.4f}") for m in METRICS]
+    rows = [(m.label, score_text(report.base, m.key), score_text(report.finetuned, m.key)) for m in METRICS]
     for name, scores in report.finetuned.per_class.items():
         rows.append((f"F1 {name}", f"{report.base.per_class[name]['f1']:.4f}", f"{scores['f1']:.4f}"))
     return rows
@@ -233,7 +241,7 @@ def comparison_markdown(report: RunReport) -> str:
     head = "| metric | base | fine-tuned |" + "".join(f" {REFERENCE_NAMES.get(r, r)} |" for r in refs)
     lines = [head, "|---" * (3 + len(refs)) + "|"]
     for i, (metric, base, tuned) in enumerate(comparison_rows(report)):
-        extra = "".join(f" {report.references[r].scores[METRICS[i].key]:.4f} |" if i < len(METRICS) else " |"
+        extra = "".join(f" {score_text(report.references[r], METRICS[i].key)} |" if i < len(METRICS) else " |"
                         for r in refs)
         lines.append(f"| {metric} | {base} | {tuned} |{extra}")
     return "\n".join(lines)
@@ -291,9 +299,9 @@ def metrics_bar(rows: dict[str, Metrics]) -> go.Figure:
     """Every headline metric per model; rows maps a label ('base', 'fine-tuned', a run name) to its metrics."""
     fig = go.Figure()
     for i, (label, metrics) in enumerate(rows.items()):
-        values = [metrics.scores[m.key] for m in METRICS]
+        values = [metrics.scores.get(m.key) for m in METRICS]
         fig.add_bar(name=label, x=[m.label for m in METRICS], y=values, marker_color=PALETTE[i % len(PALETTE)],
-                    text=[f"{v:.3f}" for v in values], textposition="outside")
+                    text=[score_text(metrics, m.key, 3) for m in METRICS], textposition="outside")
     fig.update_layout(title="Test metrics", barmode="group", yaxis_range=[0, 1.12], height=360,
                       margin=dict(t=50, b=40, l=40, r=20), legend=dict(orientation="h", y=-0.15))
     return fig
@@ -378,7 +386,7 @@ def pareto(rows: list[dict]) -> go.Figure:
         if r["accuracy"] > best:
             frontier.append(r)
             best = r["accuracy"]
-    longest = max(r["train_s"] for r in rows) or 1
+    longest = max((r["train_s"] for r in rows), default=0) or 1
     fig = go.Figure()
     fig.add_scatter(x=[r["trainable"] for r in rows], y=[r["accuracy"] for r in rows], mode="markers+text",
                     text=[r["method"] for r in rows], textposition="top center", name="runs",

@@ -468,7 +468,8 @@ def load_adapter(adapter_dir: str | Path, merge: bool = False, allow_pickle: boo
     quantized. Raises LftError for a missing or damaged folder, a missing base, or an adapter that does not fit."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from lft_core.models import hub_reachable, no_cpu_repacking, quantization_kwargs
+    from lft_core.hub import hub_reachable
+    from lft_core.models import no_cpu_repacking, quantization_kwargs
 
     kind = check_adapter_dir(adapter_dir, allow_pickle)
     folder = str(adapter_dir)
@@ -565,7 +566,7 @@ def export_zip(name_or_path: str, root: Path | None = None) -> Path:
 
 def push_to_hub(name_or_path: str, repo_id: str, token: str, private: bool = True, root: Path | None = None) -> str:
     """Upload a finished run to a Hub model repository (created if needed); returns its address."""
-    from lft_core.models import hub_reachable
+    from lft_core.hub import hub_reachable
 
     run_dir = resolve_run(name_or_path, root)
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo_id or ""):

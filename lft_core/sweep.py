@@ -141,7 +141,8 @@ def _row(run_dir: Path) -> dict:
     size = sum(p.stat().st_size for p in run_dir.glob("*.safetensors"))
     return {
         "run": run_dir.name, "path": str(run_dir), "method": rep.method["name"], "seed": rep.config["seed"],
-        "config": run_dir.name.rsplit("-seed", 1)[0], **rep.finetuned.scores,
+        "config": run_dir.name.rsplit("-seed", 1)[0],
+        **{m.key: rep.finetuned.scores.get(m.key) for m in METRICS},  # None: saved before that metric existed
         "trainable": rep.parameters["trainable"], "trainable_pct": rep.parameters["trainable_percent"],
         "train_s": rep.timing["train_s"], "tokens_per_s": rep.throughput["train_tokens_per_s"],
         "peak_mb": rep.peak_memory_mb, "adapter_mb": size / 2**20,
@@ -184,6 +185,7 @@ def summarize(sweep_dir: Path, rows: list[dict], reference: list[dict], baseline
         r["p_vs_base"] = mcnemar_exact(r["correct"], base_correct)
         r["p_vs_best"] = 1.0 if r is best else mcnemar_exact(r["correct"], best["correct"])
     table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("correct", "losses", "path")} for r in done])
+    table = table.astype({m.key: float for m in METRICS})  # a metric no run measured: NaN, not None
     means = {f"{m.key}_mean": (m.key, "mean") for m in METRICS}
     grouped = table.groupby("config").agg(method=("method", "first"), runs=("seed", "count"), **means,
                                           acc_std=("accuracy", "std"), trainable=("trainable", "first"),
@@ -206,31 +208,35 @@ def summarize(sweep_dir: Path, rows: list[dict], reference: list[dict], baseline
     return {"sweep_dir": str(sweep_dir), "markdown": markdown, "recommendation": recommendation, "table": table}
 
 
+def _score(value) -> str:
+    return reports.NOT_MEASURED if value is None or pd.isna(value) else f"{value:.4f}"
+
+
 def _markdown(table, grouped, reference, base_metrics, recommendation, failed) -> str:
     metric_heads = " | ".join(m.label for m in METRICS)
     lines = [f"# Sweep report\n\n{recommendation}\n",
              f"| run | method | {metric_heads} | 95% CI | trainable (%) | train s | tokens/s | peak MB | adapter MB | "
              f"McNemar p vs base | p vs best |", "|---" * (11 + len(METRICS)) + "|"]
     for _, r in table.sort_values("accuracy", ascending=False).iterrows():
-        scores = " | ".join(f"{r[m.key]:.4f}" for m in METRICS)
+        scores = " | ".join(_score(r[m.key]) for m in METRICS)
         lines.append(f"| {r['run']} | {r['method']} | {scores} | {r['ci_low']:.3f}-{r['ci_high']:.3f} | "
                      f"{r['trainable']:,} ({r['trainable_pct']:.2f}%) | {r['train_s']:.0f} | {r['tokens_per_s']:.0f} | "
                      f"{r['peak_mb']:.0f} | {r['adapter_mb']:.2f} | {r['p_vs_base']:.2g} | {r['p_vs_best']:.2g} |")
     blanks = " | " * 9
-    base_scores = " | ".join(f"{base_metrics.scores[m.key]:.4f}" for m in METRICS)
+    base_scores = " | ".join(_score(base_metrics.scores.get(m.key)) for m in METRICS)
     lines.append(f"| base (fresh head) | - | {base_scores} | | 0{blanks}")
     for ref in reference:
         if "failed" in ref:
             lines.append(f"| {ref['run']} | failed: {ref['failed']} |" + " |" * (9 + len(METRICS)))
         else:
-            scores = " | ".join(f"{ref[m.key]:.4f}" for m in METRICS)
+            scores = " | ".join(_score(ref.get(m.key)) for m in METRICS)
             lines.append(f"| {ref['run']} | - | {scores} | | | {ref['train_s']:.0f} |" + " |" * 5)
     lines += ["", "Mean and standard deviation across seeds:", "",
               f"| configuration | method | runs | {' | '.join(m.label + ' mean' for m in METRICS)} | accuracy std | "
               f"trainable | train s |", "|---" * (6 + len(METRICS)) + "|"]
     for _, g in grouped.iterrows():
         std = "" if pd.isna(g["acc_std"]) else f"{g['acc_std']:.4f}"
-        means = " | ".join(f"{g[m.key + '_mean']:.4f}" for m in METRICS)
+        means = " | ".join(_score(g[m.key + "_mean"]) for m in METRICS)
         lines.append(f"| {g['config']} | {g['method']} | {g['runs']} | {means} | {std} | {g['trainable']:,} | "
                      f"{g['train_s']:.0f} |")
     for r in failed:

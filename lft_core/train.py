@@ -21,10 +21,12 @@ from safetensors.torch import load_file, save_file
 from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from lft_core import events
+# the batch and learning-rate policy lives in batching; its names stay importable from here
+from lft_core.batching import auto_batch_size, default_learning_rate, micro_batches  # noqa: F401
+from lft_core.batching import world_size as _world_size
 from lft_core.errors import LftError, StopRequested
 from lft_core.evaluate import encode, evaluate
 from lft_core.hardware import THREADS, Compute, call_work
-from lft_core.methods import LR_REFERENCE_BATCH
 
 log = logging.getLogger("lft_core")
 EARLY_LOG_STEPS = 10
@@ -102,7 +104,7 @@ class _EpochSeededSampler(torch.utils.data.Sampler):
 
     Batches are not grouped by length: on airline-tweets, length-grouped batches were nearly single-class
     (complaints are longer), the loss cycled with the batch length and LoRA collapsed to the majority class
-    (test accuracy 0.63 against 0.79 with random batches, benchmarks/results/). Dynamic padding still pads each
+    (benchmarks/results/defaults.md). Dynamic padding still pads each
     batch only to its own longest text."""
 
     def __init__(self, size: int, seed: int, lengths: list[int] | None = None, batch_size: int = 1):
@@ -322,47 +324,6 @@ class _GradGuard(TrainerCallback):
                            f"({args.learning_rate:g}) is probably too high. {_checkpoint_note(self.state_dir)}; lower it")
 
 
-TRAIN_BATCH_TOKENS = 1280
-"""Real tokens a training batch holds by default, never fewer than 8 texts: long texts (bbc-news at 256 tokens) come
-8 to a batch; tweets (90% under 40 tokens) 32, computed as two length-sorted halves (MICRO_BATCH_TEXTS), with the
-default learning rate scaled up (default_learning_rate). Airline-tweets, 1 epoch, means of seeds 42 / 7 / 1: 16
-tweets at 2e-3 trained in 106 s to 0.842 test accuracy; 32 in halves at 2.83e-3, 90 s to 0.843
-(benchmarks/results/bench_train-2026-11-2[9-30]-airline-3seeds.txt)."""
-
-def default_learning_rate(method_rate: float, batch_size: int) -> float:
-    """The method's rate, times sqrt(batch / LR_REFERENCE_BATCH) for larger batches: fewer, less noisy steps an
-    epoch take larger ones (the square-root rule for Adam; Malladi et al. 2022). A rate the user sets is theirs."""
-    return method_rate * math.sqrt(max(batch_size, LR_REFERENCE_BATCH) / LR_REFERENCE_BATCH)
-
-
-MIN_STEPS_PER_EPOCH = 50
-"""A small dataset keeps batches small enough for this many optimizer steps an epoch (96 short texts in batches of
-64 would be 2 steps, and learn nothing)."""
-
-
-def auto_batch_size(lengths: list[int], max_length: int) -> int:
-    """Texts per batch for about TRAIN_BATCH_TOKENS tokens, from the 90th percentile of the (truncated) lengths:
-    a multiple of 4 from 8 to 64, then capped (to any number from 8) so an epoch has MIN_STEPS_PER_EPOCH steps."""
-    typical = float(np.percentile(np.minimum(lengths, max_length), 90)) if len(lengths) else max_length
-    by_tokens = int(np.clip(4 * round(TRAIN_BATCH_TOKENS / max(typical, 1) / 4), 8, 64))
-    return max(8, min(by_tokens, len(lengths) // MIN_STEPS_PER_EPOCH))
-
-
-MICRO_BATCH_TEXTS = 16
-"""A batch of at least twice this many texts is computed in length-sorted micro-batches of about this many, their
-gradients summed before the step: the same batch and the same gradient, less padding. Random batches of 32 tweets
-were 61% real tokens, their two length-sorted halves 75%; a MiniLM step costs ~20 ms per forward and backward call
-on top of its tokens, so halves of fewer than 16 tweets cost more calls than they save."""
-
-
-def micro_batches(batch_size: int) -> int:
-    """The most micro-batches, up to 4, that split the batch evenly into at least MICRO_BATCH_TEXTS texts each;
-    1 under DDP, whose ranks would take alternate micro-batches of one sorted batch."""
-    if _world_size() > 1:
-        return 1
-    return max(k for k in (1, 2, 3, 4) if batch_size % k == 0 and (k == 1 or batch_size // k >= MICRO_BATCH_TEXTS))
-
-
 def call_shapes(lengths: list[int], batch_size: int, seed: int = 0) -> list[tuple[int, int]]:
     """(texts, padded length) of each forward call one epoch makes: the sampler's random batches, computed in
     micro-batches when the batch is large enough, each padded to its own longest text."""
@@ -375,10 +336,6 @@ def call_shapes(lengths: list[int], batch_size: int, seed: int = 0) -> list[tupl
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return math.ceil(n_train / (batch_size * _world_size()))
-
-
-def _world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _class_weights(labels: list[int], num_labels: int) -> torch.Tensor:

@@ -228,7 +228,7 @@ def test_hub_dataset_code_path(monkeypatch):
                         "validation": Dataset.from_dict(rows, features=features)})
     calls = []
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: calls.append((name, config)) or fake)
-    monkeypatch.setattr("lft_core.models.hub_reachable", lambda: True)
+    monkeypatch.setattr("lft_core.hub.hub_reachable", lambda: True)
     data = load_data(cfg(dataset="glue", dataset_config="sst2"))
     assert calls == [("glue", "sst2")]
     assert data["train"].features["label"].names == ["neg", "pos"]

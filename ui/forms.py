@@ -11,7 +11,6 @@ import gradio as gr
 
 import lft_core
 from lft_core import DEFAULT_MAX_LENGTH, LftError, RunConfig
-from lft_core.methods import LR_REFERENCE_BATCH
 
 DEFAULTS = RunConfig()
 PARAM_SLOTS = 3
@@ -195,9 +194,8 @@ def build_config(data: DataForm, given: dict, train: TrainForm | None = None) ->
 
 
 def learning_rate_hint(spec) -> str:
-    """What an empty learning rate means: the method's rate, scaled up for large batches (train.default_learning_rate)."""
-    n = LR_REFERENCE_BATCH
-    return f"method default: {spec.learning_rate:g}, x sqrt(batch / {n}) above {n} texts"
+    """What an empty learning rate means: the method's rate, scaled up for large batches (lft_core.batching)."""
+    return lft_core.learning_rate_hint(spec.learning_rate)
 
 
 def error(exc: LftError) -> gr.Error:

@@ -158,7 +158,7 @@ class JobManager:
                 self._keep_a_spare()
 
     def _keep_a_spare(self) -> None:
-        """A spare worker imports for ~6 s of one core, which on two cores slowed the start of the job beside it;
+        """A spare worker's imports take seconds of a core, which on two cores slowed the start of the job beside it;
         so it is made while nothing trains, or for the next job when one is waiting in the queue."""
         if self.warm and not self.closed.is_set() and (self.spare is None or self.spare.poll() is not None):
             self.spare = self._spawn_worker()

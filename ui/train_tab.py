@@ -52,7 +52,7 @@ def create_train_tab(data: dict, jobs: JobManager) -> dict:
                                api_name=False)
     outputs = [status, bar, loss_plot, epoch_table, log, finished_run]
     # The stream has its own status line and progress bar; Gradio's pulsing border around outputs that are being
-    # streamed to redrew the page all through training (13% of a 2-core machine, in a local Chromium).
+    # streamed to redrew the page all through training (its CPU cost: benchmarks/results/defaults.md).
     streamed = {"outputs": outputs, "concurrency_limit": None, "show_progress": "hidden"}
     train.click(partial(on_train, jobs, data_form, form), inputs=data_form.inputs | form.inputs, api_name="train",
                 **streamed)
