@@ -433,3 +433,23 @@ def app_export_dir(run_dir: Path, kind: str) -> Path:
     """Where the app keeps a run's exports: inside the run folder, so deleting the run removes them too."""
     return Path(run_dir) / "exports" / kind
 
+
+def app_export(run: str | Path, kind: str, root: Path | None = None) -> ExportResult:
+    """The run's export of `kind` in its own folder (app_export_dir): the existing one if it was made after the
+    run finished, else a new one."""
+    from lft_core.runs import read_status, resolve_run
+
+    run_dir = resolve_run(str(run), root)
+    folder = app_export_dir(run_dir, kind)
+    if is_export(folder):
+        info = json.loads((folder / EXPORT_INFO).read_text())
+        if info.get("exported", 0) >= read_status(run_dir).get("finished", float("inf")):
+            return ExportResult(folder, kind, info.get("parity", {}))
+    return export(run_dir, kind, folder, overwrite=True, root=root)
+
+
+def zip_export(result: ExportResult, run_name: str) -> Path:
+    """A zip of an export folder in a temporary folder, named after the run and the kind."""
+    target = Path(tempfile.mkdtemp(prefix="lft-export-")) / f"{run_name}-{result.kind}"
+    return Path(shutil.make_archive(str(target), "zip", root_dir=result.path.parent, base_dir=result.path.name))
+
