@@ -145,7 +145,7 @@ def test_merged_export_loads_without_peft_or_lft_core_and_reproduces_the_run(whi
 
 def test_prompt_learning_cannot_merge_and_says_so(runs_root, tiny_models, keyword_csv, tmp_path):
     prompt = run(RunConfig(model=tiny_models["bert"], dataset=keyword_csv, epochs=1, max_length=32,
-                           method="prompt_tuning", tfidf_reference=False, output=str(runs_root / "prompt")))
+                           method="prompt-tuning", tfidf_reference=False, output=str(runs_root / "prompt")))
     with pytest.raises(LftError, match="prompt-learning method whose virtual tokens cannot be merged") as caught:
         exports.export_merged(prompt.run_dir, tmp_path / "out")
     assert "\n" not in str(caught.value)
@@ -389,3 +389,17 @@ def test_report_to_names_a_tracker_that_is_missing_or_unknown(monkeypatch):
         validate(config_from_dict({"report_to": "tensorbored"}))
     validate(config_from_dict({"report_to": "none"}))
     assert RunConfig().report_to is None  # off by default
+
+
+def test_the_train_form_passes_the_tracker_through():
+    import gradio as gr
+
+    from ui.forms import DataForm, TrainForm, build_config
+
+    with gr.Blocks():
+        data, train = DataForm.create(), TrainForm.create()
+    given = {widget: widget.value for widget in data.inputs | train.inputs}
+    assert build_config(data, given, train).report_to is None  # "none" by default
+    given[train.report_to] = "tensorboard"
+    assert build_config(data, given, train).report_to == "tensorboard"
+    assert train.setters({"report_to": "mlflow"})[train.report_to] == "mlflow"
