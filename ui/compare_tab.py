@@ -234,8 +234,6 @@ def on_zip(root: Path, name):
                        f"predictions. Unpacked anywhere, it loads with plain peft (see its README.md).")
 
 
-
-
 def on_batch(root: Path, chosen, file):
     try:
         if file is None:
