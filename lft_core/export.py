@@ -6,6 +6,7 @@ check. A folder that is not an export of ours is never written into."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -291,11 +292,17 @@ def _export_graph(model, tokenizer, path: Path) -> list[str]:
     batch, sequence = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=2, max=8192)
     shapes = ({0: batch, 1: sequence},) * len(names)
     large = sum(p.numel() * p.element_size() for p in model.parameters()) > 1.8 * 2**30  # protobuf's 2 GB limit
-    with torch.inference_mode(False), torch.no_grad():
-        program = torch.onnx.export(_Logits(model, names), args, dynamo=True, input_names=names,
-                                    output_names=["logits"], dynamic_shapes=(shapes,), opset_version=ONNX_OPSET,
-                                    external_data=large, verbose=False)
-        program.save(str(path), external_data=large)
+    quiet = logging.getLogger("torch.onnx")  # it warns, once per export, about torchvision ops we do not use
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            program = torch.onnx.export(_Logits(model, names), args, dynamo=True, input_names=names,
+                                        output_names=["logits"], dynamic_shapes=(shapes,), opset_version=ONNX_OPSET,
+                                        external_data=large, verbose=False)
+    finally:
+        quiet.setLevel(level)
+    program.save(str(path), external_data=large)
     return names
 
 

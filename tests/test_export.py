@@ -403,3 +403,12 @@ def test_the_train_form_passes_the_tracker_through():
     given[train.report_to] = "tensorboard"
     assert build_config(data, given, train).report_to == "tensorboard"
     assert train.setters({"report_to": "mlflow"})[train.report_to] == "mlflow"
+
+
+def test_export_help_prints(capsys):
+    from lft_core.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["export", "--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "--merged OUT" in out and "--onnx OUT" in out
