@@ -412,3 +412,19 @@ def test_export_help_prints(capsys):
         main(["export", "--help"])
     out = capsys.readouterr().out
     assert done.value.code == 0 and "--merged OUT" in out and "--onnx OUT" in out
+
+
+def test_the_apps_export_button_gives_a_zip_and_reuses_a_fresh_export(tiny_run):
+    import zipfile
+
+    from ui.compare_tab import on_export
+
+    path, note = on_export(tiny_run.parent, tiny_run.name, "merged")
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    assert {"merged/model.safetensors", "merged/config.json", "merged/export.json"} <= names
+    parity = json.loads((tiny_run / "exports" / "merged" / "export.json").read_text())["parity"]
+    assert f"reproduces {parity['agreement']:.1%} of the run's test predictions" in note
+    stamp = (tiny_run / "exports" / "merged" / "export.json").stat().st_mtime
+    on_export(tiny_run.parent, tiny_run.name, "merged")
+    assert (tiny_run / "exports" / "merged" / "export.json").stat().st_mtime == stamp  # not exported again
