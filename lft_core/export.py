@@ -95,16 +95,18 @@ def check_target(out: str | Path, overwrite: bool = False) -> Path:
 def check_mergeable(run_dir: Path) -> None:
     """Prompt-learning methods add virtual tokens in front of the input rather than changing weights: there is
     nothing to fold into the base, so they cannot be merged (nor exported to ONNX, which runs the merged model)."""
-    config = Path(run_dir) / "adapter_config.json"
-    if not config.exists():
+    from peft import PeftConfig
+
+    if not (Path(run_dir) / "adapter_config.json").exists():
         return  # a plain method's folder is a whole model already
     try:
-        values = json.loads(config.read_text())
-    except ValueError as exc:
-        raise LftError(f"{config} is damaged ({first_line(exc)}); the run folder is incomplete") from None
-    peft_type = str(values.get("peft_type", ""))
-    if peft_type in ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PROMPT_TUNING", "CPT"):
-        raise LftError(f"run {Path(run_dir).name} uses {peft_type.lower().replace('_', ' ')}, a prompt-learning method "
+        config = PeftConfig.from_pretrained(str(run_dir))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise LftError(f"{run_dir}/adapter_config.json is damaged ({first_line(exc)}); the run folder is incomplete") \
+            from None
+    if config.is_prompt_learning:
+        kind = str(config.peft_type.value if hasattr(config.peft_type, "value") else config.peft_type)
+        raise LftError(f"run {Path(run_dir).name} uses {kind.lower().replace('_', ' ')}, a prompt-learning method "
                        f"whose virtual tokens cannot be merged into the base's weights; deploy the adapter folder "
                        f"itself with peft (see its README.md)")
 
