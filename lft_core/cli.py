@@ -148,11 +148,41 @@ def cmd_predict(args) -> int:
 
     header = True
     for frame in predict_stream(args.adapter, args.input, text_column=args.text_column, batch_size=args.batch_size,
-                                max_length=args.max_length, allow_pickle=args.allow_pickle):
+                                max_length=args.max_length, allow_pickle=args.allow_pickle, backend=args.backend):
         frame.to_csv(sys.stdout, index=False, header=header)
         header = False
         sys.stdout.flush()
     return 0
+
+
+# ---------------------------------------------------------------- export (deployment)
+
+
+def cmd_export(args) -> int:
+    from lft_core.export import check_target, export, find_run
+
+    targets = [(kind, out) for kind, out in (("merged", args.merged), ("onnx", args.onnx)) if out]
+    if not targets:
+        raise LftError("say what to export: --merged OUT (a standalone transformers model), --onnx OUT, or both")
+    if len(targets) == 2 and Path(args.merged).expanduser().absolute() == Path(args.onnx).expanduser().absolute():
+        raise LftError("--merged and --onnx need two different folders")
+    find_run(args.adapter)  # every input checked before the first export starts
+    for _, out in targets:
+        check_target(out, args.overwrite)
+    for kind, out in targets:
+        print(export(args.adapter, kind, out, overwrite=args.overwrite).summary())
+    return 0
+
+
+def _add_export_parser(sub) -> None:
+    parser = sub.add_parser("export", help="a finished run as a merged model and/or ONNX, checked against its test "
+                                           "predictions")
+    parser.add_argument("--adapter", required=True, metavar="RUN", help="a finished run: its folder, or its name in "
+                                                                        "saved_adapters/")
+    parser.add_argument("--merged", metavar="OUT", help="folder for the merged model (loads with transformers alone)")
+    parser.add_argument("--onnx", metavar="OUT", help="folder for the ONNX model (runs with onnxruntime)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
+    parser.set_defaults(func=cmd_export)
 
 
 def cmd_list(args) -> int:
@@ -222,7 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=_positive_int, help="texts per batch (default: about 1,024 tokens a batch)")
     predict.add_argument("--max-length", type=_positive_int, help="default: the run's max_length")
     predict.add_argument("--allow-pickle", action="store_true")
+    predict.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                         help="torch: a run folder or a merged export; onnx: an ONNX export, run with onnxruntime")
     predict.set_defaults(func=cmd_predict)
+
+    _add_export_parser(sub)
 
     sweep = sub.add_parser("sweep", help="train several configurations on one split and compare them")
     sweep.add_argument("sweep", help="sweep YAML (see examples/sweep_methods.yaml)")

@@ -100,6 +100,9 @@ class RunConfig:
     overwrite: bool = field(default=False, metadata=_doc("write into a non-empty --output"))
     save_steps: int = field(default=200, metadata=_doc("checkpoint every N optimizer steps (and at each epoch end)"))
     save_total_limit: int = field(default=2, metadata=_doc("checkpoints kept in the run folder while it trains"))
+    report_to: str | None = field(default=None, metadata=_doc(
+        "experiment trackers that also get the loss and validation scores, comma-separated: tensorboard (event "
+        "files in <run>/logs), trackio, mlflow, wandb; off by default"))
 
     # safety
     trust_remote_code: bool = field(default=False, metadata=_doc("allow a Hub model's own Python code to run"))
@@ -218,4 +221,28 @@ def _range_problems(cfg: RunConfig) -> list[str]:
         problems.append(f"weight_decay must be in [0, 1) (got {cfg.weight_decay})")
     if not isinstance(cfg.method_params, dict):
         problems.append("method_params must be a mapping, e.g. {r: 8, lora_alpha: 16}")
+    problems += tracker_problems(cfg.report_to)
+    return problems
+
+
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "trackio": ("trackio", "trackio"),
+            "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
+"""--report-to names (transformers' report_to values) -> (module to find, package to install)."""
+
+
+def trackers(report_to: str | None) -> list[str]:
+    """The tracker names in a --report-to value; 'none' and empty mean none."""
+    names = [n.strip().lower() for n in str(report_to or "").split(",") if n.strip()]
+    return [n for n in names if n != "none"]
+
+
+def tracker_problems(report_to: str | None) -> list[str]:
+    import importlib.util
+
+    problems = []
+    for name in trackers(report_to):
+        if name not in TRACKERS:
+            problems.append(f"report_to: unknown tracker '{name}'; choose from {', '.join(TRACKERS)} (or none)")
+        elif importlib.util.find_spec(TRACKERS[name][0]) is None:
+            problems.append(f"report_to: {name} is not installed; pip install {TRACKERS[name][1]}, or leave it out")
     return problems

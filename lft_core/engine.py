@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from lft_core import events, runs
-from lft_core.config import RunConfig, config_from_dict, default_max_length, validate
+from lft_core.config import RunConfig, config_from_dict, default_max_length, trackers, validate
 from lft_core.data import load_data
 from lft_core.errors import LftError, StopRequested, first_line
 from lft_core.estimate import RunClock, RunEstimate, calibrate, estimate_run, eval_shapes, phase
@@ -272,7 +272,8 @@ class _Job:
             attention=self.attention, save_steps=cfg.save_steps,
             save_total_limit=cfg.save_total_limit, resume=bool(self.resume), progress_bar=self.progress_bar,
             validation_s=_validation_estimate(self.estimate, baseline, data),
-            after_training_s=self.clock.later_s("train"), run_started=self.clock.started)
+            after_training_s=self.clock.later_s("train"), run_started=self.clock.started,
+            report_to=trackers(cfg.report_to))
         with phase(self.clock, "train"):
             return train(model, base.tokenizer, data, args, state_dir, self.say, self.stop,
                          callbacks=spec.callbacks(model) if spec.callbacks else None, train_ids=self.train_ids)

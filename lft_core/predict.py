@@ -131,14 +131,19 @@ def _batched(items, size: int) -> Iterator[list[str]]:
 
 def predict_stream(adapter_dir: str, source: str, text_column: str | None = None, batch_size: int | None = None,
                    max_length: int | None = None, allow_pickle: bool = False,
-                   every_class: bool = False) -> Iterator[pd.DataFrame]:
+                   every_class: bool = False, backend: str = "torch") -> Iterator[pd.DataFrame]:
     """Yield one labelled frame per batch of input; the row index continues across batches. Raises LftError for
     a bad folder, input or option, and for input with no texts at all."""
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise LftError(f"--batch-size must be a positive integer (got {batch_size})")
     if max_length is not None and max_length < 1:
         raise LftError(f"--max-length must be a positive integer (got {max_length})")
-    predictor = Predictor(adapter_dir, max_length, allow_pickle)
+    if backend == "onnx":
+        from lft_core.export import OnnxPredictor
+
+        predictor = OnnxPredictor(adapter_dir, max_length)
+    else:
+        predictor = Predictor(adapter_dir, max_length, allow_pickle)
     offset = 0
     for texts in _chunks(source, text_column, (batch_size or 8) * 16):
         if not texts:

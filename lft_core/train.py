@@ -69,6 +69,8 @@ class TrainArgs:
     """estimated time for saving, reloading, the final evaluation and the references, added to the time left"""
     run_started: float | None = None
     """time.time() when the run began, so progress can say what share of the whole run is done"""
+    report_to: list[str] = field(default_factory=list)
+    """experiment trackers (transformers' report_to names) that get the loss and the validation scores"""
 
 
 @dataclass
@@ -215,6 +217,7 @@ class _RunCallback(TrainerCallback):
         self.started = self.last_log = time.perf_counter()
         self.start_step, self.bar, self.first_step_end = 0, None, None
         self.validation_s = args.validation_s
+        self.trainer = None
 
     # best-epoch bookkeeping survives a resume through two small files beside the checkpoints
     def _load_best(self) -> dict:
@@ -306,6 +309,8 @@ class _RunCallback(TrainerCallback):
         if self.is_main:
             self.emit(events.EpochEnd(epoch=epoch, step=state.global_step, scores=dict(metrics.scores),
                                       best_epoch=self.best["epoch"]))
+        if self.trainer is not None and self.args.report_to:  # trackers get the scores the app plots
+            self.trainer.log({f"eval_{k}": float(v) for k, v in metrics.scores.items()})
         control.should_save = True  # a checkpoint at every epoch end, besides every save_steps
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -372,7 +377,7 @@ def _training_arguments(args: TrainArgs, state_dir: Path, n_train: int) -> Train
         logging_steps=max(1, min(10, steps_per_epoch(n_train, args.batch_size) // 10)),
         logging_first_step=True, save_strategy="steps", save_steps=args.save_steps,
         save_total_limit=args.save_total_limit, eval_strategy="no", seed=args.seed, data_seed=args.seed,
-        remove_unused_columns=False, report_to="none", disable_tqdm=True, use_cpu=not cuda,
+        remove_unused_columns=False, report_to=args.report_to or "none", disable_tqdm=True, use_cpu=not cuda,
         dataloader_num_workers=0, logging_nan_inf_filter=False, save_only_model=False, torch_compile=args.compile)
 
 
@@ -391,13 +396,17 @@ def train(model, tokenizer, data, args: TrainArgs, state_dir: Path, emit: events
     is_main = training_args.process_index == 0
     weights = _class_weights(list(data["train"]["label"]), model.config.num_labels) if args.class_weights else None
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=args.pad_to_multiple_of)
+    run_callback = _RunCallback(model, tokenizer, data, args, state_dir, emit, stop, result, is_main)
     trainer = _GuardedTrainer(
         model=model, args=training_args, train_dataset=train_set, data_collator=collator,
-        callbacks=[_RunCallback(model, tokenizer, data, args, state_dir, emit, stop, result, is_main),
-                   _GradGuard(model, state_dir), *(callbacks or [])],
+        callbacks=[run_callback, _GradGuard(model, state_dir), *(callbacks or [])],
         bf16=result.precision == "bf16", class_weights=weights, state_dir=state_dir,
         train_lengths=lengths, attention=args.attention)
     trainer.remove_callback(PrinterCallback)  # our callback reports progress; raw log dicts are noise
+    run_callback.trainer = trainer  # to log the validation scores to the trackers, as Trainer.evaluate would
+    for callback in trainer.callback_handler.callbacks:
+        if type(callback).__name__ == "TensorBoardCallback" and callback.logging_dir is None:
+            callback.logging_dir = str(state_dir.parent / "logs")  # its default, in checkpoints/, goes at the end
     checkpoint = _resume_point(state_dir) if args.resume else None
     start = time.perf_counter()
     try:

@@ -53,8 +53,9 @@ def test_run_folder_contents(minilm_run):
     html = (folder / "report.html").read_text()
     assert "DecompressionStream" in html and "Plotly.newPlot" in html and "https://" not in html.split("<script>")[1][:200]
     card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: peft") and "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
-    assert "AutoPeftModelForSequenceClassification" in card and "num_labels=len(labels)" in card
+    front = card.split("---")[1]
+    assert "library_name: peft" in front and "base_model: sentence-transformers/all-MiniLM-L6-v2" in front
+    assert "PeftModel.from_pretrained(base" in card and "num_labels=len(labels)" in card
 
 
 def test_events_in_order_in_one_log(minilm_run):

@@ -4,6 +4,7 @@ delete, report, zip, push to the Hub); and predictions for a whole file."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -69,12 +70,8 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
             report_button = gr.Button("Report (report.html)", scale=1)
             zip_button = gr.Button("Download as zip", scale=1)
             download = gr.File(label="Download", scale=2, height=70)
-        with gr.Row():
-            repo = gr.Textbox(label="Hub repository", placeholder="your-name/my-adapter", scale=2)
-            token = gr.Textbox(label="Access token (write)", type="password", scale=2)
-            private = gr.Checkbox(value=True, label="Private", scale=1)
-            push = gr.Button("Push to the Hub", scale=1)
         action_note = gr.Markdown()
+        create_export_and_deploy(root, run, action_note)
 
     with gr.Accordion("Predict a whole file", open=False):
         with gr.Row():
@@ -111,8 +108,6 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
                         api_name="report")
     zip_button.click(lambda name: on_zip(root, name), inputs=[run], outputs=[download, action_note],
                      api_name="download_zip")
-    push.click(lambda name, r, t, p: on_push(root, name, r, t, p), inputs=[run, repo, token, private],
-               outputs=[action_note], api_name="push")
     batch.click(lambda chosen, f: on_batch(root, chosen, f), inputs=[selected, batch_input], outputs=[batch_output],
                 api_name="predict_file")
     return {"selected": selected, "refresh": lambda current=None: on_refresh(root, current), "refreshed": refreshed,
@@ -239,14 +234,6 @@ def on_zip(root: Path, name):
                        f"predictions. Unpacked anywhere, it loads with plain peft (see its README.md).")
 
 
-def on_push(root: Path, name, repo, token, private):
-    try:
-        url = lft_core.push_to_hub(name or "", (repo or "").strip(), token or "", bool(private), root)
-    except LftError as exc:
-        raise error(exc) from None
-    return f"Pushed **{name}** to [{url}]({url})."
-
-
 def on_batch(root: Path, chosen, file):
     try:
         if file is None:
@@ -254,3 +241,66 @@ def on_batch(root: Path, chosen, file):
         return str(lft_core.predict_file(_checked(root, chosen)[-1], file if isinstance(file, str) else file.name))
     except LftError as exc:
         raise error(exc) from None
+
+
+# ---------------------------------------------------------------- export and deploy
+
+
+def on_space() -> bool:
+    """A Hugging Face Space sets SPACE_ID; there the Hub's OAuth sign-in replaces a pasted token."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def create_export_and_deploy(root: Path, run: gr.Dropdown, note: gr.Markdown) -> dict:
+    """The All runs accordion's export (merged model or ONNX, as a zip) and Hub push. On a Space the push signs in
+    with gr.LoginButton (scopes in the README's front matter) and uses that OAuth token; elsewhere a token box."""
+    space = on_space()
+    with gr.Accordion("Export and deploy", open=False):
+        with gr.Row():
+            merged = gr.Button("Export merged model", scale=1)
+            onnx = gr.Button("Export ONNX", scale=1)
+            exported = gr.File(label="Export (zip)", scale=2, height=70)
+        with gr.Row():
+            repo = gr.Textbox(label="Hub repository", placeholder="your-name/my-adapter", scale=2)
+            if space:
+                gr.LoginButton(scale=1)
+            token = gr.Textbox(label="Access token (write)", type="password", scale=2, visible=not space)
+            private = gr.Checkbox(value=True, label="Private", scale=1)
+            with_merged = gr.Checkbox(value=False, label="Also the merged model", scale=1)
+            push = gr.Button("Push to the Hub", scale=1)
+
+    def push_as_user(name, repo_id, token_text, is_private, also_merged, oauth_token: gr.OAuthToken | None = None):
+        return on_push(root, name, repo_id, token_text, is_private, also_merged, oauth_token)
+
+    merged.click(lambda name: on_export(root, name, "merged"), inputs=[run], outputs=[exported, note],
+                 api_name="export_merged")
+    onnx.click(lambda name: on_export(root, name, "onnx"), inputs=[run], outputs=[exported, note],
+               api_name="export_onnx")
+    push.click(push_as_user, inputs=[run, repo, token, private, with_merged], outputs=[note], api_name="push")
+    return {"push": push_as_user, "token": token, "repo": repo}
+
+
+def on_export(root: Path, name, kind: str):
+    from lft_core.export import app_export, zip_export
+
+    try:
+        result = app_export(name or "", kind, root)
+        path = zip_export(result, Path(name).name)
+    except LftError as exc:
+        raise error(exc) from None
+    what = ("loads with transformers alone (AutoModelForSequenceClassification)" if kind == "merged"
+            else "runs with onnxruntime")
+    return str(path), (f"**{path.name}** ({path.stat().st_size / 2**20:.0f} MB): {what}; it reproduces "
+                       f"{result.parity.get('agreement', 0):.1%} of the run's test predictions (export.json).")
+
+
+def on_push(root: Path, name, repo, token, private, merged=False, oauth_token=None):
+    """Push with the signed-in user's OAuth token on a Space, else with the pasted token."""
+    if on_space() and oauth_token is None and not (token or "").strip():
+        raise gr.Error("sign in with Hugging Face (the button beside the repository) to push", duration=None)
+    try:
+        url = lft_core.push_to_hub(name or "", (repo or "").strip(), oauth_token or token or "", bool(private), root,
+                                   merged=bool(merged))
+    except LftError as exc:
+        raise error(exc) from None
+    return f"Pushed **{name}** to [{url}]({url})" + (" with its merged model (merged/)." if merged else ".")

@@ -11,6 +11,7 @@ import gradio as gr
 
 import lft_core
 from lft_core import DEFAULT_MAX_LENGTH, LftError, RunConfig
+from lft_core.config import TRACKERS
 
 DEFAULTS = RunConfig()
 PARAM_SLOTS = 3
@@ -91,6 +92,7 @@ class TrainForm:
     target_modules: gr.Textbox
     options: gr.Textbox
     class_weights: gr.Checkbox
+    report_to: gr.Dropdown
 
     @classmethod
     def create(cls) -> "TrainForm":
@@ -112,12 +114,15 @@ class TrainForm:
                                         label="Target modules", info="pre-filled for the architecture")
             options = gr.Textbox(value="", label="Other method options (YAML)", lines=1, max_lines=4,
                                  info="e.g. encoder_hidden_size: 128; overrides the fields above")
-        return cls(method, learning_rate, epochs, batch_size, sliders, target_modules, options, class_weights)
+            report_to = gr.Dropdown(["none", *TRACKERS], value="none", label="Experiment tracker",
+                                    info="also log the loss and validation scores (the tracker must be installed)")
+        return cls(method, learning_rate, epochs, batch_size, sliders, target_modules, options, class_weights,
+                   report_to)
 
     @property
     def inputs(self) -> set:
         return {self.method, self.learning_rate, self.epochs, self.batch_size, *self.params, self.target_modules,
-                self.options, self.class_weights}
+                self.options, self.class_weights, self.report_to}
 
     @staticmethod
     def param_updates(method: str, values: dict) -> list[dict]:
@@ -146,13 +151,16 @@ class TrainForm:
                   "method_params": params, "class_weights": bool(given[self.class_weights])}
         if str(given[self.learning_rate] or "").strip():
             values["learning_rate"] = str(given[self.learning_rate]).strip()
+        if given[self.report_to] not in (None, "", "none"):
+            values["report_to"] = given[self.report_to]
         return values
 
     def setters(self, cfg: dict) -> dict:
         method = cfg.get("method", DEFAULTS.method)
         params = {**lft_core.METHODS[method].defaults, **(cfg.get("method_params") or {})}
         updates = {self.method: method, self.learning_rate: cfg.get("learning_rate") or "", self.epochs: cfg.get("epochs"),
-                   self.batch_size: cfg.get("batch_size") or "", self.class_weights: bool(cfg.get("class_weights"))}
+                   self.batch_size: cfg.get("batch_size") or "", self.class_weights: bool(cfg.get("class_weights")),
+                   self.report_to: cfg.get("report_to") or "none"}
         for slider, update in zip(self.params, self.param_updates(method, params)):
             updates[slider] = gr.update(**update)
         targets = params.get("target_modules")

@@ -63,8 +63,8 @@ def minilm() -> str:
 
 def summarize(result, wall: float) -> None:
     report = result.report
-    tuned, base = report.finetuned["accuracy"], report.base["accuracy"]
-    tfidf = (report.references or {}).get("tfidf_logreg", {}).get("accuracy") if hasattr(report, "references") else None
+    tuned, base = report.finetuned.scores["accuracy"], report.base.scores["accuracy"]
+    tfidf = report.references["tfidf"].scores.get("accuracy") if "tfidf" in report.references else None
     print(json.dumps({"wall_s": round(wall, 1), "train_s": round(report.timing["train_s"], 1),
                       "train_tokens_per_s": round(report.throughput["train_tokens_per_s"]),
                       "accuracy": round(tuned, 4), "base_accuracy": round(base, 4), "tfidf_accuracy": tfidf,
