@@ -24,8 +24,8 @@ from lft_core.evaluate import METRICS, Metrics, compute_metrics, evaluate  # noq
 from lft_core import events, stats  # noqa: E402
 from lft_core.baselines import majority_class, tfidf_logreg  # noqa: E402
 from lft_core.batching import default_learning_rate, learning_rate_hint  # noqa: E402
-from lft_core.config import (DEFAULT_MAX_LENGTH, RunConfig, config_from_dict, default_max_length,  # noqa: E402
-                             load_config, parse_yaml, validate)
+from lft_core.config import (DEFAULT_MAX_LENGTH, TRACKERS, RunConfig, config_from_dict,  # noqa: E402
+                             default_max_length, load_config, parse_yaml, validate)
 from lft_core.errors import LftError, StopRequested  # noqa: E402
 from lft_core.hardware import choose_compute, describe_machine  # noqa: E402
 from lft_core.hub import hub_reachable  # noqa: E402
@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # the lazy names, for editors and type checkers: keep in step
     from lft_core.compare import changed_rows, comparison_figures, example_texts, live_predict, summary_table
     from lft_core.data import DATASETS, detect_text_column, guess_columns, list_datasets, load_data, read_columns
     from lft_core.engine import RunResult, check_run, estimate_run_time, evaluate_base, run
+    from lft_core.export import app_export, zip_export
     from lft_core.health import check_dataset
     from lft_core.predict import Predictor, predict_file
     from lft_core.report import RunReport, read_report
@@ -52,7 +53,7 @@ _LAZY = {
     "Predictor": "predict", "predict_file": "predict",
     # transformers + peft
     "RunResult": "engine", "check_run": "engine", "evaluate_base": "engine", "run": "engine",
-    "estimate_run_time": "engine",
+    "estimate_run_time": "engine", "app_export": "export", "zip_export": "export",
     # plotly (and pandas)
     "report": None, "RunReport": "report", "read_report": "report",
     "changed_rows": "compare", "comparison_figures": "compare", "example_texts": "compare", "live_predict": "compare",
@@ -64,7 +65,7 @@ __all__ = [
     # configuration and errors
     "RunConfig", "config_from_dict", "load_config", "validate", "parse_yaml", "DEFAULT_MAX_LENGTH",
     "default_max_length", "LftError", "StopRequested", "HostLimits", "host_limits", "apply_host_limits",
-    "default_learning_rate", "learning_rate_hint", "hub_reachable",
+    "default_learning_rate", "learning_rate_hint", "hub_reachable", "TRACKERS",
     # registries
     "DATASETS", "list_datasets", "load_data", "read_columns", "detect_text_column", "guess_columns",
     "METHODS", "list_methods", "get_method", "default_params",
@@ -79,7 +80,7 @@ __all__ = [
     "read_run_config", "end_unfinished",
     # using and comparing runs
     "Predictor", "predict_file", "summary_table", "changed_rows", "example_texts", "comparison_figures",
-    "live_predict",
+    "live_predict", "app_export", "zip_export",
     # modules
     "events", "report", "stats",
 ]

@@ -281,7 +281,7 @@ def create_export_and_deploy(root: Path, run: gr.Dropdown, note: gr.Markdown) ->
 
 
 def on_export(root: Path, name, kind: str):
-    from lft_core.export import app_export, zip_export
+    from lft_core import app_export, zip_export
 
     try:
         result = app_export(name or "", kind, root)

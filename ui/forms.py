@@ -10,8 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 import lft_core
-from lft_core import DEFAULT_MAX_LENGTH, LftError, RunConfig
-from lft_core.config import TRACKERS
+from lft_core import DEFAULT_MAX_LENGTH, TRACKERS, LftError, RunConfig
 
 DEFAULTS = RunConfig()
 PARAM_SLOTS = 3
