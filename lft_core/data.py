@@ -191,22 +191,39 @@ def _columns_by_file(files: dict[str, list[Path]]) -> str:
     return "; ".join(parts)
 
 
+def _json_where(exc: ValueError, line: int) -> str:
+    """'line 52, column 9: Expecting ...' (json's own position is within the line it was given)."""
+    column = getattr(exc, "colno", None)
+    return f"line {line}" + (f", column {column}" if column else "") + f": {getattr(exc, 'msg', None) or first_line(exc)}"
+
+
 def first_bad_json_line(path: Path) -> str | None:
-    """'line 52: Expecting ...' for the first line of a JSON Lines file that is not JSON; None if every line
-    is. datasets and pandas parse in blocks and report the position inside a block, not in the file."""
+    """'line 52: Expecting ...' for the first line of a JSON Lines file that is not JSON (for a .json file that is
+    one document, where that document breaks); None if it parses. datasets and pandas parse in blocks and report
+    the position inside a block, not in the file."""
     if path.suffix.lower() not in (".jsonl", ".json"):
         return None
     try:
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    json.loads(line)
-                except ValueError as exc:
-                    return f"line {number}: {first_line(exc)}"
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
+    if path.suffix.lower() == ".json":
+        try:
+            json.loads(text)
+            return None
+        except ValueError as exc:
+            whole = exc
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except ValueError as exc:
+            if path.suffix.lower() == ".json" and not first.lstrip().startswith("{"):
+                return _json_where(whole, whole.lineno)  # one document (an array), not JSON Lines
+            return _json_where(exc, number)
     return None
 
 
@@ -274,7 +291,7 @@ def _read_error(path: Path, why: str, paths: list[Path] = (), files: dict[str, l
     for file in paths:
         bad = first_bad_json_line(file)
         if bad:
-            return f"{file} is not valid JSON Lines at {bad}; fix or remove that line"
+            return f"could not read {file}: not valid JSON Lines at {bad}; fix or remove that line"
     if "Couldn't cast" in why or "column names don't match" in why.lower():
         return (f"the files of {path} have different columns ({_columns_by_file(files or {})}); give every file the "
                 f"same column names")
@@ -703,6 +720,8 @@ def load_data(cfg) -> DatasetDict:
                            f"column names")
     if known is None:
         _number_spellings(frames, label, bool(getattr(cfg, "keep_label_spellings", False)))
+    for frame in frames.values():
+        frame.attrs.pop("lft_files", None)  # the user's paths stay out of the datasets made from these frames
     frames = {split: _clean(frame, text, label, split) for split, frame in frames.items()}
     if known is None and not getattr(cfg, "keep_label_spellings", False):
         _merge_label_variants(frames)

@@ -127,7 +127,7 @@ def _chunks(source: str, text_column: str | None, size: int) -> Iterator[list[st
     except (pd.errors.ParserError, ValueError) as exc:
         bad = first_bad_json_line(path)
         if bad:
-            raise LftError(f"input {path} is not valid JSON Lines at {bad}; fix or remove that line") from None
+            raise LftError(f"could not read {path}: not valid JSON Lines at {bad}; fix or remove that line") from None
         raise LftError(f"could not read {path}: {first_line(exc)}") from None
 
 

@@ -359,14 +359,16 @@ def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
 
 @pytest.mark.parametrize("length", ["1", "7"])
 def test_max_length_below_the_minimum_is_refused(length, tmp_path, capsys):
-    code, out, err = in_process(["run", "--max-length", length, "--output", str(tmp_path / "r")], capsys)
+    # a dataset that does not exist: were max_length not checked first, the run would stop there, not train
+    code, out, err = in_process(["run", "--max-length", length, "--dataset", str(tmp_path / "none.csv"), "--output",
+                                 str(tmp_path / "r")], capsys)
     one_line_error(code, err, "max_length must be at least 8 tokens")
     assert not (tmp_path / "r").exists()
 
 
 def test_a_yaml_key_given_twice_is_refused_by_name(tmp_path, capsys):
     path = tmp_path / "run.yaml"
-    path.write_text("epochs: 1\nmodel: minilm\nepochs: 5\n")
+    path.write_text(f"epochs: 1\ndataset: {tmp_path / 'none.csv'}\nepochs: 5\n")
     code, out, err = in_process(["run", "--config", str(path)], capsys)
     one_line_error(code, err, "key 'epochs' is given twice (lines 1 and 3)")
 
@@ -396,7 +398,7 @@ def test_predict_clips_a_huge_line_before_tokenizing(trained_run, tmp_path, monk
 
     monkeypatch.setattr(predict_module, "predict_logits", spy)
     path = tmp_path / "huge.txt"
-    path.write_text("goal match team " * 1_000_000 + "\nsoftware chip\n")  # a 16 MB line
+    path.write_text("goal match team " * 125_000 + "\nsoftware chip\n")  # a 2 MB line
     frame = pd.concat(predict_module.predict_stream(str(trained_run), str(path)))
     assert len(frame) == 2 and max(seen) <= 32 * predict_module.CHARS_PER_TOKEN
     # the clipped text labels as the whole would: the kept tokens are the same
