@@ -188,10 +188,16 @@ RUN_STATES = ("running", "queued", "complete", "stopped", "failed", "interrupted
 
 
 def is_run_folder(path: Path) -> bool:
-    """Whether a folder was made by a run of ours: its status.json is a run's (the app queues a folder with that
-    file alone). Only such a folder may be overwritten: anything else may be a user's own files."""
+    """Whether a folder was made by a run of ours: a run's status.json, and its run_config.json (written as soon as
+    the folder is reserved), unless the folder holds nothing more than what reserving writes (a queued folder, or
+    a run killed at once). Only such a folder may be overwritten: anything else may be a user's own files."""
     path = Path(path)
-    return (path / "status.json").is_file() and read_status(path).get("status") in RUN_STATES
+    status = read_status(path).get("status") if (path / "status.json").is_file() else None
+    if status not in RUN_STATES:
+        return False
+    if status == "queued" or (path / RUN_CONFIG).is_file() or (path / STATE / RUN_CONFIG).is_file():
+        return True
+    return {p.name for p in path.iterdir()} <= {"status.json", EVENTS, STATE}
 
 
 def _holds_runs_root(path: Path) -> str:

@@ -82,13 +82,22 @@ def test_overwrite_of_the_runs_folder_itself_is_refused(tiny_models, good_csv, t
     assert (root / "an-old-run" / "status.json").exists() and not (root / "status.json").exists()
 
 
-def test_overwrite_of_a_run_folder_is_still_allowed(tmp_path):
+def test_overwrite_of_a_run_folder_is_still_allowed_and_a_lookalike_is_not(tmp_path):
     from lft_core.runs import check_output
 
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "status.json").write_text(json.dumps({"status": "failed"}))
-    check_output(str(run_dir), overwrite=True)  # raises nothing
+    check_output(str(run_dir), overwrite=True)  # only what reserving writes: ours
+    (run_dir / "checkpoints" / "run_config.json").write_text("{}")
+    (run_dir / "notes.txt").write_text("mine")
+    check_output(str(run_dir), overwrite=True)  # a run's config: ours, and notes.txt is never touched by a run
+    other = tmp_path / "other-tool"
+    other.mkdir()
+    (other / "status.json").write_text(json.dumps({"status": "complete"}))
+    (other / "weights.bin").write_bytes(b"not ours")
+    with pytest.raises(LftError, match="not a run folder of lft_core.*status.json, weights.bin"):
+        check_output(str(other), overwrite=True)
 
 
 # ---------------------------------------------------------------- 2. a reference that cannot be computed is skipped
