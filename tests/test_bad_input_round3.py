@@ -432,7 +432,7 @@ def test_a_broken_jsonl_line_is_named_by_its_line(tmp_path):
     lines[51] = '{"text": "broken, "label": "a"}'
     path = tmp_path / "broken.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(LftError, match="at line 52:"):
+    with pytest.raises(LftError, match="not valid JSON Lines at line 52, column "):
         load_data(RunConfig(dataset=str(path)))
 
 
@@ -443,7 +443,7 @@ def test_predict_names_the_broken_jsonl_line(trained_run, tmp_path):
     lines[51] = '{"text": "broken}'
     path = tmp_path / "broken.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(LftError, match="at line 52:"):
+    with pytest.raises(LftError, match="not valid JSON Lines at line 52, column "):
         list(predict_stream(str(trained_run), str(path)))
 
 
