@@ -51,8 +51,8 @@ class Predictor:
 
 CHARS_PER_TOKEN = 32
 """Characters kept per token of max_length before tokenizing: far more than any tokenizer's pieces need (English
-averages ~4 a token), so the kept tokens are the same, while a 20 MB line is never tokenized whole (its
-encoding, offsets and ids took 3.2 GB)."""
+averages ~4 a token), so the kept tokens are the same, while a line of many megabytes is never tokenized whole
+(its encoding, offsets and ids took gigabytes)."""
 
 
 def clip_text(text: str, max_length: int, truncation: str = "head") -> str:
