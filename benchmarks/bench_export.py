@@ -152,8 +152,8 @@ def main() -> None:
               f"best of {args.repeats} passes after a warm-up")
         print(f"export time: merged {merged_s:.1f} s, ONNX {onnx_s:.1f} s (each with its parity check)")
         print()
-        print(f"| backend | texts/s | tokens/s | x torch fp32 | max abs logit diff vs fp32 | same predictions |")
-        print(f"|---|---|---|---|---|---|")
+        print("| backend | texts/s | tokens/s | x torch fp32 | max abs logit diff vs fp32 | same predictions |")
+        print("|---|---|---|---|---|---|")
         base_s = results["torch fp32"][0]
         for name, (seconds, logits) in results.items():
             agree = float(np.mean(logits.argmax(-1) == reference.argmax(-1)))

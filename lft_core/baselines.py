@@ -23,8 +23,27 @@ def majority_class(data) -> Metrics:
     return compute_metrics(labels, np.full(len(labels), top), names)
 
 
+class ReferenceUnavailable(Exception):
+    """A reference that cannot be computed on this data; the message says why. A reference is context for the
+    verdict, so the run skips it and says so rather than fail a model that trained fine."""
+
+
+def _why_no_tfidf(exc: ValueError, n_train: int) -> str:
+    """scikit-learn's reasons in words a user can act on."""
+    message = str(exc)
+    if "After pruning, no terms remain" in message:
+        return (f"no word appears in two or more of the {n_train:,} training texts (TF-IDF keeps only words seen at "
+                f"least twice)")
+    if "empty vocabulary" in message:
+        return ("the training texts hold no words of two or more letters or digits (only emoji, punctuation or "
+                "single characters?)")
+    return message.splitlines()[0] if message else type(exc).__name__
+
+
 def tfidf_logreg(data, seed: int = 42) -> Metrics:
-    """Word and bigram TF-IDF with a logistic regression, trained on the same train split in seconds."""
+    """Word and bigram TF-IDF with a logistic regression, trained on the same train split in seconds.
+
+    Raises ReferenceUnavailable when the train texts give it nothing to learn from (too few, or no words)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -32,8 +51,12 @@ def tfidf_logreg(data, seed: int = 42) -> Metrics:
     start = time.perf_counter()
     model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
                           LogisticRegression(max_iter=2000, C=10.0, random_state=seed))
-    model.fit(list(data["train"]["text"]), list(data["train"]["label"]))
-    predictions = model.predict(list(data["test"]["text"]))
+    texts = [str(t) for t in data["train"]["text"]]
+    try:
+        model.fit(texts, list(data["train"]["label"]))
+    except ValueError as exc:  # sklearn's way to say the vocabulary or the classes are unusable
+        raise ReferenceUnavailable(_why_no_tfidf(exc, len(texts))) from None
+    predictions = model.predict([str(t) for t in data["test"]["text"]])
     metrics = compute_metrics(np.asarray(data["test"]["label"]), predictions, data["test"].features["label"].names)
     metrics.seconds = time.perf_counter() - start
     return metrics

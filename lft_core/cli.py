@@ -121,6 +121,8 @@ def cmd_run(args) -> int:
     from lft_core import events, report
     from lft_core.engine import run
 
+    if args.resume:
+        _refuse_settings_with_resume(args)
     cfg = None if args.resume else _config_from_args(args)
     stop, seen = threading.Event(), {}
 
@@ -141,6 +143,18 @@ def cmd_run(args) -> int:
         print("\n" + report.cli_summary(result.report))
         print(f"saved: {result.run_dir}")
     return 0
+
+
+def _refuse_settings_with_resume(args) -> None:
+    """--resume continues a run exactly as it was configured (its checkpoint's optimizer and schedule are for
+    those settings), so a setting given beside it would be ignored: refuse it, by name."""
+    flags = run_flags()
+    given = [flags[name] for name in flags if getattr(args, name, None) is not None]
+    if args.config:
+        given.insert(0, "--config")
+    if given:
+        raise LftError(f"--resume continues {args.resume} with the settings it was started with; {', '.join(given)} "
+                       f"would be ignored. Drop {'it' if len(given) == 1 else 'them'}, or start a new run with them")
 
 
 def cmd_predict(args) -> int:
@@ -226,6 +240,42 @@ def cmd_worker(args) -> int:
     return nested.func(nested)
 
 
+# ---------------------------------------------------------------- `runs`: list and remove run folders
+
+
+def cmd_runs(args) -> int:
+    """`runs` lists every run folder (a dead 'running' one as interrupted); `runs rm NAME` removes one."""
+    from lft_core.runs import adapters_root, delete_run, list_runs
+
+    if args.action == "rm":
+        if not args.names:
+            raise LftError("runs rm needs the name of a run (see `python -m lft_core runs`)")
+        for name in args.names:
+            print(f"removed {delete_run(name)}")
+        return 0
+    if args.names:
+        raise LftError(f"`runs` takes no names ({' '.join(args.names)}); to remove runs: `python -m lft_core runs rm NAME`")
+    found = list_runs()
+    if not found:
+        print(f"no runs in {adapters_root()}")
+        return 0
+    width = max(len(r.name) for r in found)
+    for info in found:
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in info.scores.items() if isinstance(v, (int, float)))
+        note = scores or info.message
+        extra = " (resumable: --resume " + info.path + ")" if info.resumable else ""
+        print(f"{info.name.ljust(width)}  {info.status:11s}  {info.model or '?'} / {info.dataset or '?'} / "
+              f"{info.method or '?'}" + (f"  {note}" if note else "") + extra)
+    return 0
+
+
+def _add_runs_command(sub) -> None:
+    runs = sub.add_parser("runs", help="list run folders (status, scores); `runs rm NAME` removes one")
+    runs.add_argument("action", nargs="?", choices=("list", "rm"), default="list")
+    runs.add_argument("names", nargs="*", help="runs to remove (names as listed, e.g. sweep-x/run)")
+    runs.set_defaults(func=cmd_runs)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -268,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in ("methods", "models", "datasets"):
         sub.add_parser(name, help=f"list the built-in {name}").set_defaults(func=cmd_list)
+
+    _add_runs_command(sub)
     return parser
 
 

@@ -48,6 +48,9 @@ class RunConfig:
     test_split: str | None = field(default=None, metadata=_doc("Hub split to test on"))
     label_names: list[str] | None = field(default=None, metadata=_doc(
         "expected class names, comma-separated; the run fails if the data has another set"))
+    keep_label_spellings: bool = field(default=False, metadata=_doc(
+        "keep labels written differently as separate classes ('01', '1' and '1.0'; 'Food' and 'food'); by default "
+        "they are merged, with a warning naming them"))
     max_train_samples: int | None = field(default=None, metadata=_doc("stratified subset of the train split"))
     max_eval_samples: int | None = field(default=None, metadata=_doc("stratified cap on validation and test"))
 
@@ -116,6 +119,9 @@ class RunConfig:
 FIELDS = [f.name for f in dataclasses.fields(RunConfig)]
 _TYPES = typing.get_type_hints(RunConfig)
 _POSITIVE_INTS = ("save_steps", "save_total_limit")
+MIN_MAX_LENGTH = 8
+"""Fewer tokens leave a text its special tokens ([CLS], [SEP]) and a word or two: below this the tokenizer would
+quietly keep more (3 at max_length 1) or nothing of the text."""
 MAX_EPOCHS = 1000
 
 
@@ -127,6 +133,20 @@ class _Loader(yaml.SafeLoader):
     number, and it is the usual way to write a learning rate."""
 
 
+def _mapping_without_repeats(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A key given twice is refused: PyYAML silently keeps the last value, so one of the two is a typo."""
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key '{key}' is given twice (lines {seen[key]} and {key_node.start_mark.line + 1}); keep "
+                            f"one", key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
 
@@ -201,6 +221,9 @@ def _range_problems(cfg: RunConfig) -> list[str]:
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             problems.append(f"{name} must be a positive integer (got {value!r})")
+    if isinstance(cfg.max_length, int) and 1 <= cfg.max_length < MIN_MAX_LENGTH:
+        problems.append(f"max_length must be at least {MIN_MAX_LENGTH} tokens (got {cfg.max_length}): a text needs its "
+                        f"special tokens and some words; leave it empty for the default ({DEFAULT_MAX_LENGTH})")
     for name in ("max_length", "batch_size", "eval_batch_size", "max_train_samples", "max_eval_samples"):
         value = getattr(cfg, name)
         if value is not None and (not isinstance(value, int) or value < 1):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -141,6 +144,106 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line(exc)}" if isinstance(exc, UnicodeDecodeError) else first_line(exc)
 
 
+def _split_files(path: Path) -> dict[str, list[Path]]:
+    """A folder's files per split, as datasets names them (train/validation/dev/test..., in file names or
+    subfolders), through its own data-file patterns, so our reading and its naming rules cannot drift."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    try:
+        patterns = get_data_patterns(str(path))
+        files = DataFilesDict.from_patterns(patterns, base_path=str(path))
+    except Exception:  # datasets' EmptyDatasetError and friends: leave the folder to load_dataset's own message
+        return {}
+    found = {}
+    for split, names in files.items():
+        kept = [Path(n) for n in names if Path(n).suffix.lower() in LOCAL_SUFFIXES]
+        if kept:
+            found[str(split)] = kept
+    return found
+
+
+def _header(path: Path) -> list[str]:
+    """A data file's column names, read without reading its rows."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return [str(c) for c in pd.read_csv(path, nrows=0, sep="\t" if suffix == ".tsv" else ",").columns]
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    with path.open(encoding="utf-8", errors="replace") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        row = json.loads(first)
+    except ValueError:
+        return []
+    return [str(k) for k in row] if isinstance(row, dict) else []
+
+
+def _columns_by_file(files: dict[str, list[Path]]) -> str:
+    parts = []
+    for split, paths in files.items():
+        for file in paths:
+            try:
+                parts.append(f"{split} ({file.name}): {', '.join(_header(file)) or '?'}")
+            except (OSError, ValueError, UnicodeDecodeError):
+                parts.append(f"{split} ({file.name}): unreadable")
+    return "; ".join(parts)
+
+
+def _json_where(exc: ValueError, line: int) -> str:
+    """'line 52, column 9: Expecting ...' (json's own position is within the line it was given)."""
+    column = getattr(exc, "colno", None)
+    return f"line {line}" + (f", column {column}" if column else "") + f": {getattr(exc, 'msg', None) or first_line(exc)}"
+
+
+def first_bad_json_line(path: Path) -> str | None:
+    """'line 52: Expecting ...' for the first line of a JSON Lines file that is not JSON (for a .json file that is
+    one document, where that document breaks); None if it parses. datasets and pandas parse in blocks and report
+    the position inside a block, not in the file."""
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if path.suffix.lower() == ".json":
+        try:
+            json.loads(text)
+            return None
+        except ValueError as exc:
+            whole = exc
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except ValueError as exc:
+            if path.suffix.lower() == ".json" and not first.lstrip().startswith("{"):
+                return _json_where(whole, whole.lineno)  # one document (an array), not JSON Lines
+            return _json_where(exc, number)
+    return None
+
+
+def _read_split(kind: str, files: list[Path], sep: str | None = None) -> pd.DataFrame:
+    """One split's files read by datasets into pandas, with a cache that lives only as long as the read: a run
+    keeps no copy of the user's data outside its own folder (datasets would leave one in
+    ~/.cache/huggingface/datasets for every file it reads)."""
+    import datasets
+
+    args = {"path": kind, "data_files": {"train": [str(f) for f in files]}, "keep_in_memory": True}
+    if sep:
+        args["sep"] = sep
+    cache = tempfile.mkdtemp(prefix="lft-read-")
+    try:
+        with _quiet_datasets():
+            return datasets.load_dataset(**args, cache_dir=cache)["train"].to_pandas()
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 def _load_local(path: Path) -> dict[str, pd.DataFrame]:
     """A file ('all') or a folder of split files (named train/validation/dev/test...), read by datasets."""
     import datasets
@@ -151,37 +254,47 @@ def _load_local(path: Path) -> dict[str, pd.DataFrame]:
             raise LftError(f"{path}: unsupported file type '{path.suffix}'; use one of {', '.join(LOCAL_SUFFIXES)}")
         if path.stat().st_size == 0:
             raise LftError(f"{path} is empty; it needs a header and at least one labelled row")
-        args = {"path": kind, "data_files": {"train": str(path)}}
-        if path.suffix.lower() == ".tsv":
-            args["sep"] = "\t"
+        files = {"all": [path]}
     elif path.is_dir():
         if not any(f.suffix.lower() in LOCAL_SUFFIXES for f in path.iterdir()):
             raise LftError(f"folder {path} has no csv/json/jsonl/parquet files; name them train.csv, validation.csv, "
                            f"test.csv, or pass a single file")
-        args = {"path": str(path)}
+        files = _split_files(path)
+        if not files:
+            raise LftError(f"folder {path} has no split files datasets recognises; name them train.csv, "
+                           f"validation.csv, test.csv, or pass a single file")
     else:
         raise LftError(f"{path} is not a regular file or folder; pass a csv/json/jsonl/parquet file or a folder of them")
-    try:
-        with _quiet_datasets():
-            loaded = datasets.load_dataset(**args)
-    except datasets.exceptions.DatasetGenerationError as exc:
-        raise LftError(_read_error(path, _why(exc))) from None
-    except (ValueError, OSError, TypeError) as exc:
-        empty = re.search(r'Instruction "(\w+)" corresponds to no data', str(exc))
-        if empty and path.is_dir():
-            raise LftError(f"the {empty.group(1)} split in {path} has no data rows; it needs at least one labelled "
-                           f"text") from None
-        if empty or "doesn't contain any data" in str(exc):
-            raise LftError(f"{path} has no data rows; it needs a header and at least one labelled row") from None
-        raise LftError(_read_error(path, _why(exc))) from None
-    if path.is_file():
-        return {"all": loaded["train"].to_pandas()}
-    return {split: part.to_pandas() for split, part in loaded.items()}
+    frames = {}
+    for split, paths in files.items():
+        kinds = {LOCAL_SUFFIXES[p.suffix.lower()] for p in paths}
+        if len(kinds) > 1:
+            raise LftError(f"the {split} split of {path} mixes file types ({', '.join(p.name for p in paths)}); "
+                           f"use one type per split")
+        tsv = all(p.suffix.lower() == ".tsv" for p in paths)
+        try:
+            frames[split] = _read_split(kinds.pop(), paths, "\t" if tsv else None)
+        except datasets.exceptions.DatasetGenerationError as exc:
+            raise LftError(_read_error(path, _why(exc), paths, files)) from None
+        except (ValueError, OSError, TypeError) as exc:
+            if re.search(r'Instruction "(\w+)" corresponds to no data', str(exc)) or "doesn't contain any data" in str(exc):
+                where = f"the {split} split in {path}" if path.is_dir() else str(path)
+                raise LftError(f"{where} has no data rows; it needs a header and at least one labelled row") from None
+            raise LftError(_read_error(path, _why(exc), paths, files)) from None
+        frames[split].attrs["lft_files"] = [str(p) for p in paths]
+    return frames
 
 
-def _read_error(path: Path, why: str) -> str:
+def _read_error(path: Path, why: str, paths: list[Path] = (), files: dict[str, list[Path]] | None = None) -> str:
     if "UnicodeDecodeError" in why or "utf-8" in why.lower() or "utf8" in why.lower():
         return f"{path} is not UTF-8 text ({why.split(': ', 1)[-1]}); re-save it as UTF-8"
+    for file in paths:
+        bad = first_bad_json_line(file)
+        if bad:
+            return f"could not read {file}: not valid JSON Lines at {bad}; fix or remove that line"
+    if "Couldn't cast" in why or "column names don't match" in why.lower():
+        return (f"the files of {path} have different columns ({_columns_by_file(files or {})}); give every file the "
+                f"same column names")
     return f"could not read {path}: {why}"
 
 
@@ -307,6 +420,41 @@ def detect_columns(frame: pd.DataFrame, text_column: str | None, label_column: s
     return text, label
 
 
+# ---------------------------------------------------------------- a text column chosen among several
+
+
+def _looks_like_prose(values: pd.Series) -> bool:
+    """Mostly values with spaces, ten characters or more on average: sentences, not ids, codes or labels."""
+    values = values.dropna().astype(str)
+    if values.empty:
+        return False
+    return values.str.contains(" ").mean() >= 0.5 and values.str.len().mean() >= 10
+
+
+def ignored_text_columns(frame: pd.DataFrame, used: str, exclude=()) -> list[str]:
+    """Columns besides `used` (and `exclude`) that hold prose too: a detected text column leaves them out."""
+    return [str(c) for c in frame.columns if c != used and c not in exclude
+            and (frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])) and _looks_like_prose(frame[c])]
+
+
+def text_column_rule(column: str) -> str:
+    """Why a detected text column was chosen, in the words of detect_text_column's rules."""
+    if str(column).lower() in TEXT_CANDIDATES:
+        return "its name is a usual name for texts"
+    return "it is the only column of text, or the one of long, mostly distinct texts"
+
+
+def warn_ignored_text_columns(frame: pd.DataFrame, used: str, exclude=(), flag: str = "--text-column") -> None:
+    """A detected text column, when other columns hold text too, is said out loud: which one is used, by which
+    rule, and which are ignored. (A recognised pair of columns, such as question and passage, is not ignored
+    text: sentence-pair support handles it before this is called.)"""
+    ignored = ignored_text_columns(frame, used, exclude)
+    if ignored:
+        log.warning("using column '%s' as the text (%s) and ignoring %s, which also hold%s text; pass %s to use "
+                    "another column", used, text_column_rule(used),
+                    name_some([f"'{c}'" for c in ignored]), "s" if len(ignored) == 1 else "", flag)
+
+
 def _clean(frame: pd.DataFrame, text: str, label: str, split: str) -> pd.DataFrame:
     frame = frame[[text, label]].rename(columns={text: "text", label: "label"})
     listed = frame["label"].map(lambda v: isinstance(v, (list, tuple, dict, np.ndarray)))
@@ -317,6 +465,8 @@ def _clean(frame: pd.DataFrame, text: str, label: str, split: str) -> pd.DataFra
     if missing.any():
         rows = ", ".join(str(i) for i in frame.index[missing][:5])
         raise LftError(f"{split}: {int(missing.sum())} rows have no label (rows {rows}...); fill or remove them")
+    if pd.api.types.is_bool_dtype(frame["label"]):  # True/False labels keep their names, not 0/1
+        frame["label"] = frame["label"].map({True: "True", False: "False"})
     frame["text"] = frame["text"].fillna("").astype(str)
     empty = frame["text"].str.strip() == ""
     if empty.all():
@@ -346,9 +496,69 @@ def _merge_label_variants(frames: dict[str, pd.DataFrame]) -> None:
         if len(spellings) > 1 or spellings[0] != target:
             merged.append(f"{', '.join(repr(s) for s in spellings)} -> {target!r}")
     if merged:
-        log.warning("labels that differ only in case or surrounding spaces were merged: %s", "; ".join(merged))
+        log.warning("labels that differ only in case or surrounding spaces were merged: %s; pass "
+                    "--keep-label-spellings to keep them apart", name_some(merged, sep="; "))
     for frame in frames.values():
         frame["label"] = frame["label"].astype(str).map(canonical)
+
+
+def _raw_labels(file: Path, label: str) -> list[str] | None:
+    """The label column of a csv/tsv/jsonl file as written, one string a row, or None where it cannot be read
+    that way (parquet keeps its types, so '01' stays '01' there)."""
+    suffix = file.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        frame = pd.read_csv(file, dtype=str, keep_default_na=False, usecols=[label], sep="\t" if suffix == ".tsv" else ",")
+        return frame[label].tolist()
+    if suffix in (".jsonl", ".json"):
+        values = []
+        with file.open(encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    value = row.get(label) if isinstance(row, dict) else None
+                    values.append(value if isinstance(value, str) else json.dumps(value))
+        return values
+    return None
+
+
+def _number_spellings(frames: dict[str, pd.DataFrame], label: str, keep: bool) -> None:
+    """Labels such as '01', '1' and '1.0' are read as one number, so they would silently be one class. Say so,
+    naming the spellings, and with keep (--keep-label-spellings) train them as the classes they are written as."""
+    raw = {}
+    for split, frame in frames.items():
+        files = frame.attrs.get("lft_files")
+        if not files or not pd.api.types.is_numeric_dtype(frame[label]) or pd.api.types.is_bool_dtype(frame[label]):
+            return
+        try:
+            parts = [_raw_labels(Path(f), label) for f in files]
+        except (OSError, ValueError, KeyError):
+            return
+        if any(p is None for p in parts) or sum(len(p) for p in parts) != len(frame):
+            return
+        raw[split] = pd.Series([v for p in parts for v in p], index=frame.index)
+    values = pd.concat([frames[split][label] for split in raw])
+    spelled = pd.concat(list(raw.values())).str.strip()
+    groups = spelled.groupby(values.values).unique()
+    merged = [(number, sorted(spellings)) for number, spellings in groups.items() if len(spellings) > 1]
+    if not merged:
+        return
+    if keep:
+        for split, strings in raw.items():
+            frames[split][label] = strings.str.strip().where(frames[split][label].notna())
+        log.warning("labels written differently are kept as separate classes (--keep-label-spellings): %s",
+                    name_some([", ".join(repr(s) for s in spellings) for _, spellings in merged], sep="; "))
+        return
+    described = [f"{', '.join(repr(s) for s in spellings)} -> '{int(n) if float(n).is_integer() else n}'"
+                 for n, spellings in merged]
+    log.warning("labels written differently but read as the same number were merged into one class: %s; pass "
+                "--keep-label-spellings to keep them apart", name_some(described, sep="; "))
+
+
+def name_some(items: list, limit: int = 5, sep: str = ", ") -> str:
+    """The first few of a long list, and how many more: warnings stay one readable line for 1,000 classes."""
+    items = [str(i) for i in items]
+    shown = sep.join(items[:limit])
+    return shown + (f" and {len(items) - limit:,} more" if len(items) > limit else "")
 
 
 def _class_names(frames: dict[str, pd.DataFrame], known: list[str] | None) -> list[str]:
@@ -462,14 +672,28 @@ def _check_splits(frames: dict[str, pd.DataFrame], names: list[str]) -> None:
     counts = {split: np.bincount(frame["label"], minlength=len(names)) for split, frame in frames.items()}
     untrained = [names[i] for i in range(len(names)) if counts["train"][i] == 0]
     if untrained:
-        log.warning("classes with no training example: %s; the model cannot learn them", ", ".join(untrained))
+        log.warning("%d classes with no training example: %s; the model cannot learn them", len(untrained),
+                    name_some(untrained))
+    _warn_too_few_per_class(counts["train"], names)
     for split, consequence in (("validation", "the best epoch is chosen without them"),
                                ("test", "they are trained on but cannot be scored, and macro-F1 leaves them out")):
         absent = [f"{names[i]} ({int(sum(c[i] for c in counts.values()))} examples)" for i in range(len(names))
                   if counts[split][i] == 0 and counts["train"][i] > 0]
         if absent:
-            log.warning("classes absent from the %s split (too few examples to split): %s; %s", split,
-                        ", ".join(absent), consequence)
+            log.warning("%d classes absent from the %s split (too few examples to split): %s; %s", len(absent), split,
+                        name_some(absent), consequence)
+
+
+FEW_PER_CLASS = 5
+"""Fewer training examples than this for most classes: fine-tuning has next to nothing to learn each class from."""
+
+
+def _warn_too_few_per_class(train_counts: np.ndarray, names: list[str]) -> None:
+    few = [names[i] for i, n in enumerate(train_counts) if 0 < n < FEW_PER_CLASS]
+    if len(few) > len(names) / 2:
+        log.warning("%d of %d classes have fewer than %d training examples (%s): too few to learn a class from, "
+                    "expect accuracy near chance (1/%d); merge rare classes or add examples", len(few), len(names),
+                    FEW_PER_CLASS, name_some(few), len(names))
 
 
 def _to_dataset(frame: pd.DataFrame, names: list[str]) -> Dataset:
@@ -485,12 +709,21 @@ def load_data(cfg) -> DatasetDict:
     frames, known = read_source(cfg)
     first = next(iter(frames.values()))
     text, label = detect_columns(first, cfg.text_column, cfg.label_column)
+    if cfg.text_column is None:
+        warn_ignored_text_columns(first, text, exclude=(label,))
     for split, frame in frames.items():
         missing = [c for c in (text, label) if c not in frame.columns]
         if missing:
-            raise LftError(f"{split} split lacks column(s) {', '.join(missing)}; its columns: {', '.join(frame.columns)}")
-    frames = {split: _clean(frame, text, label, split) for split, frame in frames.items()}
+            others = "; ".join(f"{name}: {', '.join(map(str, f.columns))}" for name, f in frames.items() if name != split)
+            raise LftError(f"{split} split lacks column(s) {', '.join(missing)}; its columns: "
+                           f"{', '.join(map(str, frame.columns))} (other splits: {others}); give every split the same "
+                           f"column names")
     if known is None:
+        _number_spellings(frames, label, bool(getattr(cfg, "keep_label_spellings", False)))
+    for frame in frames.values():
+        frame.attrs.pop("lft_files", None)  # the user's paths stay out of the datasets made from these frames
+    frames = {split: _clean(frame, text, label, split) for split, frame in frames.items()}
+    if known is None and not getattr(cfg, "keep_label_spellings", False):
         _merge_label_variants(frames)
     names = _class_names(frames, known)
     if cfg.label_names is not None and list(cfg.label_names) != names:

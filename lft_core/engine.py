@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
 import logging
@@ -30,7 +29,8 @@ from lft_core.evaluate import Metrics, encode, evaluate, predict_logits, softmax
 from lft_core.hardware import THREADS, Compute, choose_compute, describe_machine
 from lft_core.limits import check_model_size
 from lft_core.methods import MethodContext, apply_method, get_method, method_params
-from lft_core.models import is_decoder, load_base_model, load_model_config, max_positions, set_padding_side
+from lft_core.models import (is_decoder, load_base_model, load_model_config, max_positions, set_padding_side,
+                             unknown_token_warning)
 from lft_core.report import RunReport, build_report
 from lft_core.train import (TrainArgs, TrainResult, auto_batch_size, call_shapes, default_learning_rate,
                             micro_batches, steps_per_epoch, train)
@@ -168,6 +168,9 @@ class _Job:
         self.load_s = time.perf_counter() - started
         self.train_ids, lengths = encode(base.tokenizer, list(data["train"]["text"]), cfg.max_length, cfg.truncation)
         _warn_truncation(lengths, cfg.max_length)
+        unknown = unknown_token_warning(base.tokenizer, self.train_ids, "train", list(data["train"]["text"]))
+        if unknown:
+            log.warning(unknown)
         if cfg.batch_size is None:  # what ran is what run_config.json records, so a resume batches the same way
             self.cfg = dataclasses.replace(cfg, batch_size=auto_batch_size(lengths, cfg.max_length))
         return base
@@ -316,7 +319,7 @@ class _Job:
             method={"name": cfg.method, "kind": "peft" if spec.is_peft else "plain",
                     "params": method_params(cfg.method, cfg.method_params), "learning_rate": self.learning_rate},
             data={**{s: len(data[s]) for s in data}, "label_names": names}, base=baseline.metrics, finetuned=tuned,
-            references=references, labels=np.asarray(test["label"]), base_logits=baseline.logits,
+            references=references, skipped_references=self.skipped_references, labels=np.asarray(test["label"]), base_logits=baseline.logits,
             tuned_logits=tuned_logits, train=history, environment=environment(), peak_memory_mb=peak_memory_mb(),
             reload_check=reload_check, parameters=self.parameters, quantization=quantization,
             scoring={"device": self.compute.device, "precision": self.compute.precision, "why": self.compute.why,
@@ -340,12 +343,17 @@ class _Job:
 
     def references(self, data) -> dict[str, Metrics]:
         """What needs no transformer: always the most frequent training class, and TF-IDF + logistic regression."""
-        from lft_core.baselines import majority_class, tfidf_logreg
+        from lft_core.baselines import ReferenceUnavailable, majority_class, tfidf_logreg
 
-        found = {"majority": majority_class(data)}
+        found, self.skipped_references = {"majority": majority_class(data)}, {}
         if self.cfg.tfidf_reference:
             self.stage("reference", "TF-IDF + logistic regression on the same split")
-            found["tfidf"] = tfidf_logreg(data, self.cfg.seed)
+            try:
+                found["tfidf"] = tfidf_logreg(data, self.cfg.seed)
+            except ReferenceUnavailable as exc:  # context for the verdict: never fails a trained run
+                self.skipped_references["tfidf"] = str(exc)
+                log.warning("the TF-IDF + logistic regression reference was skipped: %s", exc)
+                return found
             self.say(events.Scored(which="tfidf", scores=found["tfidf"].scores, n=found["tfidf"].n,
                                    seconds=found["tfidf"].seconds))
         return found
@@ -550,10 +558,12 @@ def _count_parameters(model) -> tuple[int, int]:
 @contextlib.contextmanager
 def _disk_full_is_user_error(run_dir: Path):
     """Outputs are staged, then renamed into place: a full disk leaves what the folder held before intact."""
+    from lft_core.train import is_disk_full
+
     try:
         yield
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as exc:  # safetensors raises SafetensorError, not OSError, for a full disk
+        if not is_disk_full(exc):
             raise
         import shutil
 

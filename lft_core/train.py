@@ -436,14 +436,33 @@ def _resume_point(state_dir: Path) -> str | None:
     return checkpoint
 
 
+DISK_FULL_WORDS = ("No space left on device", "StorageFull", "os error 28", "Disk quota exceeded", "os error 122",
+                   "QuotaExceeded")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error, or one it wraps, is a full disk. Checkpoints are written by safetensors, whose Rust core
+    raises SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, ... })"), not
+    OSError, and by torch.save, whose RuntimeError names the errno only in its text."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(word in str(exc) for word in DISK_FULL_WORDS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @contextlib.contextmanager
 def _disk_full_is_user_error(state_dir: Path):
     """A checkpoint that cannot be written is removed (Trainer would otherwise resume from half of it) and the run
     fails with one line."""
     try:
         yield
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as exc:  # OSError, or safetensors' SafetensorError / torch.save's RuntimeError wrapping it
+        if not is_disk_full(exc):
             raise
         from lft_core.runs import last_checkpoint
 

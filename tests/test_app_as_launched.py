@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from test_app import start_app, wait_for
+from test_app import start_app
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -59,7 +59,7 @@ def test_cli_as_the_readme_runs_it(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     (folder,) = [p for p in (clone / "saved_adapters").iterdir() if not p.name.startswith(".")]
     assert folder.name.startswith("minilm-bbc-news-lora-") and (folder / "adapter_model.safetensors").exists()
-    assert f"saved: " in run.stdout and folder.name in run.stdout
+    assert "saved: " in run.stdout and folder.name in run.stdout
     predicted = subprocess.run([sys.executable, "-m", "lft_core", "predict", "--adapter", f"saved_adapters/{folder.name}",
                                 "--input", "-"], cwd=clone, env=env, input="The striker scored twice in the final\n",
                                capture_output=True, text=True, timeout=300)

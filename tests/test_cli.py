@@ -155,7 +155,7 @@ def test_output_checked_before_any_heavy_work(files, tmp_path, capsys):
 # ---------------------------------------------------------------- odd but valid input: handled
 
 
-@pytest.mark.parametrize("yaml_text", ["learning_rate: 1e-3\nseed: '42'\n", "learning_rate: 0.001\nepochs: '1'\n"])
+@pytest.mark.parametrize("yaml_text", ["learning_rate: 1e-3\nseed: '42'\n", "learning_rate: 0.001\nsave_steps: '200'\n"])
 def test_yaml_numbers_written_as_people_write_them(yaml_text, files, tiny_models, tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text(yaml_text + f"model: {tiny_models['bert']}\ndataset: {files['good']}\nmax_length: 32\nepochs: 1\n")

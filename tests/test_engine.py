@@ -93,9 +93,10 @@ def test_refuses_non_empty_output_and_keeps_user_files(keyword_csv, tmp_path):
     with pytest.raises(LftError, match="exists and is not empty; pass --overwrite"):
         run(cfg)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
-    cfg.overwrite = True
-    run(cfg)
-    assert (out / "notes.txt").read_text() == "precious" and (out / "adapter_config.json").exists()
+    cfg.overwrite = True  # a folder that was never a run is not ours to overwrite (issue 21)
+    with pytest.raises(LftError, match="is not a run folder of lft_core .* holds notes.txt"):
+        run(cfg)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "precious"
 
 
 def test_hosted_model_size_cap(keyword_csv, tmp_path, monkeypatch):
