@@ -252,7 +252,7 @@ def load_base_model(model_name: str, label_names: list[str], *, quantize: str | 
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 source, **head_kwargs(label_names, tokenizer.pad_token_id), trust_remote_code=trust_remote_code,
                 use_safetensors=None if allow_pickle else True, output_loading_info=True, local_files_only=local_only,
-                **kwargs)
+                ignore_mismatched_sizes=True, **kwargs)
     except LftError:
         raise
     except (OSError, ValueError) as exc:
@@ -265,7 +265,12 @@ def load_base_model(model_name: str, label_names: list[str], *, quantize: str | 
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
-    new_modules = sorted({key.rsplit(".", 1)[0] for key in info["missing_keys"]})
+    mismatched = [entry[0] if isinstance(entry, (tuple, list)) else entry for entry in info.get("mismatched_keys", [])]
+    if mismatched:
+        # a classifier fine-tuned before, for another number of classes: this run's head replaces it
+        log.warning("%s has a classification head of another size (%s); it is replaced by a new head for %d "
+                    "classes", model_name, ", ".join(sorted(mismatched)[:4]), len(label_names))
+    new_modules = sorted({key.rsplit(".", 1)[0] for key in [*info["missing_keys"], *mismatched]})
     return BaseModel(model, tokenizer, model_name, source, new_modules, head_modules(model, new_modules))
 
 

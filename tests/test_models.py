@@ -92,3 +92,20 @@ def test_pickle_weights_refused_without_flag(tiny_models, tmp_path):
     assert not list(Path(folder).glob("*.safetensors"))
     with pytest.raises(LftError, match="pickle"):
         load_base_model(str(folder), LABELS)
+
+
+def test_a_classifier_with_another_number_of_classes_gets_a_new_head(tiny_models, tmp_path, caplog):
+    """A local checkpoint fine-tuned for 2 classes, used for 3: its head is replaced, with a warning, not a
+    transformers RuntimeError about ignore_mismatched_sizes."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lft_core import load_base_model
+
+    folder = tmp_path / "two-class"
+    AutoModelForSequenceClassification.from_pretrained(tiny_models["bert"], num_labels=2).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_models["bert"]).save_pretrained(folder)
+    with caplog.at_level("WARNING", logger="lft_core"):
+        base = load_base_model(str(folder), ["a", "b", "c"])
+    assert base.model.config.num_labels == 3 and base.model.classifier.out_features == 3
+    assert "classifier" in base.new_modules
+    assert any("classification head of another size" in r.getMessage() for r in caplog.records)
