@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 import warnings
 
+from functools import partial
+
 import gradio as gr
 
 import lft_core
 from ui.baseline_tab import create_baseline_tab
 from ui.compare_tab import create_compare_tab
 from ui.data_tab import create_data_tab
+from ui.forms import remember
 from ui.jobs import JobManager
 from ui.train_tab import create_train_tab
 
@@ -30,19 +33,28 @@ footer {display: none !important}
 def build_app(jobs: JobManager | None = None) -> gr.Blocks:
     jobs = jobs or JobManager()
     with gr.Blocks(title="Lightweight fine-tuning studio") as demo:
+        # This browser's own: the token its jobs are filed under (a reload reattaches to them, another visitor
+        # sees none of them here), and the form as it was last used (a reload mid-Baseline keeps the seed).
+        secret = jobs.browser_secret()
+        owner = gr.BrowserState(None, storage_key="lft-owner", secret=secret)
+        saved_form = gr.BrowserState({}, storage_key="lft-form", secret=secret)
         gr.Markdown(INTRO.format(where=_where(jobs.root)))
-        with gr.Tabs() as tabs:
+        with gr.Tabs(elem_id="main-tabs") as tabs:
             with gr.Tab("1. Model & data", id="data"):
                 data = create_data_tab()
             with gr.Tab("2. Baseline", id="baseline"):
-                create_baseline_tab(data)
+                baseline = create_baseline_tab(data)
             with gr.Tab("3. Fine-tune", id="train"):
-                train = create_train_tab(data, jobs)
+                train = create_train_tab(data, jobs, owner)
             with gr.Tab("4. Compare", id="compare"):
-                compare = create_compare_tab(train, jobs, tabs)
-        demo.load(train["reattach"], outputs=train["outputs"] + train["settings"], concurrency_limit=None,
-                  show_progress="hidden", api_name="reattach")
-        demo.load(compare["refresh"], outputs=compare["refreshed"], api_name=False)  # runs saved since startup
+                compare = create_compare_tab(train, jobs, tabs, owner)
+        forms = data["form"].inputs | train["form"].inputs
+        for button in (data["form"].check, baseline["run"], train["train"]):
+            button.click(partial(remember, data["form"], train["form"]), inputs=forms, outputs=[saved_form],
+                         concurrency_limit=None, api_name=False)
+        demo.load(train["reattach"], inputs=[owner, saved_form], outputs=train["outputs"] + train["settings"] + [owner],
+                  concurrency_limit=None, show_progress="hidden", api_name="reattach")
+        demo.load(compare["refresh"], inputs=[owner], outputs=compare["refreshed"], api_name=False)  # runs saved since startup
     return demo
 
 
