@@ -27,6 +27,8 @@ CSS = """
 .lft-progress-bar {height: 100%; background: #2f7ed8; transition: width 0.4s}
 .lft-progress-text {font-size: 0.9em; color: #4b5563; margin-top: 4px}
 footer {display: none !important}
+/* on a phone the runs table keeps readable columns and scrolls sideways, instead of one letter per line */
+@media (max-width: 640px) {#runs-table table {min-width: 760px}}
 """
 
 
@@ -39,7 +41,7 @@ def build_app(jobs: JobManager | None = None) -> gr.Blocks:
         owner = gr.BrowserState(None, storage_key="lft-owner", secret=secret)
         saved_form = gr.BrowserState({}, storage_key="lft-form", secret=secret)
         gr.Markdown(INTRO.format(where=_where(jobs.root)))
-        with gr.Tabs(elem_id="main-tabs") as tabs:
+        with gr.Tabs(elem_id="main-tabs", overflow_behavior="wrap") as tabs:  # on a phone tabs 3-4 hid behind "⋯"
             with gr.Tab("1. Model & data", id="data"):
                 data = create_data_tab()
             with gr.Tab("2. Baseline", id="baseline"):

@@ -416,6 +416,14 @@ def _choose(page, label: str, value: str) -> None:
     box.press("Enter")
 
 
+def _tiny_settings(page, model: str, data: str) -> None:
+    _choose(page, "Model", model)
+    _choose(page, "Dataset", data)
+    length = page.get_by_label("number input for Max length (tokens)")
+    length.fill("64")  # the tiny model takes 128 tokens at most
+    length.press("Enter")
+
+
 def _status(page) -> str:
     return page.locator("#train-status").inner_text(timeout=10_000)
 
@@ -443,8 +451,7 @@ def test_two_pages_on_one_app(tiny_models, tmp_path):
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
             a = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
             a.goto(url, wait_until="load")
-            _choose(a, "Model", tiny_models["bert"])
-            _choose(a, "Dataset", data)
+            _tiny_settings(a, tiny_models["bert"], data)
             a.get_by_label("Validation/test cap (texts)").fill("30")
             a.get_by_role("tab", name="3. Fine-tune").click()
             a.get_by_label("Epochs").first.fill("20")
@@ -454,7 +461,7 @@ def test_two_pages_on_one_app(tiny_models, tmp_path):
             train_a = a.get_by_role("button", name="Train", exact=True)
             assert train_a.bounding_box()["y"] + train_a.bounding_box()["height"] <= 720, "Train is above the fold"
             train_a.click()
-            expect(a.get_by_text("training: step", exact=False)).to_be_visible(timeout=300_000)
+            expect(a.locator("#train-bar")).to_contain_text("training: step", timeout=300_000)
             a_name = wait_for(lambda: next((n for n, s in statuses().items() if s == "running"), None), 60, "A's run")
             a.screenshot(path=str(DOCS / "shared-1280-a-training.png"))
 
@@ -464,8 +471,7 @@ def test_two_pages_on_one_app(tiny_models, tmp_path):
             expect(b.locator("#train-status")).to_have_text("No training yet.", timeout=30_000)
             b.get_by_role("tab", name="1. Model & data").click()
             assert b.get_by_label("Model", exact=True).input_value() == "minilm", "B opens with the defaults"
-            _choose(b, "Model", tiny_models["bert"])
-            _choose(b, "Dataset", data)
+            _tiny_settings(b, tiny_models["bert"], data)
             b.get_by_role("tab", name="3. Fine-tune").click()
             b.get_by_label("Epochs").first.fill("1")
             b.get_by_label("Epochs").first.press("Enter")
@@ -491,10 +497,13 @@ def test_two_pages_on_one_app(tiny_models, tmp_path):
             runs.scroll_into_view_if_needed()
             b.screenshot(path=str(DOCS / "shared-390-b-all-runs.png"))
             b.get_by_role("tab", name="3. Fine-tune").click()
+            b.locator("#train-status").scroll_into_view_if_needed()
             b.screenshot(path=str(DOCS / "shared-390-b-queued.png"))
 
             b.get_by_role("button", name="Stop").click()
             expect(b.locator("#train-status")).to_contain_text(f"Removed {b_name} from the queue", timeout=60_000)
+            expect(b.locator("#train-bar")).to_contain_text("cancelled", timeout=30_000)  # B's stream ended too
+            b.locator("#train-status").scroll_into_view_if_needed()
             assert b_name not in statuses() and statuses()[a_name] == "running", statuses()
             assert _status(a).startswith(f"Running {a_name}"), "A is untouched"
             b.screenshot(path=str(DOCS / "shared-390-b-stopped.png"))
@@ -506,3 +515,40 @@ def test_two_pages_on_one_app(tiny_models, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+# ---------------------------------------------------------------- layout
+
+
+def test_the_layout_fits_a_phone_and_the_runs_table_shows_the_note(tmp_path):
+    """On a phone (390 px) tabs 3-4 hid behind a '⋯' menu: the tabs wrap instead. A failed run's reason (the note)
+    was the last of ten columns, off-screen: it comes third now."""
+    import app
+    from ui.compare_tab import _runs_frame
+    from ui.jobs import JobManager
+
+    jobs = JobManager(tmp_path / "saved_adapters", warm=False)
+    try:
+        config = app.build_app(jobs).config
+    finally:
+        jobs.close()
+    (tabs,) = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "main-tabs"]
+    assert tabs["props"]["overflow_behavior"] == "wrap"
+    assert list(_runs_frame(tmp_path / "saved_adapters").columns)[:3] == ["run", "status", "note"]
+
+
+def test_compare_charts_stay_in_range_and_titles_apart():
+    """The Pareto y axis ran above 1 (accuracy cannot); the confusion matrices' figure title sat on the left
+    panel's title."""
+    from lft_core import report
+
+    rows = [{"run": "a", "method": "lora", "trainable": 1000, "accuracy": 1.0, "train_s": 10},
+            {"run": "b", "method": "ia3", "trainable": 100, "accuracy": 0.8, "train_s": 5}]
+    assert report.pareto(rows).layout.yaxis.range[1] == 1.0
+
+    from lft_core.evaluate import Metrics
+
+    metrics = Metrics(scores={"accuracy": 1.0, "macro_f1": 1.0}, per_class={}, confusion=[[2, 0], [0, 2]], n=4)
+    figure = report.confusion_pair(metrics, metrics, ["x", "y"])
+    assert figure.layout.title.text is None  # one line of titles: the panels'
+    assert [a.text for a in figure.layout.annotations][:2] == ["Confusion matrix, base (test)", "fine-tuned (test)"]

@@ -233,6 +233,8 @@ class _View:
                     self.total_steps, self.changed = event.total, True
             return
         self.lines.append(events.describe(event))
+        if self.done and isinstance(event, (events.Started, events.Stage)) and not self.finished:
+            self.done, self.state = False, ""  # a run resumed without a Resumed event (the CLI's --resume) goes on
         if isinstance(event, events.Resumed):
             step = event.from_step or 0
             self.done, self.state, self.finished, self.progress, self.phase = False, "", None, None, "starting"
@@ -290,8 +292,8 @@ def follow(jobs: JobManager, name: str, page: str | None = None):
             return
         job = jobs.get(name)
         if job is None:
-            yield (f"`{name}` was removed from the queue.", progress_html(None), empty_curves(), EMPTY_EPOCHS,
-                   gr.update(), None)
+            yield (f"**Removed** `{name}` from the queue.", progress_html(None, ending="cancelled"), empty_curves(),
+                   EMPTY_EPOCHS, gr.update(), None)
             return
         if job.state == "queued":
             running = jobs.current()
