@@ -27,8 +27,20 @@ CSS = """
 .lft-progress-bar {height: 100%; background: #2f7ed8; transition: width 0.4s}
 .lft-progress-text {font-size: 0.9em; color: #4b5563; margin-top: 4px}
 footer {display: none !important}
-/* on a phone the runs table keeps readable columns and scrolls sideways, instead of one letter per line */
-@media (max-width: 640px) {#runs-table table {min-width: 760px}}
+/* On a phone the runs table keeps readable columns and scrolls sideways, instead of one letter per line: Gradio
+   sets each column's width inline from the table's width, so a phone's widths are set here, alike for the header
+   cells (th[data-heading]) and the body cells (div[data-col]). */
+@media (max-width: 640px) {
+  #runs-table table, #runs-table .virtual-body {width: max-content !important; min-width: 880px !important}
+  #runs-table th, #runs-table td, #runs-table .body-cell {width: 80px !important; min-width: 80px !important;
+                                                           max-width: 80px !important; flex: 0 0 80px !important}
+  #runs-table [data-heading="0"], #runs-table [data-col="0"], #runs-table td:nth-child(1) {
+    width: 180px !important; min-width: 180px !important; max-width: 180px !important; flex: 0 0 180px !important}
+  #runs-table [data-heading="1"], #runs-table [data-col="1"], #runs-table td:nth-child(2) {
+    width: 120px !important; min-width: 120px !important; max-width: 120px !important; flex: 0 0 120px !important}
+  #runs-table [data-heading="2"], #runs-table [data-col="2"], #runs-table td:nth-child(3) {
+    width: 180px !important; min-width: 180px !important; max-width: 180px !important; flex: 0 0 180px !important}
+}
 """
 
 

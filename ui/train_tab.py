@@ -216,6 +216,8 @@ class _View:
     """the share reached at the checkpoint a resumed attempt started from (0 for a first attempt)"""
     train_shares: list = field(default_factory=list)
     """(step, share) of the training progress seen, to find the share at a checkpoint's step"""
+    estimated_s: float | None = None
+    """the whole run's time as the engine estimated it on this machine (events.Estimated)"""
 
     def apply(self, event: events.Event) -> None:
         if isinstance(event, events.Progress):
@@ -242,6 +244,8 @@ class _View:
             self.epochs = [e for e in self.epochs if e["step"] <= step]
             self.share_from = max((share for s, share in self.train_shares if s <= step), default=0.0)
             self.share, self.changed = self.share_from, True
+        elif isinstance(event, events.Estimated):
+            self.estimated_s = event.seconds
         elif isinstance(event, events.Stage):
             self.phase = event.stage
             if event.stage != "train":
@@ -266,7 +270,8 @@ class _View:
     def status(self) -> str:
         if self.done:
             return self.state
-        return f"**Running** `{self.name}`: {PHASES.get(self.phase, self.phase)}…"
+        estimate = f" (about {events.duration(self.estimated_s)} in all, as estimated here)" if self.estimated_s else ""
+        return f"**Running** `{self.name}`: {PHASES.get(self.phase, self.phase)}…{estimate}"
 
     def render(self):
         figure = gr.update()
