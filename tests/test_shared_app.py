@@ -480,10 +480,10 @@ def test_two_pages_on_one_app(tiny_models, tmp_path):
             b.get_by_role("button", name="Train", exact=True).click()
             expect(b.locator("#train-status")).to_contain_text(f"waiting behind {a_name}", timeout=60_000)
             b_name = next(n for n, s in statuses().items() if s == "queued")
-            for _ in range(6):  # B's outputs are written by B's stream only: never A's status or bar
+            for _ in range(6):  # B's outputs are written by B's stream only: never A's status or bar, for 3 s
                 assert _status(b).startswith(f"Queued {b_name}"), _status(b)
                 assert "training: step" not in b.locator("#train-bar").inner_text()
-                b.wait_for_timeout(500)
+                b.wait_for_timeout(500)  # samples apart by more than the 0.5 s poll of a second stream
             b.screenshot(path=str(DOCS / "shared-1280-b-queued.png"))
 
             b.get_by_role("tab", name="4. Compare").click()
@@ -492,11 +492,15 @@ def test_two_pages_on_one_app(tiny_models, tmp_path):
             expect(runs).to_contain_text("another page's", timeout=30_000)
             expect(runs).to_contain_text("queued · yours", timeout=30_000)
             runs.scroll_into_view_if_needed()
+            note = runs.locator("th[title='note']").bounding_box()
+            assert note["x"] + note["width"] <= 1280, "a failed run's reason is on screen"
             b.screenshot(path=str(DOCS / "shared-1280-b-all-runs.png"))
             b.set_viewport_size({"width": 390, "height": 844})
             for name in ("3. Fine-tune", "4. Compare"):
                 expect(b.get_by_role("tab", name=name)).to_be_visible(timeout=10_000)  # not behind a menu
             runs.scroll_into_view_if_needed()
+            first_cell = runs.locator("[data-col='0']").first  # the table re-measures its columns after the resize
+            wait_for(lambda: first_cell.bounding_box()["width"] >= 150, 20, "readable run names on a phone")
             b.screenshot(path=str(DOCS / "shared-390-b-all-runs.png"))
             b.get_by_role("tab", name="3. Fine-tune").click()
             b.locator("#train-status").scroll_into_view_if_needed()
@@ -531,9 +535,13 @@ def test_the_layout_fits_a_phone_and_the_runs_table_shows_the_note(tmp_path):
 
     jobs = JobManager(tmp_path / "saved_adapters", warm=False)
     try:
-        config = app.build_app(jobs).config
+        demo = app.build_app(jobs)
+        config, info = demo.config, demo.get_api_info()["named_endpoints"]
     finally:
         jobs.close()
+    for name in ("/train", "/stop", "/reattach", "/resume", "/refresh_runs"):
+        # the page's session reaches the callback as gr.Request (through a partial it came in as an input, None)
+        assert "request" not in [p["parameter_name"] for p in info[name]["parameters"]], name
     (tabs,) = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "main-tabs"]
     assert tabs["props"]["overflow_behavior"] == "wrap"
     assert list(_runs_frame(tmp_path / "saved_adapters").columns)[:3] == ["run", "status", "note"]

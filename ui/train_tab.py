@@ -78,14 +78,27 @@ def create_train_tab(data: dict, jobs: JobManager, owner: gr.BrowserState) -> di
     # The stream has its own status line and progress bar; Gradio's pulsing border around outputs that are being
     # streamed to redrew the page all through training (13% of a 2-core machine, in a local Chromium).
     streamed = {"outputs": outputs, "concurrency_limit": None, "show_progress": "hidden"}
-    train.click(partial(on_train, jobs, data_form, form, owner, prefilled),
-                inputs=data_form.inputs | form.inputs | {owner, prefilled}, api_name="train", **streamed)
-    stop.click(partial(on_stop, jobs), inputs=[owner], outputs=[status], concurrency_limit=None, api_name="stop")
-    resumed.change(partial(on_resumed, jobs), inputs=[resumed], api_name=False, **streamed)
     settings = [*data_form.setters({}), *form.setters({})]
+
+    # Plain functions, not functools.partial: Gradio finds the gr.Request parameter through the function's type
+    # hints, which a partial does not have (it then passed the request slot as an input, None).
+    def train_job(values: dict, request: gr.Request = None):
+        yield from on_train(jobs, data_form, form, owner, prefilled, values, request)
+
+    def stop_job(token=None, request: gr.Request = None):
+        return on_stop(jobs, token, request)
+
+    def follow_resumed(token=None, request: gr.Request = None):
+        yield from on_resumed(jobs, token, request)
+
+    def reattach(token=None, saved=None, request: gr.Request = None):
+        yield from on_reattach(jobs, data_form, form, settings, token, saved, request)
+
+    train.click(train_job, inputs=data_form.inputs | form.inputs | {owner, prefilled}, api_name="train", **streamed)
+    stop.click(stop_job, inputs=[owner], outputs=[status], concurrency_limit=None, api_name="stop")
+    resumed.change(follow_resumed, inputs=[resumed], api_name=False, **streamed)
     return {"outputs": outputs, "finished_run": finished_run, "resumed": resumed, "form": form, "settings": settings,
-            "train": train, "follow": partial(follow, jobs),
-            "reattach": partial(on_reattach, jobs, data_form, form, settings)}
+            "train": train, "follow": partial(follow, jobs), "reattach": reattach}
 
 
 def on_method(model, method):
