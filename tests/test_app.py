@@ -271,7 +271,7 @@ def test_queue_reattach_stop_and_resume(client, server, trained_run):
     root = server["root"]
     long_job = call(client, "/train", {"Train subset (texts)": "400", "Validation/test cap (texts)": "40", "Epochs": 5,
                                        "Seed": 7}, submit=True)
-    wait_for(lambda: any("step" in (o[1] or "") for o in long_job.outputs()), 300, "training to start")
+    wait_for(lambda: any("training: step" in (o[1] or "") for o in long_job.outputs()), 300, "training to start")
     running = next(p.name for p in root.iterdir() if p.is_dir() and _status(root, p.name) == "running")
 
     second_client = Client(server["url"], verbose=False)

@@ -226,7 +226,7 @@ def test_one_bar_from_click_to_finish():
         bar = view.render()[1]
         widths.append(float(bar.split("width:")[1].split("%")[0]))
     assert widths == sorted(widths) and widths[-1] == pytest.approx(80.0) and widths[-2] == pytest.approx(70.0)
-    assert "timing a few steps" in progress_html(None, "calibrate")
+    assert "timing a few batches" in progress_html(None, "calibrate")
     assert "80% of the run" in view.render()[1]
     view.apply(events.Estimated(seconds=125.0, phases={"train": 100.0}, threads=2, calibration_s=1.0))
     assert view.status() == "**Running** `run`: scoring the reloaded adapter… (about 2 min 05 s in all, as estimated here)"

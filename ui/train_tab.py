@@ -22,7 +22,7 @@ from ui.jobs import Job, JobManager
 
 POLL_S = 0.5
 EMPTY_EPOCHS = pd.DataFrame(columns=["epoch", "step", "accuracy", "macro-F1", "best so far"])
-PHASES = {"data": "loading the data", "model": "loading the model", "calibrate": "timing a few steps on this machine",
+PHASES = {"data": "loading the data", "model": "loading the model", "calibrate": "timing a few batches on this machine",
           "baseline": "scoring the base model", "train": "training", "save": "saving and reloading",
           "evaluate": "scoring the reloaded adapter", "reference": "training the TF-IDF reference",
           "report": "writing the report"}
