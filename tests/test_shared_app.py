@@ -512,6 +512,8 @@ def test_two_pages_on_one_app(tiny_models, tmp_path):
             b.locator("#train-status").scroll_into_view_if_needed()
             assert b_name not in statuses() and statuses()[a_name] == "running", statuses()
             assert _status(a).startswith(f"Running {a_name}"), "A is untouched"
+            expect(a.locator("#train-bar")).to_contain_text("training: step", timeout=30_000)
+            a.screenshot(path=str(DOCS / "shared-1280-a-after-b-stopped.png"))
             b.screenshot(path=str(DOCS / "shared-390-b-stopped.png"))
 
             a.get_by_role("button", name="Stop").click()
