@@ -191,6 +191,8 @@ def predict_file(adapter_dir: str, source: str, text_column: str | None = None) 
     """Label every text of a csv/jsonl/txt file; returns a csv beside nothing of the user's (a temporary folder)
     with the text, the predicted label, its probability and one probability column per class."""
     frames = list(predict_stream(adapter_dir, source, text_column, every_class=True))
-    target = Path(tempfile.mkdtemp(prefix="lft-predictions-")) / f"{Path(source).stem}-predictions.csv"
+    # the run's name in the file's, so a download says which adapter labelled it
+    target = (Path(tempfile.mkdtemp(prefix="lft-predictions-"))
+              / f"{Path(source).stem}-{Path(adapter_dir).name}-predictions.csv")
     pd.concat(frames).to_csv(target, index=False)
     return target

@@ -327,12 +327,15 @@ def _heatmap(z, names) -> go.Heatmap:
 
 
 def confusion_pair(base: Metrics, tuned: Metrics, names: list[str]) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("base", "fine-tuned"), horizontal_spacing=0.12)
+    # The panels' own titles say it all: a figure title above them sat on the left panel's title in a half-width
+    # plot. Wide gaps keep the right panel's class names off the left panel.
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Confusion matrix, base (test)", "fine-tuned (test)"),
+                        horizontal_spacing=0.2)
     for col, metrics in ((1, base), (2, tuned)):
         fig.add_trace(_heatmap(metrics.confusion, names), row=1, col=col)
         fig.update_xaxes(title_text="predicted", row=1, col=col)
         fig.update_yaxes(title_text="true", autorange="reversed", row=1, col=col)
-    fig.update_layout(title="Confusion matrices (test)", height=400, margin=dict(t=70, b=40, l=60, r=20))
+    fig.update_layout(height=400, margin=dict(t=50, b=40, l=60, r=20))
     return fig
 
 
@@ -398,8 +401,12 @@ def pareto(rows: list[dict]) -> go.Figure:
                     hovertext=[f"{r['run']}: {r['train_s']:.0f} s" for r in rows])
     fig.add_scatter(x=[r["trainable"] for r in frontier], y=[r["accuracy"] for r in frontier], mode="lines",
                     name="Pareto frontier", line=dict(color="#e15759", dash="dash"))
+    low = min(r["accuracy"] for r in rows)
+    # accuracy stops at 1: the axis does too (markers and labels at 1.0 are drawn over the edge, not clipped)
+    fig.update_traces(cliponaxis=False)
     fig.update_layout(title="Accuracy vs trainable parameters (marker size = train time)", xaxis_type="log",
-                      xaxis_title="trainable parameters", yaxis_title="test accuracy", height=400)
+                      xaxis_title="trainable parameters", yaxis_title="test accuracy", height=400,
+                      yaxis_range=[max(0.0, low - 0.1), 1.0])
     return fig
 
 

@@ -22,7 +22,7 @@ def _complete(root: Path) -> list[str]:
     return [r.name for r in lft_core.list_runs(root) if r.status == "complete"]  # sweeps' runs too
 
 
-def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
+def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs, owner: gr.BrowserState | None = None) -> dict:
     root = jobs.root
     complete = _complete(root)
     with gr.Row():
@@ -59,7 +59,8 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
                            show_row_numbers=False, column_widths=["11%", "11%", "11%", "9%", "58%"])
 
     with gr.Accordion("All runs: status and actions", open=True):
-        runs_table = gr.Dataframe(_runs_frame(root), max_height=240, show_row_numbers=False, wrap=True)
+        runs_table = gr.Dataframe(_runs_frame(root, jobs), max_height=240, show_row_numbers=False, wrap=True,
+                                  elem_id="runs-table", column_widths=RUNS_WIDTHS)
         with gr.Row():
             run = gr.Dropdown([r.name for r in lft_core.list_runs(root)], label="Run", scale=3, allow_custom_value=True)
             add = gr.Button("Compare", scale=1, min_width=90)
@@ -74,6 +75,8 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
         create_export_and_deploy(root, run, action_note)
 
     with gr.Accordion("Predict a whole file", open=False):
+        batch_run = gr.Dropdown(complete, value=complete[0] if complete else None, allow_custom_value=True,
+                                label="Run to label with", info="a finished run; the file is labelled by this one")
         with gr.Row():
             batch_input = gr.File(label="Texts (csv / jsonl with a text column, or txt: one per line)",
                                   file_types=[".csv", ".tsv", ".jsonl", ".json", ".txt"], height=90)
@@ -81,8 +84,16 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
         batch = gr.Button("Predict the file")
 
     comparison = [verdict, table, bars, per_class, confusion, pareto, examples, only_class, changes]
-    refreshed = [selected, runs_table, run]
-    refresh.click(lambda current: on_refresh(root, current), inputs=[selected], outputs=refreshed, api_name="refresh_runs")
+    refreshed = [selected, runs_table, run, batch_run]
+    who = [owner] if owner is not None else []
+
+    def refresh_runs(current, token=None, request: gr.Request = None):
+        return on_refresh(root, current, jobs, _owner(token, request))
+
+    def resume_run(name, token=None, request: gr.Request = None):
+        return on_resume(jobs, name, _owner(token, request))
+
+    refresh.click(refresh_runs, inputs=[selected, *who], outputs=refreshed, api_name="refresh_runs")
     compare.click(lambda chosen: on_compare(root, chosen), inputs=[selected], outputs=comparison, api_name="compare")
     train["finished_run"].change(lambda done, current: on_finished(root, done, current),
                                  inputs=[train["finished_run"], selected], outputs=refreshed, api_name=False)
@@ -97,8 +108,7 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
                        outputs=[changes], api_name=False)
     add.click(lambda name, current: on_add(root, name, current), inputs=[run, selected], outputs=[selected],
               api_name=False).then(lambda chosen: on_compare(root, chosen), inputs=[selected], outputs=comparison)
-    resume.click(lambda name: on_resume(jobs, name), inputs=[run], outputs=[action_note, train["resumed"], tabs],
-                 api_name="resume")
+    resume.click(resume_run, inputs=[run, *who], outputs=[action_note, train["resumed"], tabs], api_name="resume")
     delete.click(lambda name: (gr.update(visible=bool(name)), f"Delete **{name}** and all its files? Click "
                                f"*Confirm delete*." if name else "Pick a run first."), inputs=[run],
                  outputs=[confirm, action_note], api_name=False)
@@ -108,9 +118,13 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
                         api_name="report")
     zip_button.click(lambda name: on_zip(root, name), inputs=[run], outputs=[download, action_note],
                      api_name="download_zip")
-    batch.click(lambda chosen, f: on_batch(root, chosen, f), inputs=[selected, batch_input], outputs=[batch_output],
+    batch.click(lambda chosen, f: on_batch(root, chosen, f), inputs=[batch_run, batch_input], outputs=[batch_output],
                 api_name="predict_file")
-    return {"selected": selected, "refresh": lambda current=None: on_refresh(root, current), "refreshed": refreshed,
+
+    def refresh_page(token=None, request: gr.Request = None):
+        return on_refresh(root, None, jobs, _owner(token, request))
+
+    return {"selected": selected, "refresh": refresh_page, "refreshed": refreshed,
             "compare": lambda chosen: on_compare(root, chosen), "comparison": comparison}
 
 
@@ -125,30 +139,49 @@ def _ago(stamp: float) -> str:
     return lft_core.events.duration(time.time() - stamp) + " ago"
 
 
-def _runs_frame(root: Path) -> pd.DataFrame:
+RUNS_WIDTHS = ["24%", "14%", "22%", "9%", "9%", "8%", "7%", "7%"]
+"""the note (a failed run's reason) comes third and gets a fifth of the width, so it is on screen at 1280 px"""
+
+
+def _owner(token, request) -> str | None:
+    from ui.train_tab import owner_of_page
+
+    return owner_of_page(token, request)
+
+
+def _runs_frame(root: Path, jobs: JobManager | None = None, owner: str | None = None) -> pd.DataFrame:
+    """Every run, with whose it is while it is queued or running: 'yours' (this page's, which its Stop acts on)
+    or 'another page's' (visible here, stopped only from the page that started it)."""
     metrics = [m for m in lft_core.METRICS]
-    columns = ["run", "status", "method", "dataset", *[m.label for m in metrics], "updated", "note"]
-    rows = [{"run": r.name, "status": r.status + (" (resumable)" if r.resumable else ""), "method": r.method,
-             "dataset": Path(r.dataset).name if r.dataset else "",
-             **{m.label: round(r.scores[m.key], 4) if m.key in r.scores else None for m in metrics},
-             "updated": _ago(r.updated), "note": r.message[:120]} for r in lft_core.list_runs(root)]
+    columns = ["run", "status", "note", "method", "dataset", *[m.label for m in metrics], "updated"]
+    rows = []
+    for r in lft_core.list_runs(root):
+        status = r.status + (" (resumable)" if r.resumable else "")
+        if jobs is not None and r.status in ("running", "queued"):
+            started_by = jobs.owner_of(r.path)
+            status += " · yours" if owner and started_by == owner else " · another page's" if started_by else ""
+        rows.append({"run": r.name, "status": status, "note": r.message[:160], "method": r.method,
+                     "dataset": Path(r.dataset).name if r.dataset else "",
+                     **{m.label: round(r.scores[m.key], 4) if m.key in r.scores else None for m in metrics},
+                     "updated": _ago(r.updated)})
     return pd.DataFrame(rows, columns=columns)
 
 
-def on_refresh(root: Path, current=None):
+def on_refresh(root: Path, current=None, jobs: JobManager | None = None, owner: str | None = None):
     complete = _complete(root)
     keep = [c for c in (current or []) if c in complete] or complete[:1]
-    return (gr.update(choices=complete, value=keep), _runs_frame(root),
-            gr.update(choices=[r.name for r in lft_core.list_runs(root)]))
+    return (gr.update(choices=complete, value=keep), _runs_frame(root, jobs, owner),
+            gr.update(choices=[r.name for r in lft_core.list_runs(root)]), gr.update(choices=complete))
 
 
 def on_finished(root: Path, run_dir, current):
     if not run_dir:
-        return gr.update(), gr.update(), gr.update()
+        return gr.update(), gr.update(), gr.update(), gr.update()
     name = Path(run_dir).name
     complete = _complete(root)
     return (gr.update(choices=complete, value=[name] if name in complete else current), _runs_frame(root),
-            gr.update(choices=[r.name for r in lft_core.list_runs(root)], value=name))
+            gr.update(choices=[r.name for r in lft_core.list_runs(root)], value=name),
+            gr.update(choices=complete, value=name if name in complete else None))
 
 
 def _checked(root: Path, chosen) -> list[str]:
@@ -197,11 +230,11 @@ def on_add(root: Path, name, current):
     return gr.update(value=list(dict.fromkeys([*(current or []), name])))
 
 
-def on_resume(jobs: JobManager, name):
+def on_resume(jobs: JobManager, name, owner: str | None = None):
     try:
         if not name:
             raise LftError("pick a stopped or interrupted run to resume")
-        job = jobs.submit(resume=name)
+        job = jobs.submit(resume=name, owner=owner)
     except LftError as exc:
         raise error(exc) from None
     return (f"**Resuming** **{job.name}**: follow it in the Fine-tune tab.", f"{job.name}@{time.time()}",
@@ -235,7 +268,10 @@ def on_zip(root: Path, name):
 
 
 def on_batch(root: Path, chosen, file):
+    """Label a file with the run chosen beside it (the accordion's own Run), not the comparison's selection."""
     try:
+        if not chosen:
+            raise LftError("pick the finished run to label the file with (Run to label with)")
         if file is None:
             raise LftError("upload a file of texts first (csv or jsonl with a text column, or txt with one per line)")
         return str(lft_core.predict_file(_checked(root, chosen)[-1], file if isinstance(file, str) else file.name))
