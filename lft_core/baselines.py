@@ -14,6 +14,16 @@ from lft_core.evaluate import Metrics, compute_metrics
 from lft_core.models import is_decoder, load_tokenizer, resolve_model
 
 
+def joined_texts(split) -> list[str]:
+    """One string per row for the models that read a single text: a sentence pair's two texts joined with
+    data.PAIR_JOIN (TF-IDF then sees both sides' words, in one bag, as report.json's pair_join says)."""
+    from lft_core.data import PAIR_JOIN
+
+    if "text_pair" in split.column_names:
+        return [f"{a}{PAIR_JOIN}{b}" for a, b in zip(split["text"], split["text_pair"])]
+    return list(split["text"])
+
+
 def majority_class(data) -> Metrics:
     """Every test text gets the class most frequent in the train split."""
     train = np.asarray(data["train"]["label"])
@@ -32,8 +42,8 @@ def tfidf_logreg(data, seed: int = 42) -> Metrics:
     start = time.perf_counter()
     model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
                           LogisticRegression(max_iter=2000, C=10.0, random_state=seed))
-    model.fit(list(data["train"]["text"]), list(data["train"]["label"]))
-    predictions = model.predict(list(data["test"]["text"]))
+    model.fit(joined_texts(data["train"]), list(data["train"]["label"]))
+    predictions = model.predict(joined_texts(data["test"]))
     metrics = compute_metrics(np.asarray(data["test"]["label"]), predictions, data["test"].features["label"].names)
     metrics.seconds = time.perf_counter() - start
     return metrics
@@ -73,7 +83,7 @@ def zero_shot(model_name: str, data, max_length: int) -> Metrics:
     source = resolve_model(model_name)
     tokenizer = load_tokenizer(source)
     names = data["test"].features["label"].names
-    texts = list(data["test"]["text"])
+    texts = joined_texts(data["test"])
     start = time.perf_counter()
     if is_decoder(AutoConfig.from_pretrained(source)):
         model = AutoModelForCausalLM.from_pretrained(source).eval()

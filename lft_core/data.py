@@ -307,6 +307,61 @@ def detect_columns(frame: pd.DataFrame, text_column: str | None, label_column: s
     return text, label
 
 
+# ---------------------------------------------------------------- sentence pairs
+
+PAIR_CANDIDATES = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question1", "question2"),
+                   ("text_a", "text_b"), ("question", "sentence"), ("query", "passage"), ("question", "passage"))
+"""Column names of the two texts of a pair, as GLUE/SuperGLUE, SNLI/MNLI, QQP, QNLI and BoolQ-style sets name them;
+the first pair whose both columns exist wins."""
+PAIR_JOIN = " [SEP] "
+"""How the TF-IDF reference joins the two texts of a pair into one (the transformer reads them as a tokenizer pair)."""
+
+
+def detect_pair_columns(frame: pd.DataFrame, text_column: str | None = None,
+                        text_pair_column: str | None = None) -> tuple[str, str] | None:
+    """The two text columns of a sentence pair: the ones given, else a standard pair of names (sentence1/sentence2,
+    premise/hypothesis, ...); None when the data is single texts. Raises LftError for a pair column that is not a
+    column, or a pair column without a first text column that can be found."""
+    columns = list(frame.columns)
+    listing = ", ".join(map(str, columns))
+    if text_pair_column is not None:
+        if text_pair_column not in columns:
+            raise LftError(f"--text-pair-column '{text_pair_column}' is not a column; the columns are: {listing}")
+        if text_column is None:
+            named = next((a for a, b in PAIR_CANDIDATES if b == text_pair_column and a in columns), None)
+            text_column = named or detect_text_column(frame.drop(columns=[text_pair_column]))
+        elif text_column not in columns:
+            raise LftError(f"--text-column '{text_column}' is not a column; the columns are: {listing}")
+        if text_column == text_pair_column:
+            raise LftError(f"the text and the pair column are both '{text_column}'; pass two different columns")
+        return text_column, text_pair_column
+    lower = {str(c).lower(): c for c in columns}
+    for a, b in PAIR_CANDIDATES:
+        if a in lower and b in lower:
+            first, second = lower[a], lower[b]
+            if text_column is None:
+                return first, second
+            if text_column in (first, second):
+                log.warning("the data has the sentence-pair columns %s and %s but --text-column %s reads one side only; "
+                            "pass --text-pair-column %s to train on both", first, second, text_column,
+                            second if text_column == first else first)
+            return None
+    return None
+
+
+def _clean_pair(frame: pd.DataFrame, text: str, pair: str, label: str, split: str) -> pd.DataFrame:
+    """Both texts of every pair, checked before the usual cleaning: a pair with one side empty cannot be read."""
+    firsts, seconds = frame[text].fillna("").astype(str), frame[pair].fillna("").astype(str)
+    one_side = (firsts.str.strip() == "") != (seconds.str.strip() == "")
+    if one_side.any():
+        rows = ", ".join(str(i) for i in frame.index[one_side][:5])
+        raise LftError(f"{split}: {int(one_side.sum())} pairs have one side empty (rows {rows}; columns '{text}' and "
+                       f"'{pair}'); fill both texts or remove those rows")
+    cleaned = _clean(frame, text, label, split)
+    cleaned["text_pair"] = seconds.loc[cleaned.index]
+    return cleaned
+
+
 def _clean(frame: pd.DataFrame, text: str, label: str, split: str) -> pd.DataFrame:
     frame = frame[[text, label]].rename(columns={text: "text", label: "label"})
     listed = frame["label"].map(lambda v: isinstance(v, (list, tuple, dict, np.ndarray)))
@@ -473,8 +528,9 @@ def _check_splits(frames: dict[str, pd.DataFrame], names: list[str]) -> None:
 
 
 def _to_dataset(frame: pd.DataFrame, names: list[str]) -> Dataset:
-    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
-    return Dataset.from_pandas(frame.reset_index(drop=True), features=features, preserve_index=False)
+    features = Features({"text": Value("string"), **({"text_pair": Value("string")} if "text_pair" in frame else {}),
+                         "label": ClassLabel(names=names)})
+    return Dataset.from_pandas(frame[list(features)].reset_index(drop=True), features=features, preserve_index=False)
 
 
 def load_data(cfg) -> DatasetDict:
@@ -484,12 +540,17 @@ def load_data(cfg) -> DatasetDict:
     """
     frames, known = read_source(cfg)
     first = next(iter(frames.values()))
-    text, label = detect_columns(first, cfg.text_column, cfg.label_column)
+    pair = detect_pair_columns(first, cfg.text_column, getattr(cfg, "text_pair_column", None))
+    if pair is not None:
+        text, label = detect_columns(first.drop(columns=[pair[1]]), pair[0], cfg.label_column)
+    else:
+        text, label = detect_columns(first, cfg.text_column, cfg.label_column)
     for split, frame in frames.items():
-        missing = [c for c in (text, label) if c not in frame.columns]
+        missing = [c for c in (text, label, *(pair[1:] if pair else ())) if c not in frame.columns]
         if missing:
             raise LftError(f"{split} split lacks column(s) {', '.join(missing)}; its columns: {', '.join(frame.columns)}")
-    frames = {split: _clean(frame, text, label, split) for split, frame in frames.items()}
+    frames = {split: _clean(frame, text, label, split) if pair is None else _clean_pair(frame, text, pair[1], label, split)
+              for split, frame in frames.items()}
     if known is None:
         _merge_label_variants(frames)
     names = _class_names(frames, known)
@@ -504,4 +565,16 @@ def load_data(cfg) -> DatasetDict:
     for split in ("validation", "test"):
         frames[split] = subsample(frames[split], cfg.max_eval_samples, seed, split)
     _check_splits(frames, names)
-    return DatasetDict({split: _to_dataset(frames[split], names) for split in ("train", "validation", "test")})
+    data = DatasetDict({split: _to_dataset(frames[split], names) for split in ("train", "validation", "test")})
+    data.source_columns = {"text": text, "text_pair": pair[1] if pair else None, "label": label}
+    return data
+
+
+def data_columns(data) -> dict:
+    """The source columns load_data read ('text', 'text_pair' or None, 'label'); for a DatasetDict built elsewhere
+    (tests, the notebook) the internal names."""
+    found = getattr(data, "source_columns", None)
+    if isinstance(found, dict):
+        return found
+    return {"text": "text", "text_pair": "text_pair" if "text_pair" in data["train"].column_names else None,
+            "label": "label"}

@@ -26,7 +26,7 @@ from lft_core.config import DEFAULT_MAX_LENGTH, RunConfig, config_from_dict, val
 from lft_core.data import load_data
 from lft_core.errors import LftError, StopRequested, first_line
 from lft_core.estimate import RunClock, RunEstimate, calibrate, estimate_run, eval_shapes, phase
-from lft_core.evaluate import Metrics, encode, evaluate, predict_logits, softmax
+from lft_core.evaluate import Metrics, encode, evaluate, predict_logits, softmax, texts_of
 from lft_core.hardware import THREADS, Compute, choose_compute, describe_machine
 from lft_core.limits import check_model_size
 from lft_core.methods import MethodContext, apply_method, get_method, method_params
@@ -132,6 +132,7 @@ class _Job:
     def load_data(self):
         self.stage("data", f"loading dataset {self.cfg.dataset}")
         data = load_data(self.cfg)
+        self.cfg = _with_source_columns(self.cfg, data)
         self.say(events.DataLoaded(train=len(data["train"]), validation=len(data["validation"]),
                                    test=len(data["test"]), label_names=data["train"].features["label"].names))
         _check_stop(self.stop)
@@ -147,7 +148,7 @@ class _Job:
         check_model_size(sum(p.numel() for p in base.model.parameters()))
         base.model.to(self.compute.device)  # scored where it trains
         self.load_s = time.perf_counter() - started
-        self.train_ids, lengths = encode(base.tokenizer, list(data["train"]["text"]), cfg.max_length, cfg.truncation)
+        self.train_ids, lengths = encode(base.tokenizer, texts_of(data["train"]), cfg.max_length, cfg.truncation)
         _warn_truncation(lengths, cfg.max_length)
         if cfg.batch_size is None:  # what ran is what run_config.json records, so a resume batches the same way
             self.cfg = dataclasses.replace(cfg, batch_size=auto_batch_size(lengths, cfg.max_length))
@@ -201,8 +202,8 @@ class _Job:
         lengths = [len(row) for row in self.train_ids]
         shapes = call_shapes(lengths, cfg.batch_size, cfg.seed)
         tokenizer = base.tokenizer
-        test_ids, _ = encode(tokenizer, list(data["test"]["text"]), cfg.max_length, cfg.truncation)
-        validation_ids, _ = encode(tokenizer, list(data["validation"]["text"]), cfg.max_length, cfg.truncation)
+        test_ids, _ = encode(tokenizer, texts_of(data["test"]), cfg.max_length, cfg.truncation)
+        validation_ids, _ = encode(tokenizer, texts_of(data["validation"]), cfg.max_length, cfg.truncation)
         test_lengths = [len(r) for r in test_ids]
         texts = list(data["train"]["text"]) if cfg.tfidf_reference else None
         calibration = calibrate(model, tokenizer, shapes, eval_shapes(test_lengths, cfg.eval_batch_size),
@@ -268,7 +269,7 @@ class _Job:
         self.stage("save", "saving the adapter, then reloading it from disk")
         with phase(self.clock, "save"):
             self._progress("save", 0, 1)
-            check_texts = list(test["text"])[:min(RELOAD_CHECK_ROWS, len(test))]
+            check_texts = texts_of(test)[:min(RELOAD_CHECK_ROWS, len(test))]
             # the reload check compares fp32 logits: a saved adapter that differs from the trained one moves them
             trained_logits = predict_logits(model, base.tokenizer, check_texts, cfg.max_length, cfg.eval_batch_size,
                                             cfg.truncation)
@@ -295,7 +296,8 @@ class _Job:
             run_name=self.run_dir.name, config=cfg.to_dict(), base_ref=dataclasses.asdict(base_ref),
             method={"name": cfg.method, "kind": "peft" if spec.is_peft else "plain",
                     "params": method_params(cfg.method, cfg.method_params), "learning_rate": self.learning_rate},
-            data={**{s: len(data[s]) for s in data}, "label_names": names}, base=baseline.metrics, finetuned=tuned,
+            data={**{s: len(data[s]) for s in data}, "label_names": names, **_shape_facts(data)},
+            base=baseline.metrics, finetuned=tuned,
             references=references, labels=np.asarray(test["label"]), base_logits=baseline.logits,
             tuned_logits=tuned_logits, train=history, environment=environment(), peak_memory_mb=peak_memory_mb(),
             reload_check=reload_check, parameters=self.parameters, quantization=quantization,
@@ -374,7 +376,7 @@ def baseline_key(cfg: RunConfig, data, compute: Compute | None = None) -> str:
     exact test rows and labels, the device and precision they are scored in, and the library versions."""
     test = data["test"]
     compute = compute or choose_compute(cfg.precision, bool(cfg.quantize))
-    content = hashlib.sha256(json.dumps([list(test["text"]), list(test["label"]), test.features["label"].names]).encode())
+    content = hashlib.sha256(json.dumps([texts_of(test), list(test["label"]), test.features["label"].names]).encode())
     key = {k: getattr(cfg, k) for k in BASELINE_KEYS}
     key.update(test=content.hexdigest(), packages={p: environment()["packages"].get(p) for p in ("torch", "transformers")},
                compute=[compute.device, compute.precision])
@@ -470,6 +472,26 @@ def _reload_check(trained_logits, reloaded_logits, tuned_logits, base_ref, spec)
                    "AutoPeftModelForSequenceClassification" if spec.is_peft else "AutoModelForSequenceClassification")
     return {"max_abs_diff": diff, "tolerance": RELOAD_TOLERANCE, "passed": True, "test_rows": rows,
             "precision": "fp32", "scoring_agreement": agree, "loaded_with": loaded_with}
+
+
+def _with_source_columns(cfg: RunConfig, data) -> RunConfig:
+    """cfg with the text columns load_data found, so run_config.json records the shape and predict reads the same
+    columns of a new file without flags."""
+    from lft_core.data import data_columns
+
+    found = data_columns(data)
+    return dataclasses.replace(cfg, text_column=cfg.text_column or found.get("text"),
+                               text_pair_column=cfg.text_pair_column or found.get("text_pair"))
+
+
+def _shape_facts(data) -> dict:
+    """What report.json records of the data's shape: the text columns, and for pairs how the references read them."""
+    from lft_core.data import PAIR_JOIN, data_columns
+
+    found = data_columns(data)
+    if not found.get("text_pair"):
+        return {"text_columns": [found.get("text", "text")]}
+    return {"text_columns": [found["text"], found["text_pair"]], "pair_join": PAIR_JOIN}
 
 
 def _init_distributed() -> bool:
@@ -572,7 +594,8 @@ def _predictions_frame(test, names, base_logits, tuned_logits):
     labels = np.asarray(test["label"])
     rows = np.arange(len(labels))
     return pd.DataFrame({
-        "text": list(test["text"]), "label": [names[i] for i in labels],
+        "text": list(test["text"]), **({"text_pair": list(test["text_pair"])} if "text_pair" in test.column_names else {}),
+        "label": [names[i] for i in labels],
         "base_prediction": [names[i] for i in base_logits.argmax(-1)],
         "finetuned_prediction": [names[i] for i in tuned_logits.argmax(-1)],
         "base_true_prob": base_probs[rows, labels].round(4), "finetuned_true_prob": tuned_probs[rows, labels].round(4),

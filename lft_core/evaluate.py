@@ -121,10 +121,58 @@ def compute_metrics(labels, predictions, names: list[str]) -> Metrics:
 # ---------------------------------------------------------------- token ids
 
 
+class TokenRows(list):
+    """Token ids per text (a list of lists, as before), and for sentence pairs the token type ids the tokenizer
+    gives the two segments (BERT's segment embeddings), so that padding and training keep them."""
+
+    token_type_ids: list[list[int]] | None = None
+
+    def take(self, rows) -> dict[str, list[list[int]]]:
+        """The rows' inputs as tokenizer.pad takes them."""
+        picked = {"input_ids": [self[i] for i in rows]}
+        if self.token_type_ids is not None:
+            picked["token_type_ids"] = [self.token_type_ids[i] for i in rows]
+        return picked
+
+
+def texts_of(dataset) -> list:
+    """A split's inputs: its texts, or (text, text_pair) tuples for a sentence-pair split."""
+    if "text_pair" in dataset.column_names:
+        return list(zip(dataset["text"], dataset["text_pair"]))
+    return list(dataset["text"])
+
+
+def is_pair(texts) -> bool:
+    return bool(len(texts)) and isinstance(texts[0], (tuple, list))
+
+
+def encode_pairs(tokenizer, pairs: list[tuple[str, str]], max_length: int) -> tuple[TokenRows, list[int]]:
+    """Token ids of each pair as tokenizer(a, b) builds them (separators and token type ids), cut to max_length by
+    transformers' 'longest_first', which trims the longer side token by token so both texts keep a part; and each
+    pair's untruncated length."""
+    firsts, seconds = [str(a) for a, _ in pairs], [str(b) for _, b in pairs]
+    full = tokenizer(firsts, seconds, truncation=False)
+    lengths = [len(row) for row in full["input_ids"]]
+    long = [i for i, n in enumerate(lengths) if n > max_length]
+    if long:
+        cut = tokenizer([firsts[i] for i in long], [seconds[i] for i in long], truncation="longest_first",
+                        max_length=max_length)
+        for key in full.keys():
+            for j, i in enumerate(long):
+                full[key][i] = cut[key][j]
+    ids = TokenRows(full["input_ids"])
+    if "token_type_ids" in full:
+        ids.token_type_ids = list(full["token_type_ids"])
+    return ids, lengths
+
+
 def encode(tokenizer, texts: list[str], max_length: int, truncation: str = "head") -> tuple[list[list[int]], list[int]]:
     """Token ids of each text cut to max_length (special tokens included), and each text's untruncated length.
     'head' keeps the start (what tokenizer(..., truncation=True) does), 'tail' the end, 'head+tail' both ends
-    (HEAD_SHARE of the budget from the start). One tokenizer pass serves the ids and the lengths."""
+    (HEAD_SHARE of the budget from the start). One tokenizer pass serves the ids and the lengths. Sentence pairs
+    ((a, b) tuples) go through encode_pairs whatever `truncation` says."""
+    if is_pair(texts):
+        return encode_pairs(tokenizer, texts, max_length)
     prefix, suffix = _special_tokens(tokenizer)
     budget = max(1, max_length - len(prefix) - len(suffix))
     head = budget if truncation == "head" else int(budget * HEAD_SHARE) if truncation == "head+tail" else 0
@@ -196,7 +244,7 @@ def logits_for_ids(model, tokenizer, ids: list[list[int]], batch_size: int | Non
         for rows in _batches(order, lengths, batch_size):
             if stop is not None and stop.is_set():
                 raise StopRequested("stopped by the user during evaluation")
-            batch = tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
+            batch = tokenizer.pad(_take(ids, rows), return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}
             with THREADS.timed("eval", call_work(batch["input_ids"].shape)), \
                     (compute.autocast() if compute is not None else contextlib.nullcontext()):
@@ -207,6 +255,10 @@ def logits_for_ids(model, tokenizer, ids: list[list[int]], batch_size: int | Non
     finally:
         model.train(was_training)
     return out
+
+
+def _take(ids, rows) -> dict:
+    return ids.take(rows) if isinstance(ids, TokenRows) else {"input_ids": [ids[i] for i in rows]}
 
 
 def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int | None = None,
@@ -225,7 +277,7 @@ def evaluate(model, tokenizer, dataset, max_length: int, batch_size: int | None 
     Under torch.distributed (and shard=True, which every rank must then call) each rank scores a disjoint
     shard and the logits are gathered, so every example counts exactly once (a DistributedSampler would pad
     the last shard with duplicates)."""
-    texts, labels = list(dataset["text"]), np.asarray(dataset["label"])
+    texts, labels = texts_of(dataset), np.asarray(dataset["label"])
     names = dataset.features["label"].names
     start = time.perf_counter()
     ids, _ = encode(tokenizer, texts, max_length, truncation)
@@ -245,7 +297,10 @@ def _sharded_logits(model, tokenizer, ids, batch_size, stop, compute) -> np.ndar
 
     state = PartialState()
     mine = list(range(state.process_index, len(ids), state.num_processes))
-    part = logits_for_ids(model, tokenizer, [ids[i] for i in mine], batch_size, stop, compute=compute)
+    mine_ids = TokenRows(ids[i] for i in mine)
+    if getattr(ids, "token_type_ids", None) is not None:
+        mine_ids.token_type_ids = [ids.token_type_ids[i] for i in mine]
+    part = logits_for_ids(model, tokenizer, mine_ids, batch_size, stop, compute=compute)
     logits = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
     for indices, values in gather_object([(mine, part)]):
         if len(indices):

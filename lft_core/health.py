@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lft_core.config import DEFAULT_MAX_LENGTH
-from lft_core.data import detect_columns, load_data, read_source
+from lft_core.data import detect_columns, detect_pair_columns, load_data, read_source
 from lft_core.errors import LftError
 
 IMBALANCE_RATIO = 3.0
@@ -46,7 +46,9 @@ def _rows(index, limit: int = 5) -> str:
 def _raw_warnings(cfg) -> list[str]:
     """Row-level problems in the source as given, named by split and row number."""
     frames, _ = read_source(cfg)
-    text, label = detect_columns(next(iter(frames.values())), cfg.text_column, cfg.label_column)
+    first = next(iter(frames.values()))
+    pair = detect_pair_columns(first, cfg.text_column, getattr(cfg, "text_pair_column", None))
+    text = pair[0] if pair else detect_columns(first, cfg.text_column, cfg.label_column)[0]
     found = []
     for split, frame in frames.items():
         where = "the file" if split == "all" else f"{split}"
@@ -109,15 +111,16 @@ def check_dataset(cfg, tokenizer=None) -> Health:
     train = data["train"].to_pandas()
     train["label"] = [names[i] for i in train["label"]]
     samples = train.groupby("label", sort=True).head(2).reset_index(drop=True)
-    health.samples = samples.assign(text=samples["text"].str.slice(0, 160))[["label", "text"]]
+    shown = ["label", "text"] + (["text_pair"] if "text_pair" in samples else [])
+    health.samples = samples.assign(**{c: samples[c].str.slice(0, 160) for c in shown[1:]})[shown]
     health.warnings += _overlap_warnings(data)
     small = health.balance[(health.balance["train"] < 5) & (health.balance["train"] > 0)]["class"].tolist()
     if small:
         health.warnings.append(f"train: classes {', '.join(small)} have fewer than 5 examples")
     if tokenizer is not None:
-        from lft_core.evaluate import encode
+        from lft_core.evaluate import encode, texts_of
 
-        _, health.lengths = encode(tokenizer, list(data["train"]["text"]), health.max_length)
+        _, health.lengths = encode(tokenizer, texts_of(data["train"]), health.max_length)  # a pair counts both texts
         health.recommended = recommend_length(health.lengths, cfg, health.splits.get("validation", 0))
         health.max_length = health.recommended.get("max_length", health.max_length)
         health.truncated_share = truncated_share(health.lengths, health.max_length)

@@ -31,20 +31,70 @@ class Predictor:
         if limit is not None and self.max_length > limit:
             raise LftError(f"--max-length {self.max_length} is more than this model takes ({limit} tokens); use at most {limit}")
         self.truncation = _saved(Path(adapter_dir), "truncation") or "head"
+        # the run's text columns (run folders before sentence pairs record none: single texts)
+        self.text_column = _saved(Path(adapter_dir), "text_column")
+        self.text_pair_column = _saved(Path(adapter_dir), "text_pair_column")
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         return softmax(predict_logits(self.model, self.tokenizer, texts, self.max_length, batch_size, self.truncation))
 
-    def predict(self, texts: list[str], batch_size: int | None = None, every_class: bool = False) -> pd.DataFrame:
+    def predict(self, texts: list, batch_size: int | None = None, every_class: bool = False) -> pd.DataFrame:
+        """texts: strings, or (text, text_pair) tuples for a sentence-pair run."""
+        texts = self.check_inputs(texts)
         probs = self.probabilities(texts, batch_size)
         best = probs.argmax(-1)
-        frame = pd.DataFrame({"text": texts, "label": [self.labels[i] for i in best],
+        frame = pd.DataFrame({**_text_columns(texts), "label": [self.labels[i] for i in best],
                               "probability": probs[np.arange(len(texts)), best].round(4)})
         if every_class:
             for i, name in enumerate(self.labels):
                 frame[f"p_{name}"] = probs[:, i].round(4)
         return frame
+
+
+    @property
+    def is_pair(self) -> bool:
+        return bool(self.text_pair_column)
+
+    def check_inputs(self, texts: list) -> list:
+        """Pairs for a pair run, single texts for the others: anything else is one LftError saying what to give."""
+        pairs = [isinstance(t, (tuple, list)) for t in texts]
+        if self.is_pair and not all(pairs):
+            raise LftError(f"this run reads sentence pairs ({self.text_column}, {self.text_pair_column}); give both "
+                           f"texts: a csv/jsonl file with those two columns, or two boxes in the app")
+        if not self.is_pair and any(pairs):
+            raise LftError("this run reads single texts, not pairs; give one text per row")
+        if self.is_pair:
+            empty = [i for i, (a, b) in enumerate(texts) if (str(a).strip() == "") != (str(b).strip() == "")]
+            if empty:
+                raise LftError(f"pair {empty[0] + 1} has one side empty; give both texts of every pair")
+            return [(str(a), str(b)) for a, b in texts]
+        return texts
+
+
+def _text_columns(texts: list) -> dict:
+    if texts and isinstance(texts[0], tuple):
+        return {"text": [a for a, _ in texts], "text_pair": [b for _, b in texts]}
+    return {"text": texts}
+
+
+def _pair_columns(frame: pd.DataFrame, predictor: "Predictor", text_column: str | None,
+                  text_pair_column: str | None) -> tuple[str, str]:
+    """The two text columns of an input file for a pair run: the flags, else the run's own column names, else a
+    standard pair of names."""
+    from lft_core.data import detect_pair_columns
+
+    first = text_column or (predictor.text_column if predictor.text_column in frame.columns else None)
+    second = text_pair_column or (predictor.text_pair_column if predictor.text_pair_column in frame.columns else None)
+    if first and second:
+        found = detect_pair_columns(frame, first, second)
+    else:
+        found = detect_pair_columns(frame, None, second) if second else detect_pair_columns(frame)
+    if found is None:
+        raise LftError(f"this run reads sentence pairs ({predictor.text_column}, {predictor.text_pair_column}) but the "
+                       f"input has no such columns (columns: {', '.join(map(str, frame.columns))}); pass "
+                       f"--text-column and --text-pair-column")
+    return found
 
 
 def _saved(folder: Path, key: str):
@@ -72,7 +122,12 @@ def _stdin_lines() -> Iterator[str]:
             yield line
 
 
-def _chunks(source: str, text_column: str | None, size: int) -> Iterator[list[str]]:
+def _chunks(source: str, text_column: str | None, size: int, predictor: "Predictor | None" = None,
+            text_pair_column: str | None = None) -> Iterator[list]:
+    pair = predictor is not None and predictor.is_pair
+    if pair and (source == "-" or Path(source).suffix.lower() == ".txt"):
+        raise LftError(f"this run reads sentence pairs ({predictor.text_column}, {predictor.text_pair_column}); pass a "
+                       f"csv or jsonl file with both columns, not {'stdin' if source == '-' else 'a txt file'}")
     if source == "-":
         yield from _batched(_stdin_lines(), size)
         return
@@ -92,6 +147,10 @@ def _chunks(source: str, text_column: str | None, size: int) -> Iterator[list[st
         else:
             raise LftError(f"input {path}: unsupported type '{suffix}'; use .csv, .jsonl or .txt")
         for frame in reader:
+            if pair:
+                first, second = _pair_columns(frame, predictor, text_column, text_pair_column)
+                yield list(zip(frame[first].fillna("").astype(str), frame[second].fillna("").astype(str)))
+                continue
             column = detect_text_column(frame, text_column)
             yield frame[column].fillna("").astype(str).tolist()
     except UnicodeDecodeError:
@@ -115,7 +174,7 @@ def _batched(items, size: int) -> Iterator[list[str]]:
 
 def predict_stream(adapter_dir: str, source: str, text_column: str | None = None, batch_size: int | None = None,
                    max_length: int | None = None, allow_pickle: bool = False,
-                   every_class: bool = False) -> Iterator[pd.DataFrame]:
+                   every_class: bool = False, text_pair_column: str | None = None) -> Iterator[pd.DataFrame]:
     """Yield one labelled frame per batch of input; the row index continues across batches. Raises LftError for
     a bad folder, input or option, and for input with no texts at all."""
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -124,7 +183,7 @@ def predict_stream(adapter_dir: str, source: str, text_column: str | None = None
         raise LftError(f"--max-length must be a positive integer (got {max_length})")
     predictor = Predictor(adapter_dir, max_length, allow_pickle)
     offset = 0
-    for texts in _chunks(source, text_column, (batch_size or 8) * 16):
+    for texts in _chunks(source, text_column, (batch_size or 8) * 16, predictor, text_pair_column):
         if not texts:
             continue
         frame = predictor.predict(texts, batch_size, every_class)

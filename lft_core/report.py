@@ -247,6 +247,7 @@ def facts(report: RunReport) -> list[tuple[str, str]]:
         ("model", f"{report.config['model']} (base recorded as {report.base_ref.get('base_model_name_or_path', '?')})"),
         ("dataset", f"{report.config['dataset']} (train {data['train']:,}, validation {data['validation']:,}, "
                     f"test {data['test']:,})"),
+        *shape_facts(report),
         ("method", f"{report.method['name']}, learning rate {report.method.get('learning_rate', 0):g}"),
         ("trainable parameters", f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']:.3f}%)"),
         ("train time", f"{timing['train_s']:.1f} s ({report.throughput['train_tokens_per_s']:.0f} tokens/s, "
@@ -263,6 +264,29 @@ def facts(report: RunReport) -> list[tuple[str, str]]:
                             f"{check['scoring_agreement']:.1%} of them" if "scoring_agreement" in check else "")),
         ("seed", str(report.config["seed"])),
     ]
+
+
+def shape_facts(report: RunReport) -> list[tuple[str, str]]:
+    """The data's shape as the report states it: which text columns the model read, and for a sentence pair how it
+    and the TF-IDF reference read both texts. Reports before this field: none (single texts)."""
+    columns = report.data.get("text_columns") or []
+    if len(columns) == 2:
+        join = report.data.get("pair_join", " ")
+        return [("texts", f"sentence pairs: '{columns[0]}' and '{columns[1]}', encoded as tokenizer({columns[0]}, "
+                          f"{columns[1]}) with longest_first truncation; TF-IDF reads them joined as "
+                          f"'{columns[0]}{join}{columns[1]}'")]
+    if columns:
+        return [("texts", f"column '{columns[0]}'")]
+    return []
+
+
+def _tokenize_line(report: RunReport, max_length: int) -> str:
+    """The model card's tokenizer call for the run's shape: a pair goes in as tokenizer(a, b), as it was trained."""
+    columns = report.data.get("text_columns") or []
+    if len(columns) == 2:
+        return (f'batch = tokenizer(["the first text"], ["the second text"], return_tensors="pt",  # {columns[0]}, '
+                f'{columns[1]}\n                  truncation="longest_first", max_length={max_length})')
+    return f'batch = tokenizer(["some text"], return_tensors="pt", truncation=True, max_length={max_length})'
 
 
 def report_markdown(report: RunReport) -> str:
@@ -476,7 +500,7 @@ def load_snippet(report: RunReport, folder: str = "path/to/this/folder") -> str:
 
 {load}
 tokenizer = AutoTokenizer.from_pretrained("{folder}")
-batch = tokenizer(["some text"], return_tensors="pt", truncation=True, max_length={max_length})
+{_tokenize_line(report, max_length)}
 with torch.no_grad():
     probs = model(**batch).logits.softmax(-1)[0]
 print(model.config.id2label[int(probs.argmax())], float(probs.max()))"""

@@ -22,7 +22,7 @@ from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, Trai
 
 from lft_core import events
 from lft_core.errors import LftError, StopRequested
-from lft_core.evaluate import encode, evaluate
+from lft_core.evaluate import encode, evaluate, texts_of
 from lft_core.hardware import THREADS, Compute, call_work
 from lft_core.methods import LR_REFERENCE_BATCH
 
@@ -92,8 +92,11 @@ def tokenize(dataset, tokenizer, max_length: int, truncation: str = "head", ids:
     from datasets import Dataset
 
     if ids is None:
-        ids, _ = encode(tokenizer, list(dataset["text"]), max_length, truncation)
-    return Dataset.from_dict({"input_ids": ids, "labels": list(dataset["label"])})
+        ids, _ = encode(tokenizer, texts_of(dataset), max_length, truncation)
+    columns = {"input_ids": ids, "labels": list(dataset["label"])}
+    if getattr(ids, "token_type_ids", None) is not None:  # sentence pairs: the collator pads them too
+        columns["token_type_ids"] = ids.token_type_ids
+    return Dataset.from_dict(columns)
 
 
 class _EpochSeededSampler(torch.utils.data.Sampler):
