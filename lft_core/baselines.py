@@ -24,8 +24,51 @@ def joined_texts(split) -> list[str]:
     return list(split["text"])
 
 
+def _is_multi_label(data) -> bool:
+    return not hasattr(data["train"].features["label"], "names")
+
+
+def frequent_labels(data) -> Metrics:
+    """Multi-label: every test text gets the labels on more than half of the training texts (often none)."""
+    from lft_core.evaluate import compute_multi_label_metrics, label_feature, multi_hot
+
+    names = label_feature(data["train"]).names
+    train, test = multi_hot(data["train"]["label"], len(names)), multi_hot(data["test"]["label"], len(names))
+    frequent = train.mean(0) > 0.5
+    return compute_multi_label_metrics(test, np.tile(frequent, (len(test), 1)), names)
+
+
+def tfidf_one_vs_rest(data, seed: int = 42) -> Metrics:
+    """Multi-label: the same TF-IDF features, one logistic regression per label (scikit-learn's OneVsRest), each
+    label predicted at probability 0.5."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+
+    from lft_core.evaluate import compute_multi_label_metrics, label_feature, multi_hot
+
+    start = time.perf_counter()
+    names = label_feature(data["train"]).names
+    train = multi_hot(data["train"]["label"], len(names))
+    # a label on every or no training text leaves one class to fit: LogisticRegression refuses it, so predict it as is
+    fit = [i for i in range(len(names)) if 0 < train[:, i].sum() < len(train)]
+    predictions = np.tile(train[0], (len(data["test"]), 1))
+    if fit:
+        model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+                              OneVsRestClassifier(LogisticRegression(max_iter=2000, C=10.0, random_state=seed)))
+        model.fit(joined_texts(data["train"]), train[:, fit])
+        predictions[:, fit] = model.predict(joined_texts(data["test"]))
+    metrics = compute_multi_label_metrics(multi_hot(data["test"]["label"], len(names)), predictions, names)
+    metrics.seconds = time.perf_counter() - start
+    return metrics
+
+
 def majority_class(data) -> Metrics:
-    """Every test text gets the class most frequent in the train split."""
+    """Every test text gets the class most frequent in the train split (multi-label: the labels on more than half
+    of the training texts)."""
+    if _is_multi_label(data):
+        return frequent_labels(data)
     train = np.asarray(data["train"]["label"])
     labels = np.asarray(data["test"]["label"])
     names = data["test"].features["label"].names
@@ -34,7 +77,10 @@ def majority_class(data) -> Metrics:
 
 
 def tfidf_logreg(data, seed: int = 42) -> Metrics:
-    """Word and bigram TF-IDF with a logistic regression, trained on the same train split in seconds."""
+    """Word and bigram TF-IDF with a logistic regression, trained on the same train split in seconds (multi-label:
+    one per label)."""
+    if _is_multi_label(data):
+        return tfidf_one_vs_rest(data, seed)
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

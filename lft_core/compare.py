@@ -112,12 +112,12 @@ class _Pair:
 
     def predict(self, text) -> tuple[dict[str, float], dict[str, float]]:
         """text: a string, or a (text, text_pair) tuple for a sentence-pair run."""
-        from lft_core.evaluate import predict_logits, softmax
+        from lft_core.evaluate import predict_logits, sigmoid, softmax
 
         texts = self.tuned.check_inputs([text])
         with self.lock:
-            base = softmax(predict_logits(self.base_model, self.base_tokenizer, texts, self.max_length, 1,
-                                          self.truncation))[0]
+            logits = predict_logits(self.base_model, self.base_tokenizer, texts, self.max_length, 1, self.truncation)
+            base = (sigmoid(logits) if self.tuned.multi_label else softmax(logits))[0]
             tuned = self.tuned.probabilities(texts)[0]
         return (dict(zip(self.labels, base.astype(float).tolist())),
                 dict(zip(self.labels, tuned.astype(float).tolist())))

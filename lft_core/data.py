@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
 from lft_core.errors import LftError, first_line
 
@@ -208,6 +208,8 @@ def _hub_splits(name: str, cfg) -> tuple[dict[str, pd.DataFrame], list[str] | No
         if choice:
             splits[split] = loaded[choice].to_pandas()
             feature = loaded[choice].features.get(cfg.label_column or "label")
+            feature = getattr(feature, "feature", feature)  # a list-label set: Sequence(ClassLabel) or [ClassLabel]
+            feature = feature[0] if isinstance(feature, list) and feature else feature
             if isinstance(feature, ClassLabel):
                 names = feature.names
     if "train" not in splits:
@@ -549,6 +551,8 @@ def load_data(cfg) -> DatasetDict:
         missing = [c for c in (text, label, *(pair[1:] if pair else ())) if c not in frame.columns]
         if missing:
             raise LftError(f"{split} split lacks column(s) {', '.join(missing)}; its columns: {', '.join(frame.columns)}")
+    if is_multi_label(first[label], getattr(cfg, "label_separator", None)):
+        return _load_multi_label(cfg, frames, known, text, pair[1] if pair else None, label)
     frames = {split: _clean(frame, text, label, split) if pair is None else _clean_pair(frame, text, pair[1], label, split)
               for split, frame in frames.items()}
     if known is None:
@@ -578,3 +582,141 @@ def data_columns(data) -> dict:
         return found
     return {"text": "text", "text_pair": "text_pair" if "text_pair" in data["train"].column_names else None,
             "label": "label"}
+
+
+
+def label_names(split) -> list[str]:
+    """The class names of a split's 'label' feature: a ClassLabel, or for multi-label a Sequence of one."""
+    feature = split.features["label"]
+    return list(getattr(feature, "feature", feature).names)
+
+
+def is_multi_label_split(split) -> bool:
+    return not isinstance(split.features["label"], ClassLabel)
+
+
+# ---------------------------------------------------------------- multi-label
+
+MULTI_LABEL_MIN_EXAMPLES = 5
+"""A label with fewer training texts than this is named: the model gets too few positives to learn it."""
+
+
+def _is_list(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def is_multi_label(labels: pd.Series, separator: str | None) -> bool:
+    """A label column of lists (JSON, JSONL, parquet) is multi-label; so are delimited strings with a separator."""
+    return bool(separator) or bool(labels.map(_is_list).any())
+
+
+def _label_sets(values: pd.Series, separator: str | None, column: str, split: str) -> pd.Series:
+    """Each row's labels as a list of strings: lists as given, strings split at the separator, an empty value as no
+    label (a text with no tag is valid)."""
+    def parse(value):
+        if _is_list(value):
+            return [str(v).strip() for v in value if str(v).strip()]
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return []
+        if separator:
+            return [part.strip() for part in str(value).split(separator) if part.strip()]
+        return [str(value).strip()] if str(value).strip() else []
+
+    if separator and not values.map(_is_list).any():
+        strings = values.dropna().astype(str)
+        if len(strings) and not strings.str.contains(separator, regex=False).any():
+            raise LftError(f"{split}: --label-separator {separator!r} splits no label of column '{column}' (e.g. "
+                           f"{strings.iloc[0]!r}); pass the character between a text's labels, or leave it out for "
+                           f"one label per text")
+    return values.map(parse)
+
+
+def _clean_multi_label(frame: pd.DataFrame, text: str, pair: str | None, label: str, split: str,
+                       separator: str | None) -> pd.DataFrame:
+    if pair is not None:
+        firsts, seconds = frame[text].fillna("").astype(str), frame[pair].fillna("").astype(str)
+        one_side = (firsts.str.strip() == "") != (seconds.str.strip() == "")
+        if one_side.any():
+            rows = ", ".join(str(i) for i in frame.index[one_side][:5])
+            raise LftError(f"{split}: {int(one_side.sum())} pairs have one side empty (rows {rows}; columns '{text}' "
+                           f"and '{pair}'); fill both texts or remove those rows")
+    out = pd.DataFrame({"text": frame[text].fillna("").astype(str)}, index=frame.index)
+    if pair is not None:
+        out["text_pair"] = frame[pair].fillna("").astype(str)
+    out["label"] = _label_sets(frame[label], separator, label, split)
+    empty = out["text"].str.strip() == ""
+    if empty.all():
+        raise LftError(f"{split}: every text is empty (column '{text}'); is --text-column the right column?")
+    if empty.any():
+        log.warning("%s: dropped %d empty texts (rows %s)", split, int(empty.sum()),
+                    ", ".join(str(i) for i in frame.index[empty][:5]))
+        out = out[~empty]
+    return out
+
+
+def _random_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Label sets do not stratify (each combination is its own stratum): a seeded random share."""
+    held = np.random.default_rng(seed).permutation(len(frame))[:max(1, round(len(frame) * fraction))]
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[held] = True
+    return frame[~mask], frame[mask]
+
+
+def _load_multi_label(cfg, frames: dict[str, pd.DataFrame], known: list[str] | None, text: str, pair: str | None,
+                      label: str) -> DatasetDict:
+    """load_data for a label column of label sets: 'label' becomes a Sequence of ClassLabel."""
+    separator = getattr(cfg, "label_separator", None)
+    frames = {split: _clean_multi_label(frame, text, pair, label, split, separator) for split, frame in frames.items()}
+    for split, frame in frames.items():
+        if len(frame) == 0:
+            raise LftError(f"the {split} split is empty; it needs at least one labelled, non-empty text")
+    if known is not None and all(str(v).lstrip("-").isdigit() for f in frames.values() for row in f["label"] for v in row):
+        bad = sorted({int(v) for f in frames.values() for row in f["label"] for v in row} - set(range(len(known))))
+        if bad:
+            raise LftError(f"label ids {bad[:5]} are out of range for {len(known)} labels ({', '.join(known)})")
+        for frame in frames.values():
+            frame["label"] = frame["label"].map(lambda row: [known[int(v)] for v in row])
+    train_key = "train" if "train" in frames else "all"
+    names = sorted({v for row in frames[train_key]["label"] for v in row}) if known is None else list(known)
+    for split, frame in frames.items():
+        unknown = sorted({v for row in frame["label"] for v in row} - set(names))
+        if unknown:
+            raise LftError(f"the {split} split has labels never seen in training: {', '.join(unknown[:10])}; add "
+                           f"training examples of them or remove those labels")
+    if len(names) < 2:
+        raise LftError(f"the label column '{label}' holds {len(names)} distinct label(s) "
+                       f"({', '.join(names) or 'none'}); multi-label classification needs at least two")
+    if cfg.label_names is not None and list(cfg.label_names) != names:
+        raise LftError(f"label_names lists {len(cfg.label_names)} labels ({', '.join(cfg.label_names)}) but the data "
+                       f"has {len(names)} ({', '.join(names)}); fix label_names or the data")
+    seed = cfg.seed if getattr(cfg, "split_seed", None) is None else cfg.split_seed
+    if "all" in frames:
+        rest, frames["test"] = _random_split(frames.pop("all"), SPLIT_FRACTIONS[2], seed)
+        frames["train"], frames["validation"] = _random_split(rest, SPLIT_FRACTIONS[1] / (1 - SPLIT_FRACTIONS[2]), seed)
+    if "test" not in frames:
+        frames["train"], frames["test"] = _random_split(frames["train"], SPLIT_FRACTIONS[2], seed)
+    if "validation" not in frames:
+        frames["train"], frames["validation"] = _random_split(frames["train"], SPLIT_FRACTIONS[1], seed)
+    rng = np.random.default_rng(seed)
+    for split, limit in (("train", cfg.max_train_samples), ("validation", cfg.max_eval_samples),
+                         ("test", cfg.max_eval_samples)):
+        if limit is not None and limit < len(frames[split]):
+            frames[split] = frames[split].iloc[np.sort(rng.permutation(len(frames[split]))[:limit])]
+    counts = pd.Series([v for row in frames["train"]["label"] for v in row]).value_counts()
+    rare = [f"{n} ({int(counts.get(n, 0))})" for n in names if counts.get(n, 0) < MULTI_LABEL_MIN_EXAMPLES]
+    if rare:
+        log.warning("labels with fewer than %d training texts: %s; the model sees too few of them to learn them",
+                    MULTI_LABEL_MIN_EXAMPLES, ", ".join(rare))
+    index = {n: i for i, n in enumerate(names)}
+    features = Features({"text": Value("string"), **({"text_pair": Value("string")} if pair else {}),
+                         "label": Sequence(ClassLabel(names=names))})
+    data = DatasetDict()
+    for split in ("train", "validation", "test"):
+        frame = frames[split].sort_index().copy()
+        if len(frame) == 0:
+            raise LftError(f"the {split} split is empty; it needs at least one labelled, non-empty text")
+        frame["label"] = frame["label"].map(lambda row: sorted({index[v] for v in row}))
+        data[split] = Dataset.from_pandas(frame[list(features)].reset_index(drop=True), features=features,
+                                          preserve_index=False)
+    data.source_columns = {"text": text, "text_pair": pair, "label": label, "label_separator": separator}
+    return data

@@ -13,7 +13,7 @@ import pandas as pd
 
 from lft_core.data import detect_text_column
 from lft_core.errors import LftError, first_line
-from lft_core.evaluate import predict_logits, softmax
+from lft_core.evaluate import predict_logits, sigmoid, softmax
 
 
 class Predictor:
@@ -21,7 +21,7 @@ class Predictor:
 
     def __init__(self, adapter_dir: str | Path, max_length: int | None = None, allow_pickle: bool = False):
         from lft_core.models import max_positions
-        from lft_core.runs import check_adapter_dir, load_adapter
+        from lft_core.runs import BaseRef, check_adapter_dir, load_adapter
 
         check_adapter_dir(adapter_dir, allow_pickle)
         saved = _saved_max_length(Path(adapter_dir))
@@ -34,15 +34,26 @@ class Predictor:
         # the run's text columns (run folders before sentence pairs record none: single texts)
         self.text_column = _saved(Path(adapter_dir), "text_column")
         self.text_pair_column = _saved(Path(adapter_dir), "text_pair_column")
+        # multi-label: the head's problem type and threshold, from base_model.json (None: one label per text)
+        ref = BaseRef.read(Path(adapter_dir))
+        self.threshold = ref.threshold if ref and ref.problem_type == "multi_label_classification" else None
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
+    @property
+    def multi_label(self) -> bool:
+        return self.threshold is not None
+
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        return softmax(predict_logits(self.model, self.tokenizer, texts, self.max_length, batch_size, self.truncation))
+        """One probability per class (softmax), or for multi-label one per label (sigmoid)."""
+        logits = predict_logits(self.model, self.tokenizer, texts, self.max_length, batch_size, self.truncation)
+        return sigmoid(logits) if self.multi_label else softmax(logits)
 
     def predict(self, texts: list, batch_size: int | None = None, every_class: bool = False) -> pd.DataFrame:
         """texts: strings, or (text, text_pair) tuples for a sentence-pair run."""
         texts = self.check_inputs(texts)
         probs = self.probabilities(texts, batch_size)
+        if self.multi_label:
+            return self._label_sets(texts, probs)
         best = probs.argmax(-1)
         frame = pd.DataFrame({**_text_columns(texts), "label": [self.labels[i] for i in best],
                               "probability": probs[np.arange(len(texts)), best].round(4)})
@@ -51,6 +62,17 @@ class Predictor:
                 frame[f"p_{name}"] = probs[:, i].round(4)
         return frame
 
+
+    def _label_sets(self, texts: list, probs: np.ndarray) -> pd.DataFrame:
+        """Multi-label: each text's label set (joined with ';', possibly empty) and every label's probability."""
+        from lft_core.engine import LABEL_JOIN
+
+        chosen = probs >= self.threshold
+        frame = pd.DataFrame({**_text_columns(texts),
+                              "labels": [LABEL_JOIN.join(n for n, on in zip(self.labels, row) if on) for row in chosen]})
+        for i, name in enumerate(self.labels):
+            frame[f"p_{name}"] = probs[:, i].round(4)
+        return frame
 
     @property
     def is_pair(self) -> bool:

@@ -93,10 +93,20 @@ def tokenize(dataset, tokenizer, max_length: int, truncation: str = "head", ids:
 
     if ids is None:
         ids, _ = encode(tokenizer, texts_of(dataset), max_length, truncation)
-    columns = {"input_ids": ids, "labels": list(dataset["label"])}
+    columns = {"input_ids": ids, "labels": _training_labels(dataset)}
     if getattr(ids, "token_type_ids", None) is not None:  # sentence pairs: the collator pads them too
         columns["token_type_ids"] = ids.token_type_ids
     return Dataset.from_dict(columns)
+
+
+def _training_labels(dataset) -> list:
+    """Class ids, or for multi-label the multi-hot float rows that the BCE loss of a sigmoid head takes."""
+    feature = dataset.features["label"]
+    if hasattr(feature, "names"):
+        return list(dataset["label"])
+    from lft_core.evaluate import multi_hot
+
+    return multi_hot(dataset["label"], len(feature.feature.names)).tolist()
 
 
 class _EpochSeededSampler(torch.utils.data.Sampler):

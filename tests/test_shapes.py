@@ -288,3 +288,129 @@ def test_a_pair_csv_trains_with_no_flags_to_090_with_minilm(tmp_path):
     assert tfidf < 0.65
     assert tuned >= 0.9
     assert report["data"]["text_columns"] == ["sentence1", "sentence2"]
+
+
+# ---------------------------------------------------------------- multi-label
+
+TAGS = {"sport": "goal match team player score league".split(), "tech": "software chip computer phone data code".split(),
+        "food": "bread cheese apple soup pasta salad".split()}
+FILLER = "the a of and to in is on with for this that".split()
+
+
+def tagged_frame(n: int = 240, seed: int = 0) -> pd.DataFrame:
+    """Each text carries 0 to 3 topics, each through 2 of its words: the tags are the topics present."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        tags = sorted(t for t in TAGS if rng.random() < 0.4)
+        words = rng.sample(FILLER, 4) + [w for t in tags for w in rng.sample(TAGS[t], 2)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "labels": tags})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def tags_jsonl(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tags") / "tags.jsonl"
+    tagged_frame().to_json(path, orient="records", lines=True)
+    return path
+
+
+def test_a_jsonl_of_label_lists_is_multi_label_without_flags(tags_jsonl):
+    from lft_core.data import is_multi_label_split, label_names
+
+    data = load_data(RunConfig(dataset=str(tags_jsonl)))
+    assert is_multi_label_split(data["train"]) and label_names(data["train"]) == ["food", "sport", "tech"]
+    frame = tagged_frame()
+    texts = dict(zip(frame["text"], frame["labels"]))
+    row = data["test"][0]
+    assert [label_names(data["test"])[i] for i in row["label"]] == texts[row["text"]]
+    assert any(len(r) == 0 for r in data["train"]["label"])  # a text with no tag is kept
+
+
+def test_a_csv_takes_a_label_separator_and_says_when_it_splits_nothing(tmp_path):
+    frame = tagged_frame(120)
+    frame.assign(labels=frame["labels"].map(";".join)).to_csv(tmp_path / "tags.csv", index=False)
+    data = load_data(RunConfig(dataset=str(tmp_path / "tags.csv"), label_separator=";"))
+    assert data["train"].features["label"].feature.names == ["food", "sport", "tech"]
+    with pytest.raises(LftError, match=r"--label-separator '\|' splits no label of column 'labels' .*; pass the "
+                                       r"character between a text's labels"):
+        load_data(RunConfig(dataset=str(tmp_path / "tags.csv"), label_separator="|"))
+
+
+def test_multi_label_rows_with_labels_unknown_in_train_are_one_line(tmp_path):
+    frame = tagged_frame(120)
+    frame.iloc[:90].to_json(tmp_path / "train.jsonl", orient="records", lines=True)
+    test = frame.iloc[90:].copy()
+    test.at[test.index[2], "labels"] = ["sport", "weather"]
+    test.to_json(tmp_path / "test.jsonl", orient="records", lines=True)
+    with pytest.raises(LftError, match="the test split has labels never seen in training: weather; add training "
+                                       "examples of them or remove those labels"):
+        load_data(RunConfig(dataset=str(tmp_path)))
+
+
+def test_multi_label_metrics_and_the_verdict_name_a_label_never_predicted():
+    import numpy as np
+
+    from lft_core.evaluate import compute_multi_label_metrics
+    from lft_core.report import judge
+
+    names = ["food", "sport", "tech"]
+    truth = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0]])
+    predicted = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 1, 0]])
+    tuned = compute_multi_label_metrics(truth, predicted, names, threshold=0.4)
+    assert tuned.scores["accuracy"] == 0.75  # 3 of 4 label sets exactly right
+    assert tuned.per_class["tech"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert tuned.multi_label["cardinality"] == 1.25 and tuned.multi_label["never_predicted"] == ["tech"]
+    assert round(tuned.scores["micro_f1"], 4) == round(2 * 4 / (2 * 4 + 1), 4)
+    base = compute_multi_label_metrics(truth, np.zeros_like(truth), names)
+    verdict = judge(base, tuned, {"majority": base})
+    assert verdict.kind == "improved"
+    assert "It never predicts 'tech' (on any test text)." in verdict.details
+
+
+@pytest.fixture(scope="module")
+def tags_run(tiny_models, tags_jsonl, tmp_path_factory):
+    from lft_core import run
+
+    output = tmp_path_factory.mktemp("runs") / "tags-run"
+    cfg = RunConfig(model=tiny_models["bert"], dataset=str(tags_jsonl), epochs=3, max_length=32,
+                    learning_rate=5e-3, output=str(output))
+    return run(cfg)
+
+
+def test_a_multi_label_run_trains_a_sigmoid_head_and_reports_every_score(tags_run):
+    folder = tags_run.run_dir
+    base_ref = json.loads((folder / "base_model.json").read_text())
+    assert base_ref["problem_type"] == "multi_label_classification" and 0 < base_ref["threshold"] < 1
+    report = json.loads((folder / "report.json").read_text())
+    tuned = report["finetuned_metrics"]
+    assert set(tuned["scores"]) == {"accuracy", "macro_f1", "micro_f1"}
+    assert tuned["multi_label"]["threshold"] == base_ref["threshold"]
+    assert set(tuned["per_class"]) == {"food", "sport", "tech"}
+    assert all(v["support"] > 0 for v in tuned["per_class"].values())
+    assert set(report["references"]) == {"majority", "tfidf"}
+    assert report["references"]["tfidf"]["multi_label"] is not None
+    markdown = (folder / "report.md").read_text()
+    for row in ("subset accuracy", "micro-F1", "labels per text", "F1 sport (support"):
+        assert row in markdown
+    assert "the labels on more than half of the training texts" in markdown
+    assert "TF-IDF + one-vs-rest logistic regression" in markdown
+    predictions = pd.read_csv(folder / "test_predictions.csv", keep_default_na=False)
+    assert set(";".join(predictions["label"]).split(";")) - {""} <= {"food", "sport", "tech"}
+    card = (folder / "README.md").read_text()
+    assert f"if p >= {base_ref['threshold']}" in card and ".sigmoid()" in card
+
+
+def test_a_multi_label_folder_predicts_label_sets_with_no_flags(tags_run, tmp_path):
+    from lft_core.predict import Predictor
+
+    test = pd.read_csv(tags_run.run_dir / "test_predictions.csv", keep_default_na=False)
+    frame = Predictor(tags_run.run_dir).predict(test["text"].tolist())
+    assert list(frame.columns) == ["text", "labels", "p_food", "p_sport", "p_tech"]
+    assert frame["labels"].tolist() == test["finetuned_prediction"].tolist()
+    (tmp_path / "new.txt").write_text("\n".join(test["text"].head(5)) + "\n")
+    done = subprocess.run([sys.executable, "-m", "lft_core", "predict", "--adapter", str(tags_run.run_dir),
+                           "--input", str(tmp_path / "new.txt")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "text,labels,p_food,p_sport,p_tech"
