@@ -90,8 +90,11 @@ def comparison_figures(run_dirs: list[str]):
     rows.update({reports.REFERENCE_NAMES.get(k, k): v for k, v in last.references.items()})
     points = [{"run": rep.run_name, "method": rep.method["name"], "trainable": rep.parameters["trainable"],
                "accuracy": rep.finetuned.accuracy, "train_s": rep.timing["train_s"]} for rep in loaded]
-    return (reports.metrics_bar(rows), reports.per_class_bar(last.base, last.finetuned),
-            reports.confusion_pair(last.base, last.finetuned, last.label_names), reports.pareto(points))
+    # multi-label has no confusion matrix (each label is its own yes/no): per-label F1 is in the per-class chart
+    confusion = reports.confusion_pair(last.base, last.finetuned, last.label_names) if last.finetuned.confusion else \
+        reports.go.Figure(layout={"title": "Multi-label: no confusion matrix (per-label F1 beside)", "height": 200})
+    return (reports.metrics_bar(rows), reports.per_class_bar(last.base, last.finetuned), confusion,
+            reports.pareto(points))
 
 
 class _Pair:

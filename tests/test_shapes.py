@@ -414,3 +414,55 @@ def test_a_multi_label_folder_predicts_label_sets_with_no_flags(tags_run, tmp_pa
                            "--input", str(tmp_path / "new.txt")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "text,labels,p_food,p_sport,p_tech"
+
+
+# ---------------------------------------------------------------- the model card's plain-peft code, per shape
+
+PLAIN_PEFT = """
+import json, sys, torch, pandas as pd
+from peft import AutoPeftModelForSequenceClassification
+from transformers import AutoTokenizer
+folder = sys.argv[1]
+head = json.load(open(folder + "/base_model.json"))
+labels = [head["id2label"][str(i)] for i in range(head["num_labels"])]
+model = AutoPeftModelForSequenceClassification.from_pretrained(
+    folder, num_labels=len(labels), id2label=dict(enumerate(labels)),
+    label2id={n: i for i, n in enumerate(labels)}, pad_token_id=head["pad_token_id"]).eval()
+tokenizer = AutoTokenizer.from_pretrained(folder)
+rows = pd.read_csv(folder + "/test_predictions.csv", keep_default_na=False)
+predicted = []
+for start in range(0, len(rows), 16):
+    part = rows.iloc[start:start + 16]
+    if "text_pair" in rows:  # a pair goes in as tokenizer(a, b), as the model card says
+        batch = tokenizer(part.text.tolist(), part.text_pair.tolist(), return_tensors="pt", padding=True,
+                          truncation="longest_first", max_length=int(sys.argv[2]))
+    else:
+        batch = tokenizer(part.text.tolist(), return_tensors="pt", padding=True, truncation=True,
+                          max_length=int(sys.argv[2]))
+    with torch.no_grad():
+        logits = model(**batch).logits
+    if head.get("problem_type") == "multi_label_classification":  # sigmoid > threshold, as the model card says
+        predicted += [";".join(l for l, p in zip(labels, row) if p >= head["threshold"])
+                      for row in logits.sigmoid().tolist()]
+    else:
+        predicted += [labels[i] for i in logits.argmax(-1).tolist()]
+assert predicted == rows.finetuned_prediction.tolist(), "predictions differ"
+assert "lft_core" not in sys.modules
+print("ok", len(predicted))
+"""
+
+
+@pytest.mark.parametrize("which,max_length", [("pair_run", 64), ("tags_run", 32)])
+def test_each_shape_loads_in_a_fresh_process_with_plain_peft_and_reproduces_its_test_predictions(
+        request, which, max_length, tmp_path):
+    import os
+
+    folder = request.getfixturevalue(which).run_dir
+    card = (folder / "README.md").read_text()
+    assert ("tokenizer([" in card and '"the second text"' in card) if which == "pair_run" else ".sigmoid()" in card
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LFT_", "HF_"))}
+    env.update(HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-c", PLAIN_PEFT, str(folder), str(max_length)], capture_output=True,
+                          text=True, cwd="/", env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok")
