@@ -37,6 +37,8 @@ class Predictor:
         # multi-label: the head's problem type and threshold, from base_model.json (None: one label per text)
         ref = BaseRef.read(Path(adapter_dir))
         self.threshold = ref.threshold if ref and ref.problem_type == "multi_label_classification" else None
+        if self.threshold is None and getattr(self.model.config, "problem_type", None) == "multi_label_classification":
+            self.threshold = _report_threshold(Path(adapter_dir))  # plain methods save no base_model.json
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
     @property
@@ -117,6 +119,14 @@ def _pair_columns(frame: pd.DataFrame, predictor: "Predictor", text_column: str 
                        f"input has no such columns (columns: {', '.join(map(str, frame.columns))}); pass "
                        f"--text-column and --text-pair-column")
     return found
+
+
+def _report_threshold(folder: Path) -> float:
+    try:
+        report = json.loads((folder / "report.json").read_text())
+        return float(report["finetuned_metrics"]["multi_label"]["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.5
 
 
 def _saved(folder: Path, key: str):

@@ -466,3 +466,75 @@ def test_each_shape_loads_in_a_fresh_process_with_plain_peft_and_reproduces_its_
                           text=True, cwd="/", env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("ok")
+
+
+# ---------------------------------------------------------------- health check and the app, per shape
+
+
+def test_the_health_check_reads_pairs_and_label_sets(tmp_path, tiny_models):
+    from lft_core.health import check_dataset
+    from lft_core.models import load_tokenizer
+
+    paraphrase_frame(120).to_csv(tmp_path / "pairs.csv", index=False)
+    tokenizer = load_tokenizer(tiny_models["bert"])
+    pairs = check_dataset(RunConfig(dataset=str(tmp_path / "pairs.csv")), tokenizer)
+    assert pairs.error is None and list(pairs.samples.columns) == ["label", "text", "text_pair"]
+    data = load_data(RunConfig(dataset=str(tmp_path / "pairs.csv")))
+    singles = [len(tokenizer(t)["input_ids"]) for t in data["train"]["text"]]
+    assert min(b - a for a, b in zip(singles, pairs.lengths)) > 0  # a pair's length counts both texts
+
+    frame = tagged_frame(120)
+    frame.loc[:2, "labels"] = frame.loc[:2, "labels"].map(lambda tags: tags + ["rare"])
+    frame.assign(labels=frame["labels"].map(";".join)).to_csv(tmp_path / "tags.csv", index=False)
+    hinted = check_dataset(RunConfig(dataset=str(tmp_path / "tags.csv")))
+    assert any("pass --label-separator ';'" in w for w in hinted.warnings)
+    tags = check_dataset(RunConfig(dataset=str(tmp_path / "tags.csv"), label_separator=";"))
+    assert tags.error is None
+    assert dict(zip(tags.balance["class"], tags.balance["train"]))["rare"] <= 3
+    assert any("labels per text" in w and "most frequent together" in w for w in tags.warnings)
+    assert any("fewer than 5 training texts: rare" in w for w in tags.warnings)
+
+
+def test_the_compare_tab_predicts_a_pair_from_two_boxes(pair_run):
+    from ui.compare_tab import example_choices, on_example, on_predict
+
+    root, name = pair_run.run_dir.parent, pair_run.run_dir.name
+    shown, value = example_choices(str(pair_run.run_dir))[0]
+    first, second = on_example(value)
+    assert "⟷" in shown and first in shown and second
+    base, tuned, latency = on_predict(root, [name], first, second)
+    assert set(tuned) == {"different", "paraphrase"} and "ms" in latency
+    assert on_example("a single text") == ("a single text", "")
+
+
+def test_the_data_form_carries_the_shape_fields():
+    import gradio as gr
+
+    from ui.forms import DataForm
+
+    with gr.Blocks():
+        form = DataForm.create()
+    values = form.values({**{getattr(form, name): None for name in ("text_column", "label_column", "max_train_samples",
+                                                                    "max_eval_samples", "max_length", "truncation",
+                                                                    "seed")},
+                          form.model: "minilm", form.dataset: "pairs.csv", form.text_pair_column: "hypothesis",
+                          form.label_separator: ";"})
+    assert values["text_pair_column"] == "hypothesis" and values["label_separator"] == ";"
+
+
+@pytest.mark.parametrize("method", ["prefix-tuning", "full"])
+def test_other_methods_train_both_shapes(tiny_models, pair_csv, tags_jsonl, tmp_path, method):
+    """A prompt-learning method (virtual tokens before the pair's token type ids) and a plain one (no
+    base_model.json, so the threshold comes from the report) on both shapes, one short epoch each."""
+    from lft_core import run
+    from lft_core.predict import Predictor
+
+    for name, dataset in (("pairs", pair_csv), ("tags", tags_jsonl)):
+        result = run(RunConfig(model=tiny_models["bert"], dataset=str(dataset), method=method, epochs=1,
+                               max_length=48, max_train_samples=64, tfidf_reference=False,
+                               output=str(tmp_path / f"{method}-{name}")))
+        test = pd.read_csv(result.run_dir / "test_predictions.csv", keep_default_na=False)
+        inputs = list(zip(test["text"], test["text_pair"])) if name == "pairs" else test["text"].tolist()
+        again = Predictor(result.run_dir).predict(inputs)
+        column = "label" if name == "pairs" else "labels"
+        assert (again[column] == test["finetuned_prediction"]).mean() >= 0.9
