@@ -207,7 +207,8 @@ def _hub_splits(name: str, cfg) -> tuple[dict[str, pd.DataFrame], list[str] | No
             raise LftError(f"dataset '{name}' has no split '{wanted[split]}'; its splits are {', '.join(loaded)}")
         if choice:
             splits[split] = loaded[choice].to_pandas()
-            feature = loaded[choice].features.get(cfg.label_column or "label")
+            features = loaded[choice].features
+            feature = features.get(cfg.label_column or ("label" if "label" in features else "labels"))
             feature = getattr(feature, "feature", feature)  # a list-label set: Sequence(ClassLabel) or [ClassLabel]
             feature = feature[0] if isinstance(feature, list) and feature else feature
             if isinstance(feature, ClassLabel):

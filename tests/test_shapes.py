@@ -538,3 +538,38 @@ def test_other_methods_train_both_shapes(tiny_models, pair_csv, tags_jsonl, tmp_
         again = Predictor(result.run_dir).predict(inputs)
         column = "label" if name == "pairs" else "labels"
         assert (again[column] == test["finetuned_prediction"]).mean() >= 0.9
+
+
+def test_hub_shaped_sets_read_offline_pairs_and_list_labels_with_classlabel_names(monkeypatch):
+    """glue/mrpc's layout (sentence1, sentence2, a ClassLabel label) and go_emotions' (labels: a list of ints with
+    ClassLabel names), served by a stand-in for datasets.load_dataset, since the Hub is out of reach here."""
+    import datasets
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+
+    import lft_core.models
+
+    pairs = paraphrase_frame(90)
+    pair_features = Features({"sentence1": Value("string"), "sentence2": Value("string"),
+                              "label": ClassLabel(names=["not_equivalent", "equivalent"]), "idx": Value("int32")})
+    mrpc = {split: Dataset.from_dict({"sentence1": part["sentence1"].tolist(), "sentence2": part["sentence2"].tolist(),
+                                      "label": (part["label"] == "paraphrase").astype(int).tolist(),
+                                      "idx": list(range(len(part)))}, features=pair_features)
+            for split, part in (("train", pairs.iloc[:60]), ("validation", pairs.iloc[60:75]), ("test", pairs.iloc[75:]))}
+    tags = tagged_frame(90)
+    names = ["food", "sport", "tech"]
+    tag_features = Features({"text": Value("string"), "labels": Sequence(ClassLabel(names=names)), "id": Value("string")})
+    emotions = {split: Dataset.from_dict({"text": part["text"].tolist(),
+                                          "labels": [[names.index(t) for t in row] for row in part["labels"]],
+                                          "id": [str(i) for i in range(len(part))]}, features=tag_features)
+                for split, part in (("train", tags.iloc[:60]), ("validation", tags.iloc[60:75]), ("test", tags.iloc[75:]))}
+    served = {"glue": DatasetDict(mrpc), "go_emotions": DatasetDict(emotions)}
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None, **kw: served[name])
+    monkeypatch.setattr(lft_core.models, "hub_reachable", lambda: True)
+
+    glue = load_data(RunConfig(dataset="glue", dataset_config="mrpc"))
+    assert glue.source_columns["text_pair"] == "sentence2"
+    assert glue["train"].features["label"].names == ["not_equivalent", "equivalent"]
+    go = load_data(RunConfig(dataset="go_emotions"))
+    assert go["train"].features["label"].feature.names == names
+    first = go["test"][0]
+    assert [names[i] for i in first["label"]] == tags.iloc[75:].set_index("text").loc[first["text"], "labels"]
