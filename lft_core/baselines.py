@@ -126,6 +126,8 @@ def zero_shot(model_name: str, data, max_length: int) -> Metrics:
     Decoders: the label name with the highest log-likelihood after a prompt."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+    if _is_multi_label(data):  # nearest label name / likeliest label picks one label; label sets need a threshold
+        raise ValueError("the zero-shot reference picks one label per text; it is not computed for multi-label data")
     source = resolve_model(model_name)
     tokenizer = load_tokenizer(source)
     names = data["test"].features["label"].names

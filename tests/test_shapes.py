@@ -573,3 +573,10 @@ def test_hub_shaped_sets_read_offline_pairs_and_list_labels_with_classlabel_name
     assert go["train"].features["label"].feature.names == names
     first = go["test"][0]
     assert [names[i] for i in first["label"]] == tags.iloc[75:].set_index("text").loc[first["text"], "labels"]
+
+
+def test_the_zero_shot_reference_says_it_is_not_for_label_sets(tags_jsonl):
+    from lft_core.baselines import zero_shot
+
+    with pytest.raises(ValueError, match="picks one label per text; it is not computed for multi-label data"):
+        zero_shot("minilm", load_data(RunConfig(dataset=str(tags_jsonl))), 32)
