@@ -580,3 +580,15 @@ def test_the_zero_shot_reference_says_it_is_not_for_label_sets(tags_jsonl):
 
     with pytest.raises(ValueError, match="picks one label per text; it is not computed for multi-label data"):
         zero_shot("minilm", load_data(RunConfig(dataset=str(tags_jsonl))), 32)
+
+
+def test_a_decoder_reads_pairs_too(tiny_models, pair_csv, tmp_path):
+    """A Llama-style decoder (left or right padding, pooled on the last real token) on the pair API's encoding."""
+    from lft_core import run
+    from lft_core.predict import Predictor
+
+    result = run(RunConfig(model=tiny_models["llama"], dataset=str(pair_csv), epochs=1, max_length=48,
+                           max_train_samples=64, tfidf_reference=False, output=str(tmp_path / "llama-pairs")))
+    test = pd.read_csv(result.run_dir / "test_predictions.csv")
+    again = Predictor(result.run_dir).predict(list(zip(test["text"], test["text_pair"])))
+    assert (again["label"] == test["finetuned_prediction"]).mean() >= 0.9
