@@ -93,7 +93,8 @@ class DataForm:
     def setters(self, cfg: dict) -> dict:
         """Widget updates that show a job's config (a page that reattaches to a running job)."""
         return {getattr(self, f.name): cfg.get(f.name) if cfg.get(f.name) is not None else ""
-                for f in fields(self) if f.name not in (*self.NOT_CONFIG, "text_column", "label_column")}
+                for f in fields(self) if f.name not in (*self.NOT_CONFIG, "text_column", "label_column",
+                                                        "text_pair_column")}
 
 
 @dataclass
