@@ -592,3 +592,38 @@ def test_a_decoder_reads_pairs_too(tiny_models, pair_csv, tmp_path):
     test = pd.read_csv(result.run_dir / "test_predictions.csv")
     again = Predictor(result.run_dir).predict(list(zip(test["text"], test["text_pair"])))
     assert (again["label"] == test["finetuned_prediction"]).mean() >= 0.9
+
+
+def test_both_shapes_compare_and_predict_through_the_running_app(pair_run, tags_run, tmp_path):
+    """The app as a script drives it (gradio_client against app.py on 127.0.0.1): compare each folder, live-predict a
+    pair from the two boxes, label a file with the multi-label run."""
+    import os
+
+    from gradio_client import Client, handle_file
+    from test_app import REPO, call, start_app
+
+    root = tmp_path / "saved_adapters"
+    for run_dir in (pair_run.run_dir, tags_run.run_dir):
+        shutil.copytree(run_dir, root / run_dir.name)
+    process, url = start_app(REPO, {**os.environ, "LFT_ADAPTERS_DIR": str(root)}, tmp_path / "app.log")
+    try:
+        client = Client(url, verbose=False)
+        verdict, table, *_ = call(client, "/compare", {"Saved adapters to compare": [pair_run.run_dir.name]})
+        assert pair_run.run_dir.name in verdict
+        test = pd.read_csv(pair_run.run_dir / "test_predictions.csv")
+        base, tuned, latency = call(client, "/predict", {"Saved adapters to compare": [pair_run.run_dir.name],
+                                                         "Text": test["text"][0],
+                                                         "Second text (sentence-pair runs)": test["text_pair"][0]})
+        assert tuned["label"] == test["finetuned_prediction"][0]
+        verdict, *_ = call(client, "/compare", {"Saved adapters to compare": [tags_run.run_dir.name]})
+        assert "micro-F1" in verdict
+        tags = pd.read_csv(tags_run.run_dir / "test_predictions.csv", keep_default_na=False)
+        (tmp_path / "new.txt").write_text("\n".join(tags["text"].head(6)) + "\n")
+        labelled = call(client, "/predict_file", {"Saved adapters to compare": [tags_run.run_dir.name],
+                                                  "Texts (csv / jsonl with a text column, or txt: one per line)":
+                                                      handle_file(str(tmp_path / "new.txt"))})
+        frame = pd.read_csv(labelled, keep_default_na=False)
+        assert frame["labels"].tolist() == tags["finetuned_prediction"].head(6).tolist()
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
