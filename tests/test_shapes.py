@@ -627,3 +627,41 @@ def test_both_shapes_compare_and_predict_through_the_running_app(pair_run, tags_
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_pair_is_predicted_from_two_boxes_in_a_browser(pair_run, tmp_path):
+    """Clicked in headless Chromium, as a user would: the Compare tab, the run preselected, both boxes, Enter."""
+    import os
+
+    from test_app import REPO, start_app
+    from test_app_as_launched import CHROMIUM
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/setup.sh --dev installs it)")
+    from playwright.sync_api import expect, sync_playwright
+
+    root = tmp_path / "saved_adapters"
+    shutil.copytree(pair_run.run_dir, root / pair_run.run_dir.name)
+    test = pd.read_csv(pair_run.run_dir / "test_predictions.csv")
+    process, url = start_app(REPO, {**os.environ, "LFT_ADAPTERS_DIR": str(root)}, tmp_path / "app.log")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            page.goto(url, wait_until="load")
+            page.get_by_role("tab", name="4. Compare").click()
+            page.get_by_role("button", name="Compare", exact=True).first.click()
+            expect(page.locator("#compare-verdict")).to_contain_text(pair_run.run_dir.name, timeout=60_000)
+            page.get_by_label("Text", exact=True).fill(test["text"][0])
+            second = page.get_by_label("Second text (sentence-pair runs)")
+            second.fill(test["text_pair"][0])
+            second.press("Enter")
+            expect(page.get_by_text("ms for both models")).to_be_visible(timeout=120_000)
+            shown = page.locator("[data-testid='label-output-value']")
+            assert shown.count() >= 2
+            expect(shown.nth(1)).to_contain_text(test["finetuned_prediction"][0])
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
