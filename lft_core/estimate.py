@@ -141,7 +141,10 @@ def calibrate(model, tokenizer, train_shapes: list[tuple[int, int]], eval_shapes
     device = next(model.parameters()).device
     sizes = sorted(train_shapes, key=lambda s: s[0] * s[1])
     small, large = sizes[len(sizes) // 5], sizes[min(len(sizes) - 1, (9 * len(sizes)) // 10)]
-    labels = {shape: torch.zeros(shape[0], dtype=torch.long, device=device) for shape in (small, large)}
+    # a multi-label head's BCE loss takes a 0/1 row per text, not a class id
+    multi = getattr(model.config, "problem_type", None) == "multi_label_classification"
+    labels = {shape: torch.zeros((shape[0], model.config.num_labels) if multi else shape[0],
+                                 dtype=torch.float32 if multi else torch.long, device=device) for shape in (small, large)}
     batches = {shape: _rows(tokenizer, *shape, device) for shape in (small, large)}
     candidates = THREADS.candidates_now()
     before = torch.get_num_threads()

@@ -25,7 +25,7 @@ from lft_core import events
 from lft_core.batching import auto_batch_size, default_learning_rate, micro_batches  # noqa: F401
 from lft_core.batching import world_size as _world_size
 from lft_core.errors import LftError, StopRequested
-from lft_core.evaluate import encode, evaluate
+from lft_core.evaluate import encode, evaluate, texts_of
 from lft_core.hardware import THREADS, Compute, call_work
 
 log = logging.getLogger("lft_core")
@@ -96,8 +96,21 @@ def tokenize(dataset, tokenizer, max_length: int, truncation: str = "head", ids:
     from datasets import Dataset
 
     if ids is None:
-        ids, _ = encode(tokenizer, list(dataset["text"]), max_length, truncation)
-    return Dataset.from_dict({"input_ids": ids, "labels": list(dataset["label"])})
+        ids, _ = encode(tokenizer, texts_of(dataset), max_length, truncation)
+    columns = {"input_ids": ids, "labels": _training_labels(dataset)}
+    if getattr(ids, "token_type_ids", None) is not None:  # sentence pairs: the collator pads them too
+        columns["token_type_ids"] = ids.token_type_ids
+    return Dataset.from_dict(columns)
+
+
+def _training_labels(dataset) -> list:
+    """Class ids, or for multi-label the multi-hot float rows that the BCE loss of a sigmoid head takes."""
+    feature = dataset.features["label"]
+    if hasattr(feature, "names"):
+        return list(dataset["label"])
+    from lft_core.evaluate import multi_hot
+
+    return multi_hot(dataset["label"], len(feature.feature.names)).tolist()
 
 
 class _EpochSeededSampler(torch.utils.data.Sampler):

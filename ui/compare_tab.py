@@ -18,6 +18,42 @@ from ui.jobs import JobManager
 
 
 
+def _pair_box() -> gr.Textbox:
+    """The second text of a sentence pair (premise/hypothesis, question/answer): runs trained on pairs read both
+    boxes, the others only the first."""
+    return gr.Textbox(label="Second text (sentence-pair runs)", lines=1, max_lines=6, scale=3,
+                      placeholder="Only for a run trained on pairs: the second text")
+
+
+PAIR_EXAMPLE = "  ⟷  "
+"""How an example pair is shown in the examples list (its value keeps both texts apart, as JSON)."""
+
+
+def example_choices(run_dir: str) -> list:
+    """The examples list: each text, or for a pair run (shown, JSON value) so one pick fills both boxes."""
+    import json
+
+    found = lft_core.example_texts(run_dir)
+    if found and isinstance(found[0], tuple):
+        return [(f"{a[:120]}{PAIR_EXAMPLE}{b[:120]}", json.dumps([a, b])) for a, b in found]
+    return found
+
+
+def on_example(value):
+    """A picked example into the text boxes: a JSON pair fills both, a single text the first (and clears the second)."""
+    import json
+
+    if not value:
+        return gr.update(), gr.update()
+    if value.startswith('["'):
+        try:
+            first, second = json.loads(value)
+            return first, second
+        except ValueError:
+            pass
+    return value, ""
+
+
 def _complete(root: Path) -> list[str]:
     return [r.name for r in lft_core.list_runs(root) if r.status == "complete"]  # sweeps' runs too
 
@@ -44,6 +80,7 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs, owner: gr.B
     gr.Markdown("### Live predictions: base vs fine-tuned")
     with gr.Row():
         text = gr.Textbox(label="Text", lines=1, max_lines=6, scale=4, placeholder="Type or paste a text, then Enter")
+        text_pair = _pair_box()
         examples = gr.Dropdown([], label="Examples from the test split", scale=2)
     predict = gr.Button("Predict")
     with gr.Row():
@@ -97,12 +134,13 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs, owner: gr.B
     compare.click(lambda chosen: on_compare(root, chosen), inputs=[selected], outputs=comparison, api_name="compare")
     train["finished_run"].change(lambda done, current: on_finished(root, done, current),
                                  inputs=[train["finished_run"], selected], outputs=refreshed, api_name=False)
-    predicting = dict(inputs=[selected, text], outputs=[base_label, tuned_label, latency], concurrency_limit=4,
-                      concurrency_id="predict")
-    predict.click(lambda chosen, t: on_predict(root, chosen, t), api_name="predict", **predicting)
-    text.submit(lambda chosen, t: on_predict(root, chosen, t), api_name=False, **predicting)
-    examples.input(lambda t: t or gr.update(), inputs=[examples], outputs=[text], api_name=False).then(
-        lambda chosen, t: on_predict(root, chosen, t), api_name=False, **predicting)
+    predicting = dict(inputs=[selected, text, text_pair], outputs=[base_label, tuned_label, latency],
+                      concurrency_limit=4, concurrency_id="predict")
+    predict.click(lambda chosen, t, p="": on_predict(root, chosen, t, p), api_name="predict", **predicting)
+    for box in (text, text_pair):
+        box.submit(lambda chosen, t, p: on_predict(root, chosen, t, p), api_name=False, **predicting)
+    examples.input(on_example, inputs=[examples], outputs=[text, text_pair], api_name=False).then(
+        lambda chosen, t, p: on_predict(root, chosen, t, p), api_name=False, **predicting)
     for control in (only_class, still_wrong):
         control.change(lambda chosen, c, w: on_changes(root, chosen, c, w), inputs=[selected, only_class, still_wrong],
                        outputs=[changes], api_name=False)
@@ -199,16 +237,16 @@ def on_compare(root: Path, chosen):
         bars, per_class, confusion, pareto = lft_core.comparison_figures(paths)
         verdict = f"**{last.run_name}: {last.verdict.headline}**\n" + "\n".join(f"- {d}" for d in last.verdict.details)
         return (verdict, lft_core.summary_table(paths), bars, per_class, confusion, pareto,
-                gr.update(choices=lft_core.example_texts(paths[-1]), value=None),
+                gr.update(choices=example_choices(paths[-1]), value=None),
                 gr.update(choices=["(all)"] + last.label_names, value="(all)"), lft_core.changed_rows(paths[-1]))
     except LftError as exc:
         raise error(exc) from None
 
 
-def on_predict(root: Path, chosen, text):
+def on_predict(root: Path, chosen, text, text_pair=None):
     try:
         start = time.perf_counter()
-        base, tuned = lft_core.live_predict(_checked(root, chosen)[-1], text)
+        base, tuned = lft_core.live_predict(_checked(root, chosen)[-1], text, text_pair or None)
         return base, tuned, f"{(time.perf_counter() - start) * 1000:.0f} ms for both models"
     except LftError as exc:
         raise error(exc) from None

@@ -18,6 +18,18 @@ PARAM_SLOTS = 3
 """Sliders for a method's own options (lft_core.METHODS[...].tunable); more options go in the YAML box."""
 
 
+def _shape_fields() -> tuple[gr.Textbox, gr.Textbox]:
+    """Sentence pairs and multi-label CSVs: standard pair names (sentence1/sentence2, premise/hypothesis, ...) and
+    list-valued labels are detected, so both fields are for the other cases."""
+    with gr.Accordion("Sentence pairs and multi-label", open=False):
+        with gr.Row():
+            pair = gr.Textbox(value="", label="Second text column (sentence pairs)", placeholder="detected",
+                              info="e.g. hypothesis; standard pair names need nothing here")
+            separator = gr.Textbox(value="", label="Label separator (multi-label CSV)", placeholder="none",
+                                   info="e.g. ; when a cell holds several labels; JSONL lists need nothing")
+    return pair, separator
+
+
 def _choices(registry) -> list[tuple[str, str]]:
     return [(name, name) for name in registry]
 
@@ -35,6 +47,8 @@ class DataForm:
     truncation: gr.Dropdown
     seed: gr.Number
     check: gr.Button
+    text_pair_column: gr.Textbox
+    label_separator: gr.Textbox
 
     NOT_CONFIG = ("upload", "check")
 
@@ -59,7 +73,7 @@ class DataForm:
             seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed")
             check = gr.Button("Check dataset health", variant="secondary")
         return cls(model, dataset, upload, text_column, label_column, max_train, max_eval, max_length, truncation, seed,
-                   check)
+                   check, *_shape_fields())
 
     @property
     def inputs(self) -> set:
@@ -79,7 +93,8 @@ class DataForm:
     def setters(self, cfg: dict) -> dict:
         """Widget updates that show a job's config (a page that reattaches to a running job), or a remembered
         form; with an empty cfg, one placeholder per widget (the outputs' order)."""
-        shown = [f.name for f in fields(self) if f.name not in (*self.NOT_CONFIG, "text_column", "label_column")]
+        shown = [f.name for f in fields(self) if f.name not in (*self.NOT_CONFIG, "text_column", "label_column",
+                                                               "text_pair_column")]
         if not cfg:
             return {getattr(self, name): gr.update() for name in shown}
         return {getattr(self, name): cfg.get(name) if cfg.get(name) is not None else "" for name in shown}
@@ -282,7 +297,8 @@ def hide_paths(text: str) -> str:
 
 
 _DATA_KEYS = ("dataset", "dataset_config", "text_column", "label_column", "train_split", "validation_split",
-              "test_split", "label_names", "max_train_samples", "max_eval_samples", "seed", "split_seed")
+              "test_split", "label_names", "max_train_samples", "max_eval_samples", "seed", "split_seed",
+              "text_pair_column", "label_separator")
 _data_cache: dict = {}
 
 
