@@ -230,7 +230,7 @@ class _Job:
         test_lengths = [len(r) for r in test_ids]
         texts = list(data["train"]["text"]) if cfg.tfidf_reference else None
         calibration = calibrate(model, tokenizer, shapes, eval_shapes(test_lengths, cfg.eval_batch_size),
-                                self.compute, load_s=self.load_s, tfidf_texts=texts)
+                                self.compute, load_s=self.load_s, tfidf_texts=texts, stop=self.stop)
         cached = baseline_cache_path(cfg, data, self.compute).exists()
         self.estimate = estimate_run(
             calibration, model.config, shapes, [len(r) for r in validation_ids], test_lengths, cfg.epochs,
@@ -278,6 +278,8 @@ class _Job:
             save_total_limit=cfg.save_total_limit, resume=bool(self.resume), progress_bar=self.progress_bar,
             validation_s=_validation_estimate(self.estimate, baseline, data),
             after_training_s=self.clock.later_s("train"), run_started=self.clock.started,
+            step_s=self.estimate.epoch / max(steps_per_epoch(len(data["train"]), cfg.batch_size), 1)
+            if self.estimate else None,
             report_to=trackers(cfg.report_to))
         with phase(self.clock, "train"):
             return train(model, base.tokenizer, data, args, state_dir, self.say, self.stop,

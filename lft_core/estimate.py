@@ -108,7 +108,16 @@ def _rows(tokenizer, texts: int, length: int, device) -> dict:
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
 
 
-def _train_call(model, batch, labels, compute) -> float:
+def _check_stop(stop) -> None:
+    """Stop asked for while calibrating: end before the next timed call, as training does at its next step."""
+    if stop is not None and stop.is_set():
+        from lft_core.errors import StopRequested
+
+        raise StopRequested("stopped by the user while timing the first steps")
+
+
+def _train_call(model, batch, labels, compute, stop=None) -> float:
+    _check_stop(stop)
     start = time.perf_counter()
     with compute.autocast():
         loss = model(**batch, labels=labels).loss
@@ -119,7 +128,8 @@ def _train_call(model, batch, labels, compute) -> float:
 
 
 @torch.inference_mode()
-def _infer_call(model, batch, compute) -> float:
+def _infer_call(model, batch, compute, stop=None) -> float:
+    _check_stop(stop)
     start = time.perf_counter()
     with compute.autocast():
         model(**batch).logits.float().cpu()
@@ -127,7 +137,7 @@ def _infer_call(model, batch, compute) -> float:
 
 
 def calibrate(model, tokenizer, train_shapes: list[tuple[int, int]], eval_shapes: list[tuple[int, int]], compute,
-              load_s: float = 0.0, tfidf_texts: list[str] | None = None) -> Calibration:
+              load_s: float = 0.0, tfidf_texts: list[str] | None = None, stop=None) -> Calibration:
     """Time training calls at a small and a large shape of the epoch's own calls, at each thread count the governor
     considers (interleaved, so a change in the machine's load touches both), and evaluation calls at two of the
     evaluation batches' shapes; fit each to overhead + FLOPs / rate. The model's weights and gradients are left as
@@ -155,15 +165,15 @@ def calibrate(model, tokenizer, train_shapes: list[tuple[int, int]], eval_shapes
 
     with torch.random.fork_rng(devices=[]):
         try:
-            _train_call(model, batches[large], labels[large], compute)  # warm-up: kernel selection, first allocations
+            _train_call(model, batches[large], labels[large], compute, stop)  # warm-up: kernel selection, first allocations
             attention = attention_choice(model, compute, lambda: _train_call(model, batches[large], labels[large],
-                                                                             compute))
+                                                                             compute, stop))
             with attention_implementation(model, attention):
-                _train_call(model, batches[large], labels[large], compute)
+                _train_call(model, batches[large], labels[large], compute, stop)
                 for round_, shape in enumerate((small, large, large)):
                     for threads in candidates:
                         torch.set_num_threads(threads)
-                        seconds = _train_call(model, batches[shape], labels[shape], compute)
+                        seconds = _train_call(model, batches[shape], labels[shape], compute, stop)
                         timings[threads].append((call_flops(*shape, weights, True), seconds))
                     if round_ == 0 and len(candidates) > 1:
                         # a count far slower on the first shape (a busy machine) is not worth timing further
@@ -186,8 +196,8 @@ def calibrate(model, tokenizer, train_shapes: list[tuple[int, int]], eval_shapes
     infer_points = []
     for shape in (eval_sizes[0], eval_sizes[-1]):
         batch = _rows(tokenizer, *shape, device)
-        _infer_call(model, batch, compute)
-        infer_points.append((call_flops(*shape, weights, False), _infer_call(model, batch, compute)))
+        _infer_call(model, batch, compute, stop)
+        infer_points.append((call_flops(*shape, weights, False), _infer_call(model, batch, compute, stop)))
     torch.set_num_threads(best if THREADS.adaptive else before)
     tfidf = _tfidf_rate(tfidf_texts) if tfidf_texts else None
     return Calibration(train=CallCost.fit(timings[best]), infer=CallCost.fit(infer_points), threads=best,
