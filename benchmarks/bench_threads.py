@@ -13,10 +13,11 @@ runs real training calls (forward, backward, AdamW step) for `--seconds` at each
   length-sorted calls of 16 (lft_core.train.call_shapes).
 
 Throughput counts real tokens (pads excluded) per second of wall time, warm-up excluded. Policies:
-- `fixed 2 (before)`: torch's default, one thread per core (what lft_core did before the governor);
-- `governor`: lft_core.hardware.THREADS timing every call, as training does (its own A/B trials included in the
+- `fixed 2 (before)`: torch's default, one thread per core, and glibc's default allocator (what lft_core did
+  before);
+- `governor`: lft_core.hardware.THREADS timing every call, as training does, freed memory kept for reuse (its own A/B trials included in the
   timed window, as in a real run);
-- `fixed 2, OMP_WAIT_POLICY=PASSIVE`: threads that sleep instead of spinning while they wait.
+- `fixed 2, OMP_WAIT_POLICY=PASSIVE`: threads that sleep instead of spinning while they wait (freed memory kept).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 POLICIES = {
-    "fixed 2 (before)": {"LFT_THREADS": "2"},
+    "fixed 2 (before)": {"LFT_THREADS": "2", "LFT_MALLOC": "0"},
     "governor": {},
     "fixed 2, OMP_WAIT_POLICY=PASSIVE": {"LFT_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
 }
@@ -71,7 +72,7 @@ def worker(seconds: float) -> None:
     from transformers.utils import logging
 
     from lft_core.estimate import attention_choice
-    from lft_core.hardware import THREADS, call_work, choose_compute
+    from lft_core.hardware import THREADS, call_work, choose_compute, keep_freed_memory
     from lft_core.methods import METHODS
     from lft_core.models import resolve_model
     from lft_core.train import attention_implementation
@@ -79,6 +80,7 @@ def worker(seconds: float) -> None:
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
+    keep_freed_memory()  # as lft_core.run does (LFT_MALLOC=0 for the "before" policy)
     compute = choose_compute("auto")
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=5)

@@ -26,7 +26,7 @@ from lft_core.data import load_data
 from lft_core.errors import LftError, StopRequested, first_line
 from lft_core.estimate import RunClock, RunEstimate, calibrate, estimate_run, eval_shapes, phase
 from lft_core.evaluate import Metrics, encode, evaluate, label_feature, predict_logits, softmax, texts_of
-from lft_core.hardware import THREADS, Compute, choose_compute, describe_machine
+from lft_core.hardware import THREADS, Compute, choose_compute, describe_machine, keep_freed_memory
 from lft_core.limits import check_model_size
 from lft_core.methods import MethodContext, apply_method, get_method, method_params
 from lft_core.models import (is_decoder, load_base_model, load_model_config, max_positions, set_padding_side,
@@ -53,6 +53,7 @@ def run(cfg: RunConfig, emit: events.Emit | None = None, stop: threading.Event |
         resume: str | None = None, progress_bar: bool = False) -> RunResult:
     """Run the whole job for one config. Raises LftError for anything the user can fix (nothing is written before
     the inputs are known to be good), StopRequested once `stop` is set (the run ends at the next step or batch)."""
+    keep_freed_memory()
     job = _Job(cfg, emit, stop or threading.Event(), resume, progress_bar)
     with job.reporting():
         job.check_inputs()

@@ -261,6 +261,9 @@ def predict_stream(adapter_dir: str, source: str, text_column: str | None = None
     if max_length is not None and max_length < MIN_MAX_LENGTH:
         raise LftError(f"--max-length must be at least {MIN_MAX_LENGTH} tokens (got {max_length}): a text needs its "
                        f"special tokens and some words")
+    from lft_core.hardware import keep_freed_memory
+
+    keep_freed_memory()  # a batch job of its own (the CLI's predict): its calls reuse the same large blocks
     if backend == "onnx":
         from lft_core.export import OnnxPredictor
 
