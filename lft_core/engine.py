@@ -231,7 +231,8 @@ class _Job:
         test_lengths = [len(r) for r in test_ids]
         texts = list(data["train"]["text"]) if cfg.tfidf_reference else None
         calibration = calibrate(model, tokenizer, shapes, eval_shapes(test_lengths, cfg.eval_batch_size),
-                                self.compute, load_s=self.load_s, tfidf_texts=texts, stop=self.stop)
+                                self.compute, load_s=self.load_s, tfidf_texts=texts, stop=self.stop,
+                                tfidf_labels=list(data["train"]["label"]) if texts else None)
         cached = baseline_cache_path(cfg, data, self.compute).exists()
         self.estimate = estimate_run(
             calibration, model.config, shapes, [len(r) for r in validation_ids], test_lengths, cfg.epochs,
@@ -332,7 +333,8 @@ class _Job:
             scoring={"device": self.compute.device, "precision": self.compute.precision, "why": self.compute.why,
                      "reload_check_precision": "fp32"},
             estimate={"estimated": self.estimate.to_dict() if self.estimate else None,
-                      "measured": dict(self.clock.done), "threads": THREADS.summary()})
+                      "measured": dict(self.clock.done), "threads": THREADS.summary(),
+                      "calibration": _calibration_facts(self.estimate)})
         self.stage("report", "writing the report")
         with _disk_full_is_user_error(self.run_dir):
             _write_reports(staging, report, test, names, baseline.logits, tuned_logits, self.run_dir)
@@ -481,6 +483,14 @@ def _progress_events(say, phase: str, clock: RunClock | None = None, every_s: fl
                                 eta_s=round(eta, 1), run_share=clock.share(eta) if clock is not None else None))
 
     return report
+
+
+def _calibration_facts(estimate: RunEstimate | None) -> dict:
+    found = estimate.calibration if estimate else None
+    if found is None:
+        return {}
+    return {"seconds": round(found.seconds, 2), "parts": found.parts, "threads": found.threads,
+            "per_thread_count": found.per_thread_count, "attention": found.attention, "precision": found.precision}
 
 
 def _validation_estimate(estimate: RunEstimate | None, baseline: Baseline, data) -> float:
