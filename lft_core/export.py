@@ -1,13 +1,15 @@
 """Export a finished run for deployment: a merged model folder that loads with transformers alone (no peft), and an
 ONNX model that runs with onnxruntime alone. Each export is written into a temporary folder beside its target,
 checked against the run's own test predictions, and only then renamed into place; its export.json records the
-check. A folder that is not an export of ours is never written into."""
+check. A folder that is not an export of ours is never written into. push_to_hub uploads a run (and its merged
+export) to the Hub: it lives here, not in runs.py, because it uses the merged export, which itself reads the run."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -462,3 +464,36 @@ def zip_export(result: ExportResult, run_name: str) -> Path:
     target = Path(tempfile.mkdtemp(prefix="lft-export-")) / f"{run_name}-{result.kind}"
     return Path(shutil.make_archive(str(target), "zip", root_dir=result.path.parent, base_dir=result.path.name))
 
+
+def push_to_hub(name_or_path: str, repo_id: str, token, private: bool = True, root: Path | None = None,
+                merged: bool = False) -> str:
+    """Upload a finished run to a Hub model repository (created if needed): the adapter, tokenizer, model card and
+    reports, and with merged=True the merged model under merged/. `token` is a write token, or a Space's OAuth
+    token (gr.OAuthToken, whose .token is used). Returns the repository's address."""
+    from lft_core.hub import hub_reachable
+    from lft_core.runs import SHARED_FILES, resolve_run
+
+    run_dir = resolve_run(name_or_path, root)
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo_id or ""):
+        raise LftError(f"repository id {repo_id!r} must look like 'your-name/{run_dir.name}'")
+    token = str(getattr(token, "token", token) or "").strip()
+    if not token:
+        raise LftError("a Hugging Face access token with write permission is needed to push (huggingface.co/settings/tokens)")
+    if not hub_reachable(timeout=3.0):
+        raise LftError("the Hugging Face Hub is unreachable from this server (offline?); download the zip instead")
+    merged_dir = None
+    if merged:  # before anything is created on the Hub: a run that cannot merge leaves no empty repository
+        merged_dir = app_export(run_dir, "merged", root).path
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(run_dir), repo_id=repo_id, allow_patterns=list(SHARED_FILES),
+                          commit_message=f"Upload {run_dir.name} (lft_core)")
+        if merged_dir is not None:
+            api.upload_folder(folder_path=str(merged_dir), repo_id=repo_id, path_in_repo="merged",
+                              commit_message=f"Upload the merged model of {run_dir.name} (lft_core)")
+    except Exception as exc:  # the Hub raises many types (auth, permission, network)
+        raise LftError(f"push to {repo_id} failed: {first_line(exc)}") from None
+    return f"https://huggingface.co/{repo_id}"

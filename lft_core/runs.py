@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
-import socket
 import tempfile
 import time
 import zipfile
@@ -84,7 +84,7 @@ def set_status(run_dir: Path, status: str, **extra) -> None:
     write_json(Path(run_dir) / "status.json", {**read_status(run_dir), "status": status, "updated": time.time(), **extra})
 
 
-_HOST = socket.gethostname()
+_HOST = platform.node()  # the host name (socket is for lft_core.hub alone)
 """A pid means something on its own machine only: a run folder on shared storage may be another host's."""
 
 
@@ -625,38 +625,3 @@ def export_zip(name_or_path: str, root: Path | None = None) -> Path:
             if path.is_file() and (path.name in SHARED_FILES or path.suffix in (".txt", ".model", ".merges")):
                 archive.write(path, f"{run_dir.name}/{path.name}")
     return target
-
-
-def push_to_hub(name_or_path: str, repo_id: str, token, private: bool = True, root: Path | None = None,
-                merged: bool = False) -> str:
-    """Upload a finished run to a Hub model repository (created if needed): the adapter, tokenizer, model card and
-    reports, and with merged=True the merged model under merged/. `token` is a write token, or a Space's OAuth
-    token (gr.OAuthToken, whose .token is used). Returns the repository's address."""
-    from lft_core.hub import hub_reachable
-
-    run_dir = resolve_run(name_or_path, root)
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo_id or ""):
-        raise LftError(f"repository id {repo_id!r} must look like 'your-name/{run_dir.name}'")
-    token = str(getattr(token, "token", token) or "").strip()
-    if not token:
-        raise LftError("a Hugging Face access token with write permission is needed to push (huggingface.co/settings/tokens)")
-    if not hub_reachable(timeout=3.0):
-        raise LftError("the Hugging Face Hub is unreachable from this server (offline?); download the zip instead")
-    merged_dir = None
-    if merged:  # before anything is created on the Hub: a run that cannot merge leaves no empty repository
-        from lft_core.export import app_export
-
-        merged_dir = app_export(run_dir, "merged", root).path
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(run_dir), repo_id=repo_id, allow_patterns=list(SHARED_FILES),
-                          commit_message=f"Upload {run_dir.name} (lft_core)")
-        if merged_dir is not None:
-            api.upload_folder(folder_path=str(merged_dir), repo_id=repo_id, path_in_repo="merged",
-                              commit_message=f"Upload the merged model of {run_dir.name} (lft_core)")
-    except Exception as exc:  # the Hub raises many types (auth, permission, network)
-        raise LftError(f"push to {repo_id} failed: {first_line(exc)}") from None
-    return f"https://huggingface.co/{repo_id}"
