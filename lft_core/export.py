@@ -51,12 +51,12 @@ class ExportResult:
 
 def find_run(name_or_path: str | Path, root: Path | None = None) -> Path:
     """A finished run: a folder path (anywhere, as `predict --adapter` takes), or a run name in the runs folder."""
-    from lft_core.runs import is_complete, resolve_run
+    from lft_core.runs import RunFolder, is_complete, resolve_run
 
     given = Path(str(name_or_path or "").strip()).expanduser()
     if not str(name_or_path or "").strip():
         raise LftError("pick a run to export (a run name or the path of its folder)")
-    if root is None and given.is_dir() and (given / "status.json").exists():
+    if root is None and given.is_dir() and RunFolder(given).status_file.exists():
         if not is_complete(given):
             raise LftError(f"run {given.name} is not a finished run (it was stopped, failed, or is still training); "
                            f"only finished runs can be exported")
@@ -99,12 +99,15 @@ def check_mergeable(run_dir: Path) -> None:
     nothing to fold into the base, so they cannot be merged (nor exported to ONNX, which runs the merged model)."""
     from peft import PeftConfig
 
-    if not (Path(run_dir) / "adapter_config.json").exists():
+    from lft_core.runs import RunFolder
+
+    if not RunFolder(run_dir).adapter_config.exists():
         return  # a plain method's folder is a whole model already
     try:
         config = PeftConfig.from_pretrained(str(run_dir))
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise LftError(f"{run_dir}/adapter_config.json is damaged ({first_line(exc)}); the run folder is incomplete") \
+        raise LftError(f"{RunFolder(run_dir).adapter_config} is damaged ({first_line(exc)}); the run folder is "
+                       f"incomplete") \
             from None
     if config.is_prompt_learning:
         kind = str(config.peft_type.value if hasattr(config.peft_type, "value") else config.peft_type)
@@ -175,9 +178,12 @@ def test_rows(run_dir: Path) -> tuple[list[str], list[str]]:
     """The run's test texts and the fine-tuned model's predictions for them, as the run recorded them."""
     import pandas as pd
 
-    path = Path(run_dir) / "test_predictions.csv"
+    from lft_core.runs import RunFolder
+
+    path = RunFolder(run_dir).predictions
     if not path.exists():
-        raise LftError(f"{run_dir} has no test_predictions.csv to check the export against; it is not a finished run")
+        raise LftError(f"{run_dir} has no {RunFolder.PREDICTIONS} to check the export against; it is not a finished "
+                       f"run")
     rows = pd.read_csv(path, keep_default_na=False)
     return rows["text"].astype(str).tolist(), rows["finetuned_prediction"].astype(str).tolist()
 
@@ -367,10 +373,12 @@ class OnnxPredictor:
         import onnxruntime
         from transformers import AutoConfig, AutoTokenizer
 
+        from lft_core.runs import RunFolder
+
         folder = Path(folder)
         if not (folder / ONNX_FILE).exists():
             hint = (f"; export it first: python -m lft_core export --adapter {folder} --onnx {folder.name}-onnx"
-                    if (folder / "status.json").exists() else "")
+                    if RunFolder(folder).status_file.exists() else "")
             raise LftError(f"{folder} has no {ONNX_FILE}: --backend onnx takes the folder of an ONNX export{hint}")
         try:
             info = json.loads((folder / EXPORT_INFO).read_text()) if (folder / EXPORT_INFO).exists() else {}
@@ -442,7 +450,9 @@ def export(run: str | Path, kind: str, out: str | Path, overwrite: bool = False,
 
 def app_export_dir(run_dir: Path, kind: str) -> Path:
     """Where the app keeps a run's exports: inside the run folder, so deleting the run removes them too."""
-    return Path(run_dir) / "exports" / kind
+    from lft_core.runs import RunFolder
+
+    return RunFolder(run_dir).exports / kind
 
 
 def app_export(run: str | Path, kind: str, root: Path | None = None) -> ExportResult:
