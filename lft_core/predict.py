@@ -15,6 +15,7 @@ from lft_core.config import MIN_MAX_LENGTH
 from lft_core.data import detect_text_column, first_bad_json_line, warn_ignored_text_columns
 from lft_core.errors import LftError, first_line
 from lft_core.evaluate import predict_logits, softmax
+from lft_core.runs import RunFolder
 
 
 class Predictor:
@@ -75,8 +76,6 @@ def clip_text(text: str, max_length: int, truncation: str = "head") -> str:
 
 
 def _saved(folder: Path, key: str):
-    from lft_core.runs import RunFolder
-
     path = RunFolder(folder).saved_config
     try:
         return json.loads(path.read_text()).get(key) if path.exists() else None
