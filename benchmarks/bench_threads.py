@@ -13,15 +13,19 @@ runs real training calls (forward, backward, AdamW step) for `--seconds` at each
   length-sorted calls of 16 (lft_core.train.call_shapes).
 
 Throughput counts real tokens (pads excluded) per second of wall time, warm-up excluded. Policies:
-- `fixed 2 (before)`: torch's default, one thread per core (what lft_core did before the governor);
-- `governor`: lft_core.hardware.THREADS timing every call, as training does (its own A/B trials included in the
+- `fixed 2 (before)`: torch's default, one thread per core, and glibc's default allocator (what lft_core did
+  before);
+- `governor`: lft_core.hardware.THREADS timing every call, as training does, after the run's calibration-like
+  start (a few calls at each count, outside the timed window, as calibration is outside the training phase); its
+  re-checks are inside the window; freed memory kept for reuse (its own A/B trials included in the
   timed window, as in a real run);
-- `fixed 2, OMP_WAIT_POLICY=PASSIVE`: threads that sleep instead of spinning while they wait.
+- `fixed 2, OMP_WAIT_POLICY=PASSIVE`: threads that sleep instead of spinning while they wait (freed memory kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -34,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 POLICIES = {
-    "fixed 2 (before)": {"LFT_THREADS": "2"},
+    "fixed 2 (before)": {"LFT_THREADS": "2", "LFT_MALLOC": "0"},
     "governor": {},
     "fixed 2, OMP_WAIT_POLICY=PASSIVE": {"LFT_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
 }
@@ -71,7 +75,7 @@ def worker(seconds: float) -> None:
     from transformers.utils import logging
 
     from lft_core.estimate import attention_choice
-    from lft_core.hardware import THREADS, call_work, choose_compute
+    from lft_core.hardware import THREADS, call_work, choose_compute, keep_freed_memory
     from lft_core.methods import METHODS
     from lft_core.models import resolve_model
     from lft_core.train import attention_implementation
@@ -79,6 +83,7 @@ def worker(seconds: float) -> None:
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
+    keep_freed_memory()  # as lft_core.run does (LFT_MALLOC=0 for the "before" policy)
     compute = choose_compute("auto")
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=5)
@@ -88,11 +93,12 @@ def worker(seconds: float) -> None:
     attention = attention_choice(model, compute)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
-    def call(rows: list[int], padded: int) -> None:
+    def call(rows: list[int], padded: int, governed: bool = True) -> None:
         ids = torch.randint(1000, 20000, (len(rows), padded))
         mask = (torch.arange(padded)[None, :] < torch.tensor(rows)[:, None]).long()
         labels = torch.randint(0, 5, (len(rows),))
-        with THREADS.timed("train", call_work(ids.shape)), attention_implementation(model, attention):
+        timing = THREADS.timed("train", call_work(ids.shape)) if governed else contextlib.nullcontext()
+        with timing, attention_implementation(model, attention):
             with compute.autocast():
                 loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
@@ -102,7 +108,21 @@ def worker(seconds: float) -> None:
     for kind in ("long", "short"):
         calls = shapes(kind)
         for rows, padded in calls[:3]:  # warm-up: kernel selection, first allocations
-            call(rows, padded)
+            call(rows, padded, governed=False)
+        if THREADS.adaptive:
+            # as a run's calibration does before training (lft_core.estimate.calibrate): a few calls at each
+            # candidate count, interleaved, and the governor starts from the faster; outside the timed window,
+            # as calibration is outside the training phase
+            trial = {n: 0.0 for n in THREADS.candidates_now()}
+            for rows, padded in calls[3:5]:
+                for n in trial:
+                    torch.set_num_threads(n)
+                    start = time.perf_counter()
+                    call(rows, padded, governed=False)
+                    trial[n] += time.perf_counter() - start
+            best = min(trial, key=trial.get)
+            THREADS.prime("train", best, {n: trial[n] / trial[best] for n in trial})
+            torch.set_num_threads(best)
         tokens, done, start = 0, 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             rows, padded = calls[(done + 3) % len(calls)]

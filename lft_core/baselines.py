@@ -14,8 +14,65 @@ from lft_core.evaluate import Metrics, compute_metrics
 from lft_core.models import is_decoder, load_tokenizer, resolve_model
 
 
+def joined_texts(split) -> list[str]:
+    """One string per row for the models that read a single text: a sentence pair's two texts joined with
+    data.PAIR_JOIN (TF-IDF then sees both sides' words, in one bag, as report.json's pair_join says)."""
+    from lft_core.data import PAIR_JOIN
+
+    if "text_pair" in split.column_names:
+        return [f"{a}{PAIR_JOIN}{b}" for a, b in zip(split["text"], split["text_pair"])]
+    return list(split["text"])
+
+
+def _is_multi_label(data) -> bool:
+    return not hasattr(data["train"].features["label"], "names")
+
+
+def frequent_labels(data) -> Metrics:
+    """Multi-label: every test text gets the labels on more than half of the training texts (often none)."""
+    from lft_core.evaluate import compute_multi_label_metrics, label_feature, multi_hot
+
+    names = label_feature(data["train"]).names
+    train, test = multi_hot(data["train"]["label"], len(names)), multi_hot(data["test"]["label"], len(names))
+    frequent = train.mean(0) > 0.5
+    return compute_multi_label_metrics(test, np.tile(frequent, (len(test), 1)), names)
+
+
+def tfidf_one_vs_rest(data, seed: int = 42) -> Metrics:
+    """Multi-label: the same TF-IDF features, one logistic regression per label (scikit-learn's OneVsRest), each
+    label predicted at probability 0.5."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+
+    from lft_core.evaluate import compute_multi_label_metrics, label_feature, multi_hot
+
+    start = time.perf_counter()
+    names = label_feature(data["train"]).names
+    train = multi_hot(data["train"]["label"], len(names))
+    # a label on every or no training text leaves one class to fit: LogisticRegression refuses it, so predict it as is
+    fit = [i for i in range(len(names)) if 0 < train[:, i].sum() < len(train)]
+    predictions = np.tile(train[0], (len(data["test"]), 1))
+    if fit:
+        model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+                              OneVsRestClassifier(LogisticRegression(max_iter=2000, C=10.0, random_state=seed)))
+        texts = joined_texts(data["train"])
+        try:
+            model.fit(texts, train[:, fit])
+        except ValueError as exc:  # no usable vocabulary: the same reasons as the single-label reference
+            raise ReferenceUnavailable(_why_no_tfidf(exc, len(texts))) from None
+        predictions[:, fit] = model.predict(joined_texts(data["test"]))
+    metrics = compute_multi_label_metrics(multi_hot(data["test"]["label"], len(names)), predictions, names)
+    metrics.seconds = time.perf_counter() - start
+    return metrics
+
+
 def majority_class(data) -> Metrics:
-    """Every test text gets the class most frequent in the train split."""
+    """Every test text gets the class most frequent in the train split (multi-label: the labels on more than half
+    of the training texts)."""
+    if _is_multi_label(data):
+        return frequent_labels(data)
     train = np.asarray(data["train"]["label"])
     labels = np.asarray(data["test"]["label"])
     names = data["test"].features["label"].names
@@ -41,9 +98,12 @@ def _why_no_tfidf(exc: ValueError, n_train: int) -> str:
 
 
 def tfidf_logreg(data, seed: int = 42) -> Metrics:
-    """Word and bigram TF-IDF with a logistic regression, trained on the same train split in seconds.
+    """Word and bigram TF-IDF with a logistic regression, trained on the same train split in seconds (multi-label:
+    one per label).
 
     Raises ReferenceUnavailable when the train texts give it nothing to learn from (too few, or no words)."""
+    if _is_multi_label(data):
+        return tfidf_one_vs_rest(data, seed)
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -51,12 +111,12 @@ def tfidf_logreg(data, seed: int = 42) -> Metrics:
     start = time.perf_counter()
     model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
                           LogisticRegression(max_iter=2000, C=10.0, random_state=seed))
-    texts = [str(t) for t in data["train"]["text"]]
+    texts = joined_texts(data["train"])
     try:
         model.fit(texts, list(data["train"]["label"]))
     except ValueError as exc:  # sklearn's way to say the vocabulary or the classes are unusable
         raise ReferenceUnavailable(_why_no_tfidf(exc, len(texts))) from None
-    predictions = model.predict([str(t) for t in data["test"]["text"]])
+    predictions = model.predict(joined_texts(data["test"]))
     metrics = compute_metrics(np.asarray(data["test"]["label"]), predictions, data["test"].features["label"].names)
     metrics.seconds = time.perf_counter() - start
     return metrics
@@ -93,10 +153,12 @@ def zero_shot(model_name: str, data, max_length: int) -> Metrics:
     Decoders: the label name with the highest log-likelihood after a prompt."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+    if _is_multi_label(data):  # nearest label name / likeliest label picks one label; label sets need a threshold
+        raise ValueError("the zero-shot reference picks one label per text; it is not computed for multi-label data")
     source = resolve_model(model_name)
     tokenizer = load_tokenizer(source)
     names = data["test"].features["label"].names
-    texts = list(data["test"]["text"])
+    texts = joined_texts(data["test"])
     start = time.perf_counter()
     if is_decoder(AutoConfig.from_pretrained(source)):
         model = AutoModelForCausalLM.from_pretrained(source).eval()

@@ -162,7 +162,8 @@ def cmd_predict(args) -> int:
 
     header = True
     for frame in predict_stream(args.adapter, args.input, text_column=args.text_column, batch_size=args.batch_size,
-                                max_length=args.max_length, allow_pickle=args.allow_pickle, backend=args.backend):
+                                max_length=args.max_length, allow_pickle=args.allow_pickle, backend=args.backend,
+                                text_pair_column=args.text_pair_column):
         frame.to_csv(sys.stdout, index=False, header=header)
         header = False
         sys.stdout.flush()
@@ -299,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--adapter", required=True, help="a run folder")
     predict.add_argument("--input", required=True, help="csv, jsonl or txt file, or - for stdin (one text per line)")
     predict.add_argument("--text-column", help="column of the texts (default: detected)")
+    predict.add_argument("--text-pair-column", help="sentence-pair runs: column of the second texts (default: the run's "
+                                                    "own column name, or a standard pair name)")
     predict.add_argument("--batch-size", type=_positive_int, help="texts per batch (default: about 1,024 tokens a batch)")
     predict.add_argument("--max-length", type=_positive_int, help="default: the run's max_length")
     predict.add_argument("--allow-pickle", action="store_true")

@@ -72,15 +72,22 @@ def changed_rows(run_dir: str, only_class: str | None = None, still_wrong: bool 
         frame = frame[frame["base_prediction"] != frame["finetuned_prediction"]]
     if only_class:
         frame = frame[frame["label"] == only_class]
-    text = frame["text"].str.slice(0, text_chars) + np.where(frame["text"].str.len() > text_chars, "…", "")
-    frame = frame.assign(text=text).sort_values("change", ascending=False)
+    shown = ["text"] + (["text_pair"] if "text_pair" in frame else [])  # a sentence pair shows both texts
+    frame = frame.assign(**{c: _shorten(frame[c], text_chars) for c in shown}).sort_values("change", ascending=False)
     return frame.rename(columns={"label": "true", "base_prediction": "base", "finetuned_prediction": "fine-tuned",
-                                 "change": "Δ p(true)"})[["true", "base", "fine-tuned", "Δ p(true)", "text"]]
+                                 "change": "Δ p(true)"})[["true", "base", "fine-tuned", "Δ p(true)", *shown]]
 
 
-def example_texts(run_dir: str, n: int = 6) -> list[str]:
-    """A test text of each class, shortened, for the live prediction's examples."""
+def _shorten(texts: pd.Series, chars: int) -> pd.Series:
+    texts = texts.fillna("").astype(str)
+    return texts.str.slice(0, chars) + np.where(texts.str.len() > chars, "…", "")
+
+
+def example_texts(run_dir: str, n: int = 6) -> list:
+    """A test text of each class, shortened, for the live prediction's examples; (text, text_pair) for pairs."""
     picked = _predictions(run_dir).groupby("label", sort=True).head(1).head(n)
+    if "text_pair" in picked:
+        return [(str(a)[:400], str(b)[:400]) for a, b in zip(picked["text"], picked["text_pair"])]
     return [t[:400] for t in picked["text"]]
 
 
@@ -94,8 +101,11 @@ def comparison_figures(run_dirs: list[str]):
     points = [{"run": rep.run_name, "method": rep.method["name"], "trainable": rep.parameters["trainable"],
                "accuracy": rep.finetuned.scores["accuracy"], "train_s": rep.timing["train_s"]}
               for rep in loaded if "accuracy" in rep.finetuned.scores]  # a report without it has no point to plot
-    return (reports.metrics_bar(rows), reports.per_class_bar(last.base, last.finetuned),
-            reports.confusion_pair(last.base, last.finetuned, last.label_names), reports.pareto(points))
+    # multi-label has no confusion matrix (each label is its own yes/no): per-label F1 is in the per-class chart
+    confusion = reports.confusion_pair(last.base, last.finetuned, last.label_names) if last.finetuned.confusion else \
+        reports.go.Figure(layout={"title": "Multi-label: no confusion matrix (per-label F1 beside)", "height": 200})
+    return (reports.metrics_bar(rows), reports.per_class_bar(last.base, last.finetuned), confusion,
+            reports.pareto(points))
 
 
 class _Pair:
@@ -114,13 +124,15 @@ class _Pair:
         self.base_model, self.base_tokenizer = base.model.eval(), base.tokenizer
         self.lock = threading.Lock()  # torch modules are not safe to call from many request threads at once
 
-    def predict(self, text: str) -> tuple[dict[str, float], dict[str, float]]:
-        from lft_core.evaluate import predict_logits, softmax
+    def predict(self, text) -> tuple[dict[str, float], dict[str, float]]:
+        """text: a string, or a (text, text_pair) tuple for a sentence-pair run."""
+        from lft_core.evaluate import predict_logits, sigmoid, softmax
 
+        texts = self.tuned.check_inputs([text])
         with self.lock:
-            base = softmax(predict_logits(self.base_model, self.base_tokenizer, [text], self.max_length, 1,
-                                          self.truncation))[0]
-            tuned = self.tuned.probabilities([text])[0]
+            logits = predict_logits(self.base_model, self.base_tokenizer, texts, self.max_length, 1, self.truncation)
+            base = (sigmoid(logits) if self.tuned.multi_label else softmax(logits))[0]
+            tuned = self.tuned.probabilities(texts)[0]
         return (dict(zip(self.labels, base.astype(float).tolist())),
                 dict(zip(self.labels, tuned.astype(float).tolist())))
 
@@ -130,8 +142,13 @@ def _pair(run_dir: str) -> _Pair:
     return _Pair(run_dir)
 
 
-def live_predict(run_dir: str, text: str) -> tuple[dict[str, float], dict[str, float]]:
-    """Class probabilities of the base and the fine-tuned model for one text."""
+def live_predict(run_dir: str, text: str, text_pair: str | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """Class probabilities of the base and the fine-tuned model for one text, or for one sentence pair (a run
+    trained on pairs needs text_pair)."""
     if not text or not text.strip():
         raise LftError("type or paste a text to classify")
-    return _pair(str(Path(run_dir).resolve())).predict(text)
+    models = _pair(str(Path(run_dir).resolve()))
+    if models.tuned.is_pair and not (text_pair or "").strip():
+        raise LftError(f"this run reads sentence pairs ({models.tuned.text_column}, {models.tuned.text_pair_column}); "
+                       f"type the second text too")
+    return models.predict((text, text_pair) if models.tuned.is_pair else text)

@@ -43,6 +43,11 @@ class RunConfig:
     dataset_config: str | None = field(default=None, metadata=_doc("Hub dataset configuration (e.g. sst2 for glue)"))
     text_column: str | None = field(default=None, metadata=_doc("column of the texts (default: detected)"))
     label_column: str | None = field(default=None, metadata=_doc("column of the labels (default: detected)"))
+    text_pair_column: str | None = field(default=None, metadata=_doc(
+        "column of the second text of a sentence pair (default: detected from standard names such as "
+        "sentence1/sentence2, premise/hypothesis, question1/question2)"))
+    label_separator: str | None = field(default=None, metadata=_doc(
+        "multi-label CSV: the character between a text's labels (e.g. ';'); JSON/JSONL/parquet lists need none"))
     train_split: str | None = field(default=None, metadata=_doc("Hub split to train on (default: train)"))
     validation_split: str | None = field(default=None, metadata=_doc("Hub split to validate on"))
     test_split: str | None = field(default=None, metadata=_doc("Hub split to test on"))

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
 from lft_core.errors import LftError, first_line
 
@@ -320,7 +320,10 @@ def _hub_splits(name: str, cfg) -> tuple[dict[str, pd.DataFrame], list[str] | No
             raise LftError(f"dataset '{name}' has no split '{wanted[split]}'; its splits are {', '.join(loaded)}")
         if choice:
             splits[split] = loaded[choice].to_pandas()
-            feature = loaded[choice].features.get(cfg.label_column or "label")
+            features = loaded[choice].features
+            feature = features.get(cfg.label_column or ("label" if "label" in features else "labels"))
+            feature = getattr(feature, "feature", feature)  # a list-label set: Sequence(ClassLabel) or [ClassLabel]
+            feature = feature[0] if isinstance(feature, list) and feature else feature
             if isinstance(feature, ClassLabel):
                 names = feature.names
     if "train" not in splits:
@@ -453,6 +456,61 @@ def warn_ignored_text_columns(frame: pd.DataFrame, used: str, exclude=(), flag: 
         log.warning("using column '%s' as the text (%s) and ignoring %s, which also hold%s text; pass %s to use "
                     "another column", used, text_column_rule(used),
                     name_some([f"'{c}'" for c in ignored]), "s" if len(ignored) == 1 else "", flag)
+
+
+# ---------------------------------------------------------------- sentence pairs
+
+PAIR_CANDIDATES = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question1", "question2"),
+                   ("text_a", "text_b"), ("question", "sentence"), ("query", "passage"), ("question", "passage"))
+"""Column names of the two texts of a pair, as GLUE/SuperGLUE, SNLI/MNLI, QQP, QNLI and BoolQ-style sets name them;
+the first pair whose both columns exist wins."""
+PAIR_JOIN = " [SEP] "
+"""How the TF-IDF reference joins the two texts of a pair into one (the transformer reads them as a tokenizer pair)."""
+
+
+def detect_pair_columns(frame: pd.DataFrame, text_column: str | None = None,
+                        text_pair_column: str | None = None) -> tuple[str, str] | None:
+    """The two text columns of a sentence pair: the ones given, else a standard pair of names (sentence1/sentence2,
+    premise/hypothesis, ...); None when the data is single texts. Raises LftError for a pair column that is not a
+    column, or a pair column without a first text column that can be found."""
+    columns = list(frame.columns)
+    listing = ", ".join(map(str, columns))
+    if text_pair_column is not None:
+        if text_pair_column not in columns:
+            raise LftError(f"--text-pair-column '{text_pair_column}' is not a column; the columns are: {listing}")
+        if text_column is None:
+            named = next((a for a, b in PAIR_CANDIDATES if b == text_pair_column and a in columns), None)
+            text_column = named or detect_text_column(frame.drop(columns=[text_pair_column]))
+        elif text_column not in columns:
+            raise LftError(f"--text-column '{text_column}' is not a column; the columns are: {listing}")
+        if text_column == text_pair_column:
+            raise LftError(f"the text and the pair column are both '{text_column}'; pass two different columns")
+        return text_column, text_pair_column
+    lower = {str(c).lower(): c for c in columns}
+    for a, b in PAIR_CANDIDATES:
+        if a in lower and b in lower:
+            first, second = lower[a], lower[b]
+            if text_column is None:
+                return first, second
+            if text_column in (first, second):
+                log.warning("the data has the sentence-pair columns %s and %s but --text-column %s reads one side only; "
+                            "pass --text-pair-column %s to train on both", first, second, text_column,
+                            second if text_column == first else first)
+            return None
+    return None
+
+
+def _clean_pair(frame: pd.DataFrame, text: str, pair: str, label: str, split: str) -> pd.DataFrame:
+    """Both texts of every pair, checked before the usual cleaning: a pair with one side empty cannot be read."""
+    firsts, seconds = frame[text].fillna("").astype(str), frame[pair].fillna("").astype(str)
+    one_side = (firsts.str.strip() == "") != (seconds.str.strip() == "")
+    if one_side.any():
+        rows = ", ".join(str(i) for i in frame.index[one_side][:5])
+        raise LftError(f"{split}: {int(one_side.sum())} pairs have one side empty (rows {rows}; columns '{text}' and "
+                       f"'{pair}'); fill both texts or remove those rows")
+    cleaned = _clean(frame, text, label, split)
+    cleaned["text_pair"] = seconds.loc[cleaned.index]
+    return cleaned
 
 
 def _clean(frame: pd.DataFrame, text: str, label: str, split: str) -> pd.DataFrame:
@@ -697,8 +755,9 @@ def _warn_too_few_per_class(train_counts: np.ndarray, names: list[str]) -> None:
 
 
 def _to_dataset(frame: pd.DataFrame, names: list[str]) -> Dataset:
-    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
-    return Dataset.from_pandas(frame.reset_index(drop=True), features=features, preserve_index=False)
+    features = Features({"text": Value("string"), **({"text_pair": Value("string")} if "text_pair" in frame else {}),
+                         "label": ClassLabel(names=names)})
+    return Dataset.from_pandas(frame[list(features)].reset_index(drop=True), features=features, preserve_index=False)
 
 
 def load_data(cfg) -> DatasetDict:
@@ -708,21 +767,28 @@ def load_data(cfg) -> DatasetDict:
     """
     frames, known = read_source(cfg)
     first = next(iter(frames.values()))
-    text, label = detect_columns(first, cfg.text_column, cfg.label_column)
-    if cfg.text_column is None:
+    pair = detect_pair_columns(first, cfg.text_column, getattr(cfg, "text_pair_column", None))
+    if pair is not None:
+        text, label = detect_columns(first.drop(columns=[pair[1]]), pair[0], cfg.label_column)
+    else:
+        text, label = detect_columns(first, cfg.text_column, cfg.label_column)
+    if pair is None and cfg.text_column is None:
         warn_ignored_text_columns(first, text, exclude=(label,))
     for split, frame in frames.items():
-        missing = [c for c in (text, label) if c not in frame.columns]
+        missing = [c for c in (text, label, *(pair[1:] if pair else ())) if c not in frame.columns]
         if missing:
             others = "; ".join(f"{name}: {', '.join(map(str, f.columns))}" for name, f in frames.items() if name != split)
             raise LftError(f"{split} split lacks column(s) {', '.join(missing)}; its columns: "
                            f"{', '.join(map(str, frame.columns))} (other splits: {others}); give every split the same "
                            f"column names")
-    if known is None:
-        _number_spellings(frames, label, bool(getattr(cfg, "keep_label_spellings", False)))
     for frame in frames.values():
         frame.attrs.pop("lft_files", None)  # the user's paths stay out of the datasets made from these frames
-    frames = {split: _clean(frame, text, label, split) for split, frame in frames.items()}
+    if is_multi_label(first[label], getattr(cfg, "label_separator", None)):
+        return _load_multi_label(cfg, frames, known, text, pair[1] if pair else None, label)
+    if known is None:
+        _number_spellings(frames, label, bool(getattr(cfg, "keep_label_spellings", False)))
+    frames = {split: _clean(frame, text, label, split) if pair is None else _clean_pair(frame, text, pair[1], label, split)
+              for split, frame in frames.items()}
     if known is None and not getattr(cfg, "keep_label_spellings", False):
         _merge_label_variants(frames)
     names = _class_names(frames, known)
@@ -737,4 +803,154 @@ def load_data(cfg) -> DatasetDict:
     for split in ("validation", "test"):
         frames[split] = subsample(frames[split], cfg.max_eval_samples, seed, split)
     _check_splits(frames, names)
-    return DatasetDict({split: _to_dataset(frames[split], names) for split in ("train", "validation", "test")})
+    data = DatasetDict({split: _to_dataset(frames[split], names) for split in ("train", "validation", "test")})
+    data.source_columns = {"text": text, "text_pair": pair[1] if pair else None, "label": label}
+    return data
+
+
+def data_columns(data) -> dict:
+    """The source columns load_data read ('text', 'text_pair' or None, 'label'); for a DatasetDict built elsewhere
+    (tests, the notebook) the internal names."""
+    found = getattr(data, "source_columns", None)
+    if isinstance(found, dict):
+        return found
+    return {"text": "text", "text_pair": "text_pair" if "text_pair" in data["train"].column_names else None,
+            "label": "label"}
+
+
+
+def label_names(split) -> list[str]:
+    """The class names of a split's 'label' feature: a ClassLabel, or for multi-label a Sequence of one."""
+    feature = split.features["label"]
+    return list(getattr(feature, "feature", feature).names)
+
+
+def is_multi_label_split(split) -> bool:
+    return not isinstance(split.features["label"], ClassLabel)
+
+
+# ---------------------------------------------------------------- multi-label
+
+MULTI_LABEL_MIN_EXAMPLES = 5
+"""A label with fewer training texts than this is named: the model gets too few positives to learn it."""
+
+
+def _is_list(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def is_multi_label(labels: pd.Series, separator: str | None) -> bool:
+    """A label column of lists (JSON, JSONL, parquet) is multi-label; so are delimited strings with a separator."""
+    return bool(separator) or bool(labels.map(_is_list).any())
+
+
+def _label_sets(values: pd.Series, separator: str | None, column: str, split: str) -> pd.Series:
+    """Each row's labels as a list of strings: lists as given, strings split at the separator, an empty value as no
+    label (a text with no tag is valid)."""
+    def parse(value):
+        if _is_list(value):
+            return [str(v).strip() for v in value if str(v).strip()]
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return []
+        if separator:
+            return [part.strip() for part in str(value).split(separator) if part.strip()]
+        return [str(value).strip()] if str(value).strip() else []
+
+    if separator and not values.map(_is_list).any():
+        strings = values.dropna().astype(str)
+        if len(strings) and not strings.str.contains(separator, regex=False).any():
+            raise LftError(f"{split}: --label-separator {separator!r} splits no label of column '{column}' (e.g. "
+                           f"{strings.iloc[0]!r}); pass the character between a text's labels, or leave it out for "
+                           f"one label per text")
+    return values.map(parse)
+
+
+def _clean_multi_label(frame: pd.DataFrame, text: str, pair: str | None, label: str, split: str,
+                       separator: str | None) -> pd.DataFrame:
+    if pair is not None:
+        firsts, seconds = frame[text].fillna("").astype(str), frame[pair].fillna("").astype(str)
+        one_side = (firsts.str.strip() == "") != (seconds.str.strip() == "")
+        if one_side.any():
+            rows = ", ".join(str(i) for i in frame.index[one_side][:5])
+            raise LftError(f"{split}: {int(one_side.sum())} pairs have one side empty (rows {rows}; columns '{text}' "
+                           f"and '{pair}'); fill both texts or remove those rows")
+    out = pd.DataFrame({"text": frame[text].fillna("").astype(str)}, index=frame.index)
+    if pair is not None:
+        out["text_pair"] = frame[pair].fillna("").astype(str)
+    out["label"] = _label_sets(frame[label], separator, label, split)
+    empty = out["text"].str.strip() == ""
+    if empty.all():
+        raise LftError(f"{split}: every text is empty (column '{text}'); is --text-column the right column?")
+    if empty.any():
+        log.warning("%s: dropped %d empty texts (rows %s)", split, int(empty.sum()),
+                    ", ".join(str(i) for i in frame.index[empty][:5]))
+        out = out[~empty]
+    return out
+
+
+def _random_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Label sets do not stratify (each combination is its own stratum): a seeded random share."""
+    held = np.random.default_rng(seed).permutation(len(frame))[:max(1, round(len(frame) * fraction))]
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[held] = True
+    return frame[~mask], frame[mask]
+
+
+def _load_multi_label(cfg, frames: dict[str, pd.DataFrame], known: list[str] | None, text: str, pair: str | None,
+                      label: str) -> DatasetDict:
+    """load_data for a label column of label sets: 'label' becomes a Sequence of ClassLabel."""
+    separator = getattr(cfg, "label_separator", None)
+    frames = {split: _clean_multi_label(frame, text, pair, label, split, separator) for split, frame in frames.items()}
+    for split, frame in frames.items():
+        if len(frame) == 0:
+            raise LftError(f"the {split} split is empty; it needs at least one labelled, non-empty text")
+    if known is not None and all(str(v).lstrip("-").isdigit() for f in frames.values() for row in f["label"] for v in row):
+        bad = sorted({int(v) for f in frames.values() for row in f["label"] for v in row} - set(range(len(known))))
+        if bad:
+            raise LftError(f"label ids {bad[:5]} are out of range for {len(known)} labels ({', '.join(known)})")
+        for frame in frames.values():
+            frame["label"] = frame["label"].map(lambda row: [known[int(v)] for v in row])
+    train_key = "train" if "train" in frames else "all"
+    names = sorted({v for row in frames[train_key]["label"] for v in row}) if known is None else list(known)
+    for split, frame in frames.items():
+        unknown = sorted({v for row in frame["label"] for v in row} - set(names))
+        if unknown:
+            raise LftError(f"the {split} split has labels never seen in training: {', '.join(unknown[:10])}; add "
+                           f"training examples of them or remove those labels")
+    if len(names) < 2:
+        raise LftError(f"the label column '{label}' holds {len(names)} distinct label(s) "
+                       f"({', '.join(names) or 'none'}); multi-label classification needs at least two")
+    if cfg.label_names is not None and list(cfg.label_names) != names:
+        raise LftError(f"label_names lists {len(cfg.label_names)} labels ({', '.join(cfg.label_names)}) but the data "
+                       f"has {len(names)} ({', '.join(names)}); fix label_names or the data")
+    seed = cfg.seed if getattr(cfg, "split_seed", None) is None else cfg.split_seed
+    if "all" in frames:
+        rest, frames["test"] = _random_split(frames.pop("all"), SPLIT_FRACTIONS[2], seed)
+        frames["train"], frames["validation"] = _random_split(rest, SPLIT_FRACTIONS[1] / (1 - SPLIT_FRACTIONS[2]), seed)
+    if "test" not in frames:
+        frames["train"], frames["test"] = _random_split(frames["train"], SPLIT_FRACTIONS[2], seed)
+    if "validation" not in frames:
+        frames["train"], frames["validation"] = _random_split(frames["train"], SPLIT_FRACTIONS[1], seed)
+    rng = np.random.default_rng(seed)
+    for split, limit in (("train", cfg.max_train_samples), ("validation", cfg.max_eval_samples),
+                         ("test", cfg.max_eval_samples)):
+        if limit is not None and limit < len(frames[split]):
+            frames[split] = frames[split].iloc[np.sort(rng.permutation(len(frames[split]))[:limit])]
+    counts = pd.Series([v for row in frames["train"]["label"] for v in row]).value_counts()
+    rare = [f"{n} ({int(counts.get(n, 0))})" for n in names if counts.get(n, 0) < MULTI_LABEL_MIN_EXAMPLES]
+    if rare:
+        log.warning("labels with fewer than %d training texts: %s; the model sees too few of them to learn them",
+                    MULTI_LABEL_MIN_EXAMPLES, ", ".join(rare))
+    index = {n: i for i, n in enumerate(names)}
+    features = Features({"text": Value("string"), **({"text_pair": Value("string")} if pair else {}),
+                         "label": Sequence(ClassLabel(names=names))})
+    data = DatasetDict()
+    for split in ("train", "validation", "test"):
+        frame = frames[split].sort_index().copy()
+        if len(frame) == 0:
+            raise LftError(f"the {split} split is empty; it needs at least one labelled, non-empty text")
+        frame["label"] = frame["label"].map(lambda row: sorted({index[v] for v in row}))
+        data[split] = Dataset.from_pandas(frame[list(features)].reset_index(drop=True), features=features,
+                                          preserve_index=False)
+    data.source_columns = {"text": text, "text_pair": pair, "label": label, "label_separator": separator}
+    return data

@@ -25,8 +25,8 @@ from lft_core.config import RunConfig, config_from_dict, default_max_length, tra
 from lft_core.data import load_data
 from lft_core.errors import LftError, StopRequested, first_line
 from lft_core.estimate import RunClock, RunEstimate, calibrate, estimate_run, eval_shapes, phase
-from lft_core.evaluate import Metrics, encode, evaluate, predict_logits, softmax
-from lft_core.hardware import THREADS, Compute, choose_compute, describe_machine
+from lft_core.evaluate import Metrics, encode, evaluate, label_feature, predict_logits, softmax, texts_of
+from lft_core.hardware import THREADS, Compute, choose_compute, describe_machine, keep_freed_memory
 from lft_core.limits import check_model_size
 from lft_core.methods import MethodContext, apply_method, get_method, method_params
 from lft_core.models import (is_decoder, load_base_model, load_model_config, max_positions, set_padding_side,
@@ -53,6 +53,7 @@ def run(cfg: RunConfig, emit: events.Emit | None = None, stop: threading.Event |
         resume: str | None = None, progress_bar: bool = False) -> RunResult:
     """Run the whole job for one config. Raises LftError for anything the user can fix (nothing is written before
     the inputs are known to be good), StopRequested once `stop` is set (the run ends at the next step or batch)."""
+    keep_freed_memory()
     job = _Job(cfg, emit, stop or threading.Event(), resume, progress_bar)
     with job.reporting():
         job.check_inputs()
@@ -152,8 +153,9 @@ class _Job:
     def load_data(self):
         self.stage("data", f"loading dataset {self.cfg.dataset}")
         data = load_data(self.cfg)
+        self.cfg = _with_source_columns(self.cfg, data)
         self.say(events.DataLoaded(train=len(data["train"]), validation=len(data["validation"]),
-                                   test=len(data["test"]), label_names=data["train"].features["label"].names))
+                                   test=len(data["test"]), label_names=label_feature(data["train"]).names))
         _check_stop(self.stop)
         return data
 
@@ -161,13 +163,14 @@ class _Job:
         cfg = self.cfg
         self.stage("model", f"loading model {cfg.model}")
         started = time.perf_counter()
-        base = load_base_model(cfg.model, data["train"].features["label"].names, quantize=cfg.quantize,
+        base = load_base_model(cfg.model, label_feature(data["train"]).names, quantize=cfg.quantize,
                                trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
                                base_dropout=cfg.base_dropout, seed=cfg.seed)
         check_model_size(sum(p.numel() for p in base.model.parameters()))
+        _set_problem_type(base.model, data, cfg)
         base.model.to(self.compute.device)  # scored where it trains
         self.load_s = time.perf_counter() - started
-        self.train_ids, lengths = encode(base.tokenizer, list(data["train"]["text"]), cfg.max_length, cfg.truncation)
+        self.train_ids, lengths = encode(base.tokenizer, texts_of(data["train"]), cfg.max_length, cfg.truncation)
         _warn_truncation(lengths, cfg.max_length)
         unknown = unknown_token_warning(base.tokenizer, self.train_ids, "train", list(data["train"]["text"]))
         if unknown:
@@ -224,12 +227,13 @@ class _Job:
         lengths = [len(row) for row in self.train_ids]
         shapes = call_shapes(lengths, cfg.batch_size, cfg.seed)
         tokenizer = base.tokenizer
-        test_ids, _ = encode(tokenizer, list(data["test"]["text"]), cfg.max_length, cfg.truncation)
-        validation_ids, _ = encode(tokenizer, list(data["validation"]["text"]), cfg.max_length, cfg.truncation)
+        test_ids, _ = encode(tokenizer, texts_of(data["test"]), cfg.max_length, cfg.truncation)
+        validation_ids, _ = encode(tokenizer, texts_of(data["validation"]), cfg.max_length, cfg.truncation)
         test_lengths = [len(r) for r in test_ids]
         texts = list(data["train"]["text"]) if cfg.tfidf_reference else None
         calibration = calibrate(model, tokenizer, shapes, eval_shapes(test_lengths, cfg.eval_batch_size),
-                                self.compute, load_s=self.load_s, tfidf_texts=texts)
+                                self.compute, load_s=self.load_s, tfidf_texts=texts, stop=self.stop,
+                                tfidf_labels=list(data["train"]["label"]) if texts else None)
         cached = baseline_cache_path(cfg, data, self.compute).exists()
         self.estimate = estimate_run(
             calibration, model.config, shapes, [len(r) for r in validation_ids], test_lengths, cfg.epochs,
@@ -277,6 +281,8 @@ class _Job:
             save_total_limit=cfg.save_total_limit, resume=bool(self.resume), progress_bar=self.progress_bar,
             validation_s=_validation_estimate(self.estimate, baseline, data),
             after_training_s=self.clock.later_s("train"), run_started=self.clock.started,
+            step_s=self.estimate.epoch / max(steps_per_epoch(len(data["train"]), cfg.batch_size), 1)
+            if self.estimate else None,
             report_to=trackers(cfg.report_to))
         with phase(self.clock, "train"):
             return train(model, base.tokenizer, data, args, state_dir, self.say, self.stop,
@@ -288,16 +294,16 @@ class _Job:
         if not self.is_main:
             return RunResult(self.run_dir, None)
         cfg, spec, test = self.cfg, get_method(self.cfg.method), data["test"]
-        names = test.features["label"].names
+        names = label_feature(test).names
         self.stage("save", "saving the adapter, then reloading it from disk")
         with phase(self.clock, "save"):
             self._progress("save", 0, 1)
-            check_texts = list(test["text"])[:min(RELOAD_CHECK_ROWS, len(test))]
+            check_texts = texts_of(test)[:min(RELOAD_CHECK_ROWS, len(test))]
             # the reload check compares fp32 logits: a saved adapter that differs from the trained one moves them
             trained_logits = predict_logits(model, base.tokenizer, check_texts, cfg.max_length, cfg.eval_batch_size,
                                             cfg.truncation)
             staging = runs.staging_dir(self.run_dir)
-            base_ref = runs.BaseRef.for_base(base, names)
+            base_ref = _with_shape(runs.BaseRef.for_base(base, names), model, base.tokenizer, data, cfg, self.compute)
             with _disk_full_is_user_error(self.run_dir):
                 runs.save_run(model, base.tokenizer, staging, base_ref, spec, runs.RunFolder(self.run_dir).state)
             reloaded, tokenizer = runs.load_adapter(staging, merge=True, quantize=cfg.quantize)
@@ -308,7 +314,8 @@ class _Job:
         with phase(self.clock, "evaluate"):
             tuned, tuned_logits = evaluate(reloaded, tokenizer, test, cfg.max_length, cfg.eval_batch_size, shard=False,
                                            truncation=cfg.truncation, stop=self.stop, compute=self.compute,
-                                           progress=_progress_events(self.say, "evaluate", self.clock))
+                                           progress=_progress_events(self.say, "evaluate", self.clock),
+                                           threshold=base_ref.threshold or 0.5)
         self.say(events.Scored(which="finetuned", scores=tuned.scores, n=tuned.n, seconds=tuned.seconds))
         reload_check = _reload_check(trained_logits, reloaded_logits, tuned_logits, base_ref, spec)
         quantization = _full_precision_reload(staging, reloaded, test, cfg, tuned_logits, self.compute) \
@@ -319,14 +326,16 @@ class _Job:
             run_name=self.run_dir.name, config=cfg.to_dict(), base_ref=dataclasses.asdict(base_ref),
             method={"name": cfg.method, "kind": "peft" if spec.is_peft else "plain",
                     "params": method_params(cfg.method, cfg.method_params), "learning_rate": self.learning_rate},
-            data={**{s: len(data[s]) for s in data}, "label_names": names}, base=baseline.metrics, finetuned=tuned,
-            references=references, skipped_references=self.skipped_references, labels=np.asarray(test["label"]), base_logits=baseline.logits,
+            data={**{s: len(data[s]) for s in data}, "label_names": names, **_shape_facts(data)},
+            base=baseline.metrics, finetuned=tuned, references=references,
+            skipped_references=self.skipped_references, labels=label_matrix(test), base_logits=baseline.logits,
             tuned_logits=tuned_logits, train=history, environment=environment(), peak_memory_mb=peak_memory_mb(),
             reload_check=reload_check, parameters=self.parameters, quantization=quantization,
             scoring={"device": self.compute.device, "precision": self.compute.precision, "why": self.compute.why,
                      "reload_check_precision": "fp32"},
             estimate={"estimated": self.estimate.to_dict() if self.estimate else None,
-                      "measured": dict(self.clock.done), "threads": THREADS.summary()})
+                      "measured": dict(self.clock.done), "threads": THREADS.summary(),
+                      "calibration": _calibration_facts(self.estimate)})
         self.stage("report", "writing the report")
         with _disk_full_is_user_error(self.run_dir):
             _write_reports(staging, report, test, names, baseline.logits, tuned_logits, self.run_dir)
@@ -403,7 +412,7 @@ def baseline_key(cfg: RunConfig, data, compute: Compute | None = None) -> str:
     exact test rows and labels, the device and precision they are scored in, and the library versions."""
     test = data["test"]
     compute = compute or choose_compute(cfg.precision, bool(cfg.quantize))
-    content = hashlib.sha256(json.dumps([list(test["text"]), list(test["label"]), test.features["label"].names]).encode())
+    content = hashlib.sha256(json.dumps([texts_of(test), list(test["label"]), label_feature(test).names]).encode())
     key = {k: getattr(cfg, k) for k in BASELINE_KEYS}
     key.update(test=content.hexdigest(), packages={p: environment()["packages"].get(p) for p in ("torch", "transformers")},
                compute=[compute.device, compute.precision])
@@ -438,7 +447,7 @@ def evaluate_base(cfg: RunConfig, base=None, data=None, stop: threading.Event | 
         except (OSError, ValueError, KeyError):
             pass
     if base is None:
-        base = load_base_model(cfg.model, data["train"].features["label"].names, quantize=cfg.quantize,
+        base = load_base_model(cfg.model, label_feature(data["train"]).names, quantize=cfg.quantize,
                                trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle, seed=cfg.seed,
                                base_dropout=cfg.base_dropout)
         base.model.to(compute.device)
@@ -477,6 +486,14 @@ def _progress_events(say, phase: str, clock: RunClock | None = None, every_s: fl
     return report
 
 
+def _calibration_facts(estimate: RunEstimate | None) -> dict:
+    found = estimate.calibration if estimate else None
+    if found is None:
+        return {}
+    return {"seconds": round(found.seconds, 2), "parts": found.parts, "threads": found.threads,
+            "per_thread_count": found.per_thread_count, "attention": found.attention, "precision": found.precision}
+
+
 def _validation_estimate(estimate: RunEstimate | None, baseline: Baseline, data) -> float:
     """One validation pass: the base's measured test speed per text over the validation texts (the same model,
     precision and device); the calibration's estimate when the base was not scored here (a cached baseline)."""
@@ -499,6 +516,62 @@ def _reload_check(trained_logits, reloaded_logits, tuned_logits, base_ref, spec)
                    "AutoPeftModelForSequenceClassification" if spec.is_peft else "AutoModelForSequenceClassification")
     return {"max_abs_diff": diff, "tolerance": RELOAD_TOLERANCE, "passed": True, "test_rows": rows,
             "precision": "fp32", "scoring_agreement": agree, "loaded_with": loaded_with}
+
+
+def _set_problem_type(model, data, cfg: RunConfig) -> None:
+    """A multi-label split trains a sigmoid head: transformers' models then compute the BCE loss on multi-hot labels."""
+    if "label" in data["train"].features and not hasattr(data["train"].features["label"], "names"):
+        if cfg.class_weights:
+            raise LftError("class_weights weighs one label per text; leave it off for multi-label data")
+        model.config.problem_type = "multi_label_classification"
+
+
+def _with_shape(base_ref: "runs.BaseRef", model, tokenizer, data, cfg: RunConfig, compute: Compute) -> "runs.BaseRef":
+    """The base reference with the head's problem type and, for multi-label, the sigmoid threshold with the best
+    micro-F1 on the validation split, so that load_adapter, predict and the model card need no flags."""
+    if getattr(model.config, "problem_type", None) != "multi_label_classification":
+        return base_ref
+    from lft_core.evaluate import multi_hot, pick_threshold, sigmoid
+
+    validation = data["validation"]
+    logits = predict_logits(model, tokenizer, texts_of(validation), cfg.max_length, cfg.eval_batch_size,
+                            cfg.truncation, compute=compute)
+    threshold = pick_threshold(multi_hot(validation["label"], logits.shape[1]), sigmoid(logits))
+    return dataclasses.replace(base_ref, problem_type="multi_label_classification", threshold=threshold)
+
+
+def label_matrix(split) -> np.ndarray:
+    """A split's labels as an array: class ids, or for multi-label a 0/1 matrix with a column per label."""
+    from lft_core.evaluate import multi_hot
+
+    if hasattr(split.features["label"], "names"):
+        return np.asarray(split["label"])
+    return multi_hot(split["label"], len(label_feature(split).names))
+
+
+def _with_source_columns(cfg: RunConfig, data) -> RunConfig:
+    """cfg with the text columns load_data found, so run_config.json records the shape and predict reads the same
+    columns of a new file without flags."""
+    from lft_core.data import data_columns
+
+    found = data_columns(data)
+    return dataclasses.replace(cfg, text_column=cfg.text_column or found.get("text"),
+                               text_pair_column=cfg.text_pair_column or found.get("text_pair"),
+                               label_column=cfg.label_column or found.get("label"))
+
+
+def _shape_facts(data) -> dict:
+    """What report.json records of the data's shape: the text columns, and for pairs how the references read them."""
+    from lft_core.data import PAIR_JOIN, data_columns
+
+    found = data_columns(data)
+    shape = {"text_columns": [found.get("text", "text")]}
+    if found.get("text_pair"):
+        shape = {"text_columns": [found["text"], found["text_pair"]], "pair_join": PAIR_JOIN}
+    if not hasattr(data["train"].features["label"], "names"):
+        shape.update(problem_type="multi_label_classification", label_column=found.get("label"),
+                     label_separator=found.get("label_separator"))
+    return shape
 
 
 def _init_distributed() -> bool:
@@ -594,20 +667,53 @@ def _write_reports(staging: Path, report: RunReport, test, names, base_logits, t
     staged.report_html.write_text(reports.report_html(report))
     staged.model_card.write_text(reports.model_card(report))
     staged.saved_config.write_text(runs.RunFolder(run_dir).live_config.read_text())
-    _predictions_frame(test, names, base_logits, tuned_logits).to_csv(staged.predictions, index=False)
+    threshold = (report.finetuned.multi_label or {}).get("threshold")
+    _predictions_frame(test, names, base_logits, tuned_logits, threshold).to_csv(staged.predictions, index=False)
 
 
-def _predictions_frame(test, names, base_logits, tuned_logits):
+def _predictions_frame(test, names, base_logits, tuned_logits, threshold: float | None = None):
     import pandas as pd
+
+    if not hasattr(test.features["label"], "names"):
+        return _multi_label_predictions(test, names, base_logits, tuned_logits, threshold or 0.5)
 
     base_probs, tuned_probs = softmax(base_logits), softmax(tuned_logits)
     labels = np.asarray(test["label"])
     rows = np.arange(len(labels))
     return pd.DataFrame({
-        "text": list(test["text"]), "label": [names[i] for i in labels],
+        "text": list(test["text"]), **({"text_pair": list(test["text_pair"])} if "text_pair" in test.column_names else {}),
+        "label": [names[i] for i in labels],
         "base_prediction": [names[i] for i in base_logits.argmax(-1)],
         "finetuned_prediction": [names[i] for i in tuned_logits.argmax(-1)],
         "base_true_prob": base_probs[rows, labels].round(4), "finetuned_true_prob": tuned_probs[rows, labels].round(4),
+    })
+
+
+LABEL_JOIN = ";"
+"""How test_predictions.csv and predict write a label set in one cell."""
+
+
+def _multi_label_predictions(test, names, base_logits, tuned_logits, threshold: float):
+    """A multi-label test row: its label set, both models' predicted sets (the base at 0.5, its head untrained), and
+    each model's mean probability of the right decision over all labels."""
+    import pandas as pd
+
+    from lft_core.evaluate import multi_hot, sigmoid
+
+    truth = multi_hot(test["label"], len(names)).astype(bool)
+    base_probs, tuned_probs = sigmoid(base_logits), sigmoid(tuned_logits)
+
+    def sets(matrix):
+        return [LABEL_JOIN.join(n for n, on in zip(names, row) if on) for row in matrix]
+
+    def right(probs):
+        return np.where(truth, probs, 1 - probs).mean(1).round(4)
+
+    return pd.DataFrame({
+        "text": list(test["text"]), **({"text_pair": list(test["text_pair"])} if "text_pair" in test.column_names else {}),
+        "label": sets(truth), "base_prediction": sets(base_probs >= 0.5),
+        "finetuned_prediction": sets(tuned_probs >= threshold),
+        "base_true_prob": right(base_probs), "finetuned_true_prob": right(tuned_probs),
     })
 
 

@@ -6,9 +6,23 @@ class LftError(Exception):
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message (libraries raise multi-line walls of text), or its type."""
+    """An exception's message as one line, or its type. Libraries raise multi-line walls of text, and some wrap
+    one sentence over lines (peft does): the first paragraph is joined into one line, then cut at the last
+    sentence's end within `limit` characters, never mid-word without saying so."""
     text = str(exc).strip()
-    return text.splitlines()[0][:limit].rstrip() if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    paragraph = []
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        paragraph.append(line.strip())
+    joined = " ".join(paragraph)
+    if len(joined) <= limit:
+        return joined
+    cut = joined[:limit]
+    end = max(cut.rfind(". "), cut.rfind("; "))
+    return cut[:end + 1] if end > limit // 3 else cut.rsplit(" ", 1)[0] + " …"
 
 
 class StopRequested(Exception):

@@ -96,6 +96,8 @@ class Calibration:
     device: str = "cpu"
     attention: str | None = None
     """the attention kernel the training forward uses (see attention_choice)"""
+    parts: dict = field(default_factory=dict)
+    """seconds of each part of the calibration itself"""
 
 
 def _rows(tokenizer, texts: int, length: int, device) -> dict:
@@ -108,7 +110,16 @@ def _rows(tokenizer, texts: int, length: int, device) -> dict:
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
 
 
-def _train_call(model, batch, labels, compute) -> float:
+def _check_stop(stop) -> None:
+    """Stop asked for while calibrating: end before the next timed call, as training does at its next step."""
+    if stop is not None and stop.is_set():
+        from lft_core.errors import StopRequested
+
+        raise StopRequested("stopped by the user while timing the first steps")
+
+
+def _train_call(model, batch, labels, compute, stop=None) -> float:
+    _check_stop(stop)
     start = time.perf_counter()
     with compute.autocast():
         loss = model(**batch, labels=labels).loss
@@ -119,7 +130,8 @@ def _train_call(model, batch, labels, compute) -> float:
 
 
 @torch.inference_mode()
-def _infer_call(model, batch, compute) -> float:
+def _infer_call(model, batch, compute, stop=None) -> float:
+    _check_stop(stop)
     start = time.perf_counter()
     with compute.autocast():
         model(**batch).logits.float().cpu()
@@ -127,7 +139,8 @@ def _infer_call(model, batch, compute) -> float:
 
 
 def calibrate(model, tokenizer, train_shapes: list[tuple[int, int]], eval_shapes: list[tuple[int, int]], compute,
-              load_s: float = 0.0, tfidf_texts: list[str] | None = None) -> Calibration:
+              load_s: float = 0.0, tfidf_texts: list[str] | None = None, stop=None,
+              tfidf_labels: list | None = None) -> Calibration:
     """Time training calls at a small and a large shape of the epoch's own calls, at each thread count the governor
     considers (interleaved, so a change in the machine's load touches both), and evaluation calls at two of the
     evaluation batches' shapes; fit each to overhead + FLOPs / rate. The model's weights and gradients are left as
@@ -141,7 +154,10 @@ def calibrate(model, tokenizer, train_shapes: list[tuple[int, int]], eval_shapes
     device = next(model.parameters()).device
     sizes = sorted(train_shapes, key=lambda s: s[0] * s[1])
     small, large = sizes[len(sizes) // 5], sizes[min(len(sizes) - 1, (9 * len(sizes)) // 10)]
-    labels = {shape: torch.zeros(shape[0], dtype=torch.long, device=device) for shape in (small, large)}
+    # a multi-label head's BCE loss takes a 0/1 row per text, not a class id
+    multi = getattr(model.config, "problem_type", None) == "multi_label_classification"
+    labels = {shape: torch.zeros((shape[0], model.config.num_labels) if multi else shape[0],
+                                 dtype=torch.float32 if multi else torch.long, device=device) for shape in (small, large)}
     batches = {shape: _rows(tokenizer, *shape, device) for shape in (small, large)}
     candidates = THREADS.candidates_now()
     before = torch.get_num_threads()
@@ -152,15 +168,15 @@ def calibrate(model, tokenizer, train_shapes: list[tuple[int, int]], eval_shapes
 
     with torch.random.fork_rng(devices=[]):
         try:
-            _train_call(model, batches[large], labels[large], compute)  # warm-up: kernel selection, first allocations
-            attention = attention_choice(model, compute, lambda: _train_call(model, batches[large], labels[large],
-                                                                             compute))
+            _train_call(model, batches[large], labels[large], compute, stop)  # warm-up: kernel selection, first allocations
+            attention = attention_choice(model, compute)
+            marks = {"warm-up and attention": time.perf_counter() - started}
             with attention_implementation(model, attention):
-                _train_call(model, batches[large], labels[large], compute)
+                _train_call(model, batches[large], labels[large], compute, stop)
                 for round_, shape in enumerate((small, large, large)):
                     for threads in candidates:
                         torch.set_num_threads(threads)
-                        seconds = _train_call(model, batches[shape], labels[shape], compute)
+                        seconds = _train_call(model, batches[shape], labels[shape], compute, stop)
                         timings[threads].append((call_flops(*shape, weights, True), seconds))
                     if round_ == 0 and len(candidates) > 1:
                         # a count far slower on the first shape (a busy machine) is not worth timing further
@@ -175,6 +191,7 @@ def calibrate(model, tokenizer, train_shapes: list[tuple[int, int]], eval_shapes
     totals = {n: sum(s for _, s in points[:shared]) for n, points in timings.items()}
     best = min(totals, key=totals.get)
     speedup = {n: totals[n] / totals[best] for n in totals}
+    marks["training calls"] = time.perf_counter() - started - sum(marks.values())
     # evaluation calls stall the same way under load: they start from the same count and check it themselves
     for kind in ("train", "eval"):
         THREADS.prime(kind, best, speedup)
@@ -183,90 +200,51 @@ def calibrate(model, tokenizer, train_shapes: list[tuple[int, int]], eval_shapes
     infer_points = []
     for shape in (eval_sizes[0], eval_sizes[-1]):
         batch = _rows(tokenizer, *shape, device)
-        _infer_call(model, batch, compute)
-        infer_points.append((call_flops(*shape, weights, False), _infer_call(model, batch, compute)))
+        _infer_call(model, batch, compute, stop)
+        infer_points.append((call_flops(*shape, weights, False), _infer_call(model, batch, compute, stop)))
     torch.set_num_threads(best if THREADS.adaptive else before)
-    tfidf = _tfidf_rate(tfidf_texts) if tfidf_texts else None
+    marks["scoring calls"] = time.perf_counter() - started - sum(marks.values())
+    tfidf = _tfidf_rate(tfidf_texts, tfidf_labels) if tfidf_texts else None
+    marks["tfidf"] = time.perf_counter() - started - sum(marks.values())
     return Calibration(train=CallCost.fit(timings[best]), infer=CallCost.fit(infer_points), threads=best,
                        per_thread_count={n: round(totals[n], 4) for n in totals}, load_s=load_s,
                        tfidf_s_per_char=tfidf, seconds=time.perf_counter() - started,
-                       precision=compute.precision, device=compute.device, attention=attention)
-
-
-def _choices_path():
-    from lft_core.models import cache_dir
-
-    return cache_dir() / "speed_choices.json"
-
-
-CLEAR_MARGIN = 1.15
-"""A kernel is remembered as the faster only when it beat the other by this factor: a choice measured once on a
-busy machine would otherwise stick for good."""
+                       precision=compute.precision, device=compute.device, attention=attention,
+                       parts={k: round(v, 2) for k, v in marks.items()})
 
 
 def attention_choice(model, compute, time_call=None) -> str | None:
-    """The attention kernel for training on a CPU in bf16, where the choice matters: eager or SDPA, whichever
-    trained faster on this CPU, for this model type and torch version, measured once (with `time_call`, a
-    training call at the data's shape, timed under each) and remembered in the cache. Without a measurement yet,
-    eager: SDPA's bf16 CPU backward was slower on every CPU measured so far (benchmarks/results/). None (keep the
-    model's own) on a GPU, in fp32, or for a model that cannot switch."""
-    import json
-
-    from lft_core.hardware import cpu_name
-    from lft_core.train import attention_implementation
-
+    """The attention kernel for training on a CPU in bf16: eager. SDPA's bf16 CPU backward was slower on every
+    CPU measured (AVX512-BF16 Xeon and EPYC, and AMX: benchmarks/profile_step.py, separate processes with the
+    kernel set at load). Timing both inside a run was tried and dropped: switching kernels back and forth in one
+    process made the first kernel's calls several times slower than either measured alone, so the in-run
+    comparison picked the slower one. None (keep the model's own) on a GPU, in fp32, or for a model that cannot
+    switch. `time_call` is accepted for callers of the earlier, measuring version and ignored."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if compute.device != "cpu" or compute.precision != "bf16" or not getattr(
             base, "_can_set_attn_implementation", lambda: False)():
         return None
-    config = base.config
-    shape = "x".join(str(getattr(config, k, "?")) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads"))
-    key = f"{cpu_name()}|torch {torch.__version__}|{config.model_type} {shape}|{compute.precision}"
-    path = _choices_path()
-    try:
-        known = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        known = {}
-    if key in known.get("attention", {}):
-        return known["attention"][key]["choice"]
-    if time_call is None:
-        return "eager"
-    times = {"eager": [], "sdpa": []}
-    with torch.random.fork_rng(devices=[]):
-        try:
-            for _ in range(3):
-                for implementation in times:
-                    with attention_implementation(model, implementation):
-                        times[implementation].append(time_call())
-        finally:
-            model.zero_grad(set_to_none=True)
-    best = {k: min(v) for k, v in times.items()}
-    choice = min(best, key=best.get)
-    if max(best.values()) < CLEAR_MARGIN * min(best.values()):
-        return "eager"  # too close to call (or a noisy machine): the default, and measure again next run
-    known.setdefault("attention", {})[key] = {"choice": choice, "seconds": best, "measured": time.time()}
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{id(known)}")
-        tmp.write_text(json.dumps(known, indent=1))
-        tmp.replace(path)
-    return choice
+    return "eager"
 
 
-def _tfidf_rate(texts: list[str], sample: int = 1500) -> float:
+def _tfidf_rate(texts: list[str], labels: list | None = None, sample: int = 300) -> float:
     """Seconds per character of training text for TF-IDF + logistic regression, timed on a sample of the texts
-    with made-up labels (the fit's cost hardly depends on what the labels are)."""
+    with the reference's own settings and, where given, the texts' own labels (made-up labels make the regression
+    slow to converge: it cost most of a calibration)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    picked = [t for t in texts[:sample] if t.strip()]
-    if len(picked) < 10:
+    rows = [i for i, t in enumerate(texts[:sample]) if str(t).strip()]
+    if len(rows) < 10:
         return 2e-6
-    labels = np.arange(len(picked)) % 3
+    picked = [str(texts[i]) for i in rows]
+    given = [labels[i] for i in rows] if labels is not None and len(labels) >= len(texts[:sample]) else None
+    usable = given is not None and all(isinstance(v, (int, np.integer, str)) for v in given) and len(set(given)) > 1
+    targets = given if usable else np.arange(len(picked)) % 3
     start = time.perf_counter()
     try:
-        features = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1).fit_transform(picked)
-        LogisticRegression(max_iter=1000).fit(features, labels)
+        features = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2).fit_transform(picked)
+        LogisticRegression(max_iter=2000, C=10.0).fit(features, targets)
     except ValueError:
         return 2e-6
     return (time.perf_counter() - start) / max(sum(len(t) for t in picked), 1)

@@ -61,6 +61,9 @@ class Metrics:
     seconds: float = 0.0
     tokens: int = 0
     """real (non-pad) tokens scored"""
+    multi_label: dict | None = None
+    """multi-label runs only: micro_f1, label cardinality (true and predicted labels per text), the decision
+    threshold on the sigmoid, and the labels never predicted; None for one label per text"""
 
     @property
     def accuracy(self) -> float:
@@ -72,6 +75,8 @@ class Metrics:
 
     def predicted_share(self) -> tuple[str, float]:
         """The class predicted most often and the share of rows it got."""
+        if not self.confusion:  # multi-label: no confusion matrix
+            return (next(iter(self.per_class), ""), 0.0)
         columns = np.asarray(self.confusion).sum(0)
         top = int(columns.argmax()) if columns.sum() else 0
         return list(self.per_class)[top], float(columns[top] / max(columns.sum(), 1))
@@ -84,7 +89,7 @@ class Metrics:
         values = dict(values)
         if "scores" not in values:  # reports written before scores were grouped
             values["scores"] = {m.key: values.pop(m.key) for m in METRICS if m.key in values}
-        known = {"scores", "per_class", "confusion", "n", "unscored_classes", "seconds", "tokens"}
+        known = {"scores", "per_class", "confusion", "n", "unscored_classes", "seconds", "tokens", "multi_label"}
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
@@ -119,10 +124,58 @@ def compute_metrics(labels, predictions, names: list[str]) -> Metrics:
 # ---------------------------------------------------------------- token ids
 
 
+class TokenRows(list):
+    """Token ids per text (a list of lists, as before), and for sentence pairs the token type ids the tokenizer
+    gives the two segments (BERT's segment embeddings), so that padding and training keep them."""
+
+    token_type_ids: list[list[int]] | None = None
+
+    def take(self, rows) -> dict[str, list[list[int]]]:
+        """The rows' inputs as tokenizer.pad takes them."""
+        picked = {"input_ids": [self[i] for i in rows]}
+        if self.token_type_ids is not None:
+            picked["token_type_ids"] = [self.token_type_ids[i] for i in rows]
+        return picked
+
+
+def texts_of(dataset) -> list:
+    """A split's inputs: its texts, or (text, text_pair) tuples for a sentence-pair split."""
+    if "text_pair" in dataset.column_names:
+        return list(zip(dataset["text"], dataset["text_pair"]))
+    return list(dataset["text"])
+
+
+def is_pair(texts) -> bool:
+    return bool(len(texts)) and isinstance(texts[0], (tuple, list))
+
+
+def encode_pairs(tokenizer, pairs: list[tuple[str, str]], max_length: int) -> tuple[TokenRows, list[int]]:
+    """Token ids of each pair as tokenizer(a, b) builds them (separators and token type ids), cut to max_length by
+    transformers' 'longest_first', which trims the longer side token by token so both texts keep a part; and each
+    pair's untruncated length."""
+    firsts, seconds = [str(a) for a, _ in pairs], [str(b) for _, b in pairs]
+    full = tokenizer(firsts, seconds, truncation=False)
+    lengths = [len(row) for row in full["input_ids"]]
+    long = [i for i, n in enumerate(lengths) if n > max_length]
+    if long:
+        cut = tokenizer([firsts[i] for i in long], [seconds[i] for i in long], truncation="longest_first",
+                        max_length=max_length)
+        for key in full.keys():
+            for j, i in enumerate(long):
+                full[key][i] = cut[key][j]
+    ids = TokenRows(full["input_ids"])
+    if "token_type_ids" in full:
+        ids.token_type_ids = list(full["token_type_ids"])
+    return ids, lengths
+
+
 def encode(tokenizer, texts: list[str], max_length: int, truncation: str = "head") -> tuple[list[list[int]], list[int]]:
     """Token ids of each text cut to max_length (special tokens included), and each text's untruncated length.
     'head' keeps the start (what tokenizer(..., truncation=True) does), 'tail' the end, 'head+tail' both ends
-    (HEAD_SHARE of the budget from the start). One tokenizer pass serves the ids and the lengths."""
+    (HEAD_SHARE of the budget from the start). One tokenizer pass serves the ids and the lengths. Sentence pairs
+    ((a, b) tuples) go through encode_pairs whatever `truncation` says."""
+    if is_pair(texts):
+        return encode_pairs(tokenizer, texts, max_length)
     prefix, suffix = _special_tokens(tokenizer)
     budget = max(1, max_length - len(prefix) - len(suffix))
     head = budget if truncation == "head" else int(budget * HEAD_SHARE) if truncation == "head+tail" else 0
@@ -194,7 +247,7 @@ def logits_for_ids(model, tokenizer, ids: list[list[int]], batch_size: int | Non
         for rows in _batches(order, lengths, batch_size):
             if stop is not None and stop.is_set():
                 raise StopRequested("stopped by the user during evaluation")
-            batch = tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
+            batch = tokenizer.pad(_take(ids, rows), return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}
             with THREADS.timed("eval", call_work(batch["input_ids"].shape)), \
                     (compute.autocast() if compute is not None else contextlib.nullcontext()):
@@ -207,6 +260,10 @@ def logits_for_ids(model, tokenizer, ids: list[list[int]], batch_size: int | Non
     return out
 
 
+def _take(ids, rows) -> dict:
+    return ids.take(rows) if isinstance(ids, TokenRows) else {"input_ids": [ids[i] for i in rows]}
+
+
 def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int | None = None,
                    truncation: str = "head", stop: threading.Event | None = None,
                    compute: "Compute | None" = None) -> np.ndarray:
@@ -216,22 +273,27 @@ def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_si
 
 def evaluate(model, tokenizer, dataset, max_length: int, batch_size: int | None = None, shard: bool = True,
              truncation: str = "head", stop: threading.Event | None = None,
-             progress: Progress | None = None, compute: "Compute | None" = None) -> tuple[Metrics, np.ndarray]:
+             progress: Progress | None = None, compute: "Compute | None" = None,
+             threshold: float = 0.5) -> tuple[Metrics, np.ndarray]:
     """Score a split: returns its metrics and the logits (rows in dataset order), in `compute`'s precision on the
     model's device.
 
     Under torch.distributed (and shard=True, which every rank must then call) each rank scores a disjoint
     shard and the logits are gathered, so every example counts exactly once (a DistributedSampler would pad
     the last shard with duplicates)."""
-    texts, labels = list(dataset["text"]), np.asarray(dataset["label"])
-    names = dataset.features["label"].names
+    texts, multi = texts_of(dataset), not hasattr(dataset.features["label"], "names")
+    names = label_feature(dataset).names
+    labels = multi_hot(dataset["label"], len(names)) if multi else np.asarray(dataset["label"])
     start = time.perf_counter()
     ids, _ = encode(tokenizer, texts, max_length, truncation)
     if shard and torch.distributed.is_available() and torch.distributed.is_initialized():
         logits = _sharded_logits(model, tokenizer, ids, batch_size, stop, compute)
     else:
         logits = logits_for_ids(model, tokenizer, ids, batch_size, stop, progress, compute)
-    metrics = compute_metrics(labels, logits.argmax(-1), names)
+    if multi:
+        metrics = compute_multi_label_metrics(labels, sigmoid(logits) >= threshold, names, threshold)
+    else:
+        metrics = compute_metrics(labels, logits.argmax(-1), names)
     metrics.seconds = time.perf_counter() - start
     metrics.tokens = count_tokens(ids)
     return metrics, logits
@@ -243,7 +305,10 @@ def _sharded_logits(model, tokenizer, ids, batch_size, stop, compute) -> np.ndar
 
     state = PartialState()
     mine = list(range(state.process_index, len(ids), state.num_processes))
-    part = logits_for_ids(model, tokenizer, [ids[i] for i in mine], batch_size, stop, compute=compute)
+    mine_ids = TokenRows(ids[i] for i in mine)
+    if getattr(ids, "token_type_ids", None) is not None:
+        mine_ids.token_type_ids = [ids.token_type_ids[i] for i in mine]
+    part = logits_for_ids(model, tokenizer, mine_ids, batch_size, stop, compute=compute)
     logits = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
     for indices, values in gather_object([(mine, part)]):
         if len(indices):
@@ -253,3 +318,68 @@ def _sharded_logits(model, tokenizer, ids, batch_size, stop, compute) -> np.ndar
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     return torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
+
+
+
+# ---------------------------------------------------------------- multi-label
+
+
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+"""Decision thresholds tried on the validation split (the one with the best micro-F1 is kept)."""
+
+
+def label_feature(dataset):
+    """The ClassLabel of a split's labels: the 'label' feature, or the one inside a multi-label Sequence."""
+    feature = dataset.features["label"]
+    return getattr(feature, "feature", feature)
+
+
+def multi_hot(label_sets, num_labels: int) -> np.ndarray:
+    out = np.zeros((len(label_sets), num_labels), dtype=np.float32)
+    for row, ids in enumerate(label_sets):
+        out[row, list(ids)] = 1.0
+    return out
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return torch.sigmoid(torch.as_tensor(logits, dtype=torch.float32)).numpy()
+
+
+def compute_multi_label_metrics(labels: np.ndarray, predicted: np.ndarray, names: list[str],
+                                threshold: float = 0.5) -> Metrics:
+    """Subset (exact-match) accuracy, macro-F1 over the labels with a test example or a prediction, micro-F1,
+    per-label precision/recall/F1 with support, and the label cardinality, through scikit-learn's multi-label
+    metrics. `labels` and `predicted` are 0/1 matrices, one column per label."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    labels, predicted = np.asarray(labels, dtype=int), np.asarray(predicted, dtype=int)
+    scored = [i for i in range(len(names)) if labels[:, i].any() or predicted[:, i].any()] if len(labels) else []
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=list(range(len(names))), average=None, zero_division=0) if len(labels) else \
+        ([0.0] * len(names),) * 3 + ([0] * len(names),)
+    scores = {
+        "accuracy": float(accuracy_score(labels, predicted)) if len(labels) else 0.0,
+        "macro_f1": float(np.mean([f1[i] for i in scored])) if scored else 0.0,
+        "micro_f1": float(f1_score(labels, predicted, average="micro", zero_division=0)) if len(labels) else 0.0,
+    }
+    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                        "support": int(support[i])} for i, name in enumerate(names)}
+    return Metrics(scores=scores, per_class=per_class, confusion=[], n=int(len(labels)),
+                   unscored_classes=[n for i, n in enumerate(names) if i not in scored],
+                   multi_label={"micro_f1": scores["micro_f1"], "subset_accuracy": scores["accuracy"],
+                                "cardinality": float(labels.sum(1).mean()) if len(labels) else 0.0,
+                                "predicted_cardinality": float(predicted.sum(1).mean()) if len(labels) else 0.0,
+                                "threshold": float(threshold),
+                                "never_predicted": [n for i, n in enumerate(names)
+                                                    if support[i] > 0 and not predicted[:, i].any()]})
+
+
+def pick_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """The sigmoid threshold with the best micro-F1 on these (validation) rows; ties go to the one nearest 0.5."""
+    from sklearn.metrics import f1_score
+
+    if not len(labels):
+        return 0.5
+    scores = [f1_score(labels, probabilities >= t, average="micro", zero_division=0) for t in THRESHOLDS]
+    best = max(scores)
+    return float(min((t for t, f in zip(THRESHOLDS, scores) if f == best), key=lambda t: abs(t - 0.5)))

@@ -129,8 +129,16 @@ class Stopped(Event):
     resumable: bool = False
 
 
+@dataclass
+class Resumed(Event):
+    """A stopped run was queued again: what follows in its log is the new attempt, from the checkpoint's step."""
+    kind: ClassVar[str] = "resumed"
+    from_step: int | None
+    message: str = ""
+
+
 KINDS = {cls.kind: cls for cls in (Stage, DataLoaded, Started, Scored, Parameters, Progress, Estimated, EpochEnd,
-                                    Warn, Finished, Failed, Stopped)}
+                                    Warn, Finished, Failed, Stopped, Resumed)}
 TERMINAL = (Finished, Failed, Stopped)
 Emit = Callable[[Event], None]
 
@@ -254,4 +262,6 @@ def describe(event: Event) -> str:
         return f"error: {event.message}"
     if isinstance(event, Stopped):
         return f"stopped: {event.message}"
+    if isinstance(event, Resumed):
+        return f"resumed: {event.message}"
     return str(event.to_dict())

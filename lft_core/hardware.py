@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import platform
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -356,3 +357,32 @@ normaliser for the thread governor's comparisons of randomly shaped calls, not a
 
 THREADS = ThreadGovernor()
 """The process's one governor: torch's thread count is a setting of the whole process."""
+
+
+# ---------------------------------------------------------------- the allocator
+
+
+_ALLOCATOR: list[bool] = []
+MALLOC_KEEP_BYTES = 1 << 30
+"""Freed blocks up to this size stay in the process's heap for the next call, instead of going back to the
+system and faulting in again page by page (benchmarks/results/defaults.md)."""
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to keep freed activations for reuse: every training call allocates and frees the same
+    large tensors, which glibc otherwise maps and unmaps each time (thousands of page faults a call). Once per
+    process; a no-op off glibc or with LFT_MALLOC=0. Returns whether it was applied."""
+    if not _ALLOCATOR:
+        applied = False
+        if os.environ.get("LFT_MALLOC", "1") != "0" and sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                libc = ctypes.CDLL("libc.so.6")
+                m_trim_threshold, m_mmap_threshold = -1, -3
+                applied = bool(libc.mallopt(m_mmap_threshold, MALLOC_KEEP_BYTES)) and bool(
+                    libc.mallopt(m_trim_threshold, MALLOC_KEEP_BYTES))
+            except (OSError, AttributeError):  # musl, or no libc of that name
+                applied = False
+        _ALLOCATOR.append(applied)
+    return _ALLOCATOR[0]

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lft_core.config import DEFAULT_MAX_LENGTH, default_max_length
-from lft_core.data import detect_columns, load_data, read_source
+from lft_core.data import detect_columns, detect_pair_columns, load_data, read_source
 from lft_core.errors import LftError
 
 IMBALANCE_RATIO = 3.0
@@ -46,8 +46,11 @@ def _rows(index, limit: int = 5) -> str:
 def _raw_warnings(cfg) -> list[str]:
     """Row-level problems in the source as given, named by split and row number."""
     frames, _ = read_source(cfg)
-    text, label = detect_columns(next(iter(frames.values())), cfg.text_column, cfg.label_column)
-    found = []
+    first = next(iter(frames.values()))
+    pair = detect_pair_columns(first, cfg.text_column, getattr(cfg, "text_pair_column", None))
+    text, label = detect_columns(first.drop(columns=[pair[1]]) if pair else first,
+                                 pair[0] if pair else cfg.text_column, cfg.label_column)
+    found = _separator_hint(first[label], getattr(cfg, "label_separator", None))
     for split, frame in frames.items():
         where = "the file" if split == "all" else f"{split}"
         empty = frame.index[frame[text].fillna("").astype(str).str.strip() == ""]
@@ -57,6 +60,45 @@ def _raw_warnings(cfg) -> list[str]:
         if len(duplicated):
             found.append(f"{where}: {len(duplicated)} duplicate texts (rows {_rows(duplicated)})")
     return found
+
+
+SEPARATORS = (";", "|", ",")
+
+
+def _separator_hint(labels: pd.Series, separator: str | None) -> list[str]:
+    """A CSV label column that looks delimited ('sport;tech'): suggest --label-separator, once."""
+    if separator or labels.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
+        return []
+    strings = labels.dropna().astype(str)
+    for sep in SEPARATORS:
+        joined = strings[strings.str.contains(sep, regex=False)]
+        parts = {p.strip() for value in strings for p in value.split(sep)}
+        if len(strings) and len(joined) >= 0.1 * len(strings) and len(parts) < strings.nunique():
+            return [f"the label column looks like label sets separated by {sep!r} (e.g. {joined.iloc[0]!r}); for "
+                    f"multi-label pass --label-separator '{sep}' (the app: Label separator)"]
+    return []
+
+
+def _label_frequencies(data, names: list[str]) -> pd.DataFrame:
+    """Multi-label: texts carrying each label, per split (a text counts once for each of its labels)."""
+    from lft_core.evaluate import multi_hot
+
+    return pd.DataFrame({split: multi_hot(data[split]["label"], len(names)).sum(0).astype(int) for split in data},
+                        index=names).rename_axis("class").reset_index()
+
+
+def _co_occurrence(data, names: list[str], top: int = 3) -> list[str]:
+    """Multi-label: how many labels a train text has, and the label pairs that occur together most."""
+    from lft_core.evaluate import multi_hot
+
+    train = multi_hot(data["train"]["label"], len(names))
+    together = train.T @ train
+    pairs = sorted(((int(together[i, j]), names[i], names[j]) for i in range(len(names))
+                    for j in range(i + 1, len(names)) if together[i, j]), reverse=True)[:top]
+    none = int((train.sum(1) == 0).sum())
+    line = (f"train: {train.sum(1).mean():.2f} labels per text, {none} texts with none"
+            + ("; most frequent together: " + ", ".join(f"{a} + {b} ({n})" for n, a, b in pairs) if pairs else ""))
+    return [line]
 
 
 class _Collect(logging.Handler):
@@ -98,32 +140,38 @@ def check_dataset(cfg, tokenizer=None) -> Health:
     finally:
         logger.removeHandler(collect)
     health.warnings += collect.messages
-    names = data["train"].features["label"].names
+    from lft_core.evaluate import label_feature
+
+    multi = not hasattr(data["train"].features["label"], "names")
+    names = label_feature(data["train"]).names
     health.splits = {split: len(data[split]) for split in data}
-    health.balance = pd.DataFrame({split: np.bincount(data[split]["label"], minlength=len(names)) for split in data},
-                                  index=names).rename_axis("class").reset_index()
-    warning = imbalance_warning(health.balance)
+    health.balance = _label_frequencies(data, names) if multi else pd.DataFrame(
+        {split: np.bincount(data[split]["label"], minlength=len(names)) for split in data},
+        index=names).rename_axis("class").reset_index()
+    if multi:
+        health.warnings += _co_occurrence(data, names)
+    warning = None if multi else imbalance_warning(health.balance)
     if warning:
         health.imbalanced = True
         health.warnings.append(warning)
     train = data["train"].to_pandas()
-    train["label"] = [names[i] for i in train["label"]]
+    train["label"] = [";".join(names[i] for i in row) if multi else names[row] for row in train["label"]]
     samples = train.groupby("label", sort=True).head(2).reset_index(drop=True)
-    health.samples = samples.assign(text=samples["text"].str.slice(0, 160))[["label", "text"]]
+    shown = ["label", "text"] + (["text_pair"] if "text_pair" in samples else [])
+    health.samples = samples.assign(**{c: samples[c].str.slice(0, 160) for c in shown[1:]})[shown]
     health.warnings += _overlap_warnings(data)
     small = health.balance[(health.balance["train"] < 5) & (health.balance["train"] > 0)]["class"].tolist()
-    if small:
+    if small and not multi:  # load_data names rare multi-label labels itself
         from lft_core.data import name_some
 
         health.warnings.append(f"train: {len(small)} classes have fewer than 5 examples: {name_some(small)}")
     if tokenizer is not None:
-        from lft_core.evaluate import encode
+        from lft_core.evaluate import encode, texts_of
 
         from lft_core.models import unknown_token_warning
 
-        texts = list(data["train"]["text"])
-        ids, health.lengths = encode(tokenizer, texts, health.max_length)
-        unknown = unknown_token_warning(tokenizer, ids, "train", texts)
+        ids, health.lengths = encode(tokenizer, texts_of(data["train"]), health.max_length)  # a pair counts both
+        unknown = unknown_token_warning(tokenizer, ids, "train", list(data["train"]["text"]))
         if unknown:
             health.warnings.append(unknown)
         health.recommended = recommend_length(health.lengths, cfg)

@@ -62,6 +62,8 @@ def judge(base: Metrics, tuned: Metrics, references: dict[str, Metrics], p_vs_ba
     """Whether fine-tuning helped, judged on accuracy and macro-F1 against the base, the majority-class rate and
     (where computed) TF-IDF + logistic regression. A model that predicts one class is never called an improvement.
     `class_weights`: whether the run already used them, so the advice does not suggest them again."""
+    if tuned.multi_label is not None:
+        return judge_multi_label(base, tuned, references, p_vs_base)
     top, share = tuned.predicted_share()
     scored = sum(1 for scores in tuned.per_class.values() if scores["support"] > 0)
     details = []
@@ -198,8 +200,8 @@ def build_report(*, run_name: str, config: dict, base_ref: dict, method: dict, d
     """The one place a run's results become a report."""
     from lft_core.stats import bootstrap_ci, mcnemar_exact
 
-    tuned_correct = tuned_logits.argmax(-1) == labels
-    p_vs_base = mcnemar_exact(tuned_correct, base_logits.argmax(-1) == labels)
+    tuned_correct, base_correct = _row_correct(tuned_logits, labels, finetuned), _row_correct(base_logits, labels, base)
+    p_vs_base = mcnemar_exact(tuned_correct, base_correct)
     low, high = bootstrap_ci(tuned_correct)
     trainable, total = parameters
     return RunReport(
@@ -234,7 +236,10 @@ def read_report(run_dir: str | Path) -> RunReport:
 
 
 def comparison_rows(report: RunReport) -> list[tuple[str, str, str]]:
-    """(metric, base, fine-tuned) for every headline metric, then F1 per class."""
+    """(metric, base, fine-tuned) for every headline metric, then F1 per class (multi-label: accuracy is subset
+    accuracy, then micro-F1, label cardinality and per-label F1 with its support)."""
+    if report.finetuned.multi_label is not None:
+        return multi_label_rows(report)
     rows = [(m.label, score_text(report.base, m.key), score_text(report.finetuned, m.key)) for m in METRICS]
     for name, scores in report.finetuned.per_class.items():
         rows.append((f"F1 {name}", f"{report.base.per_class[name]['f1']:.4f}", f"{scores['f1']:.4f}"))
@@ -246,8 +251,8 @@ def comparison_markdown(report: RunReport) -> str:
     head = "| metric | base | fine-tuned |" + "".join(f" {REFERENCE_NAMES.get(r, r)} |" for r in refs)
     lines = [head, "|---" * (3 + len(refs)) + "|"]
     for i, (metric, base, tuned) in enumerate(comparison_rows(report)):
-        extra = "".join(f" {score_text(report.references[r], METRICS[i].key)} |" if i < len(METRICS) else " |"
-                        for r in refs)
+        keys = MULTI_LABEL_KEYS if report.finetuned.multi_label is not None else [m.key for m in METRICS]
+        extra = "".join(f" {score_text(report.references[r], keys[i])} |" if i < len(keys) else " |" for r in refs)
         lines.append(f"| {metric} | {base} | {tuned} |{extra}")
     return "\n".join(lines)
 
@@ -260,6 +265,7 @@ def facts(report: RunReport) -> list[tuple[str, str]]:
         ("model", f"{report.config['model']} (base recorded as {report.base_ref.get('base_model_name_or_path', '?')})"),
         ("dataset", f"{report.config['dataset']} (train {data['train']:,}, validation {data['validation']:,}, "
                     f"test {data['test']:,})"),
+        *shape_facts(report),
         ("method", f"{report.method['name']}, learning rate {report.method.get('learning_rate', 0):g}"),
         ("trainable parameters", f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']:.3f}%)"),
         ("train time", f"{timing['train_s']:.1f} s ({report.throughput['train_tokens_per_s']:.0f} tokens/s, "
@@ -276,6 +282,119 @@ def facts(report: RunReport) -> list[tuple[str, str]]:
                             f"{check['scoring_agreement']:.1%} of them" if "scoring_agreement" in check else "")),
         ("seed", str(report.config["seed"])),
     ]
+
+
+def shape_facts(report: RunReport) -> list[tuple[str, str]]:
+    """The data's shape as the report states it: which text columns the model read, and for a sentence pair how it
+    and the TF-IDF reference read both texts. Reports before this field: none (single texts)."""
+    columns = report.data.get("text_columns") or []
+    found = []
+    if report.data.get("problem_type") == "multi_label_classification":
+        separator = report.data.get("label_separator")
+        found.append(("labels", f"multi-label: column '{report.data.get('label_column')}' holds each text's label set"
+                                + (f" separated by {separator!r}" if separator else "")
+                                + f"; sigmoid head, a label predicted at p >= "
+                                  f"{report.finetuned.multi_label['threshold']:.2f} (picked on validation)"))
+    if len(columns) == 2:
+        join = report.data.get("pair_join", " ")
+        return found + [("texts", f"sentence pairs: '{columns[0]}' and '{columns[1]}', encoded as tokenizer({columns[0]}, "
+                          f"{columns[1]}) with longest_first truncation; TF-IDF reads them joined as "
+                          f"'{columns[0]}{join}{columns[1]}'")]
+    if columns:
+        return found + [("texts", f"column '{columns[0]}'")]
+    return found
+
+
+MULTI_LABEL_KEYS = ["accuracy", "macro_f1", "micro_f1"]
+"""The headline scores of a multi-label table, in its row order (accuracy is subset accuracy)."""
+
+
+def multi_label_rows(report: RunReport) -> list[tuple[str, str, str]]:
+    base, tuned = report.base, report.finetuned
+    rows = [("subset accuracy", f"{base.scores['accuracy']:.4f}", f"{tuned.scores['accuracy']:.4f}"),
+            ("macro-F1", f"{base.scores['macro_f1']:.4f}", f"{tuned.scores['macro_f1']:.4f}"),
+            ("micro-F1", f"{base.scores.get('micro_f1', 0):.4f}", f"{tuned.scores.get('micro_f1', 0):.4f}"),
+            ("labels per text (true {:.2f})".format(tuned.multi_label["cardinality"]),
+             f"{(base.multi_label or {}).get('predicted_cardinality', 0):.2f}",
+             f"{tuned.multi_label['predicted_cardinality']:.2f}")]
+    for name, scores in tuned.per_class.items():
+        rows.append((f"F1 {name} (support {scores['support']})", f"{base.per_class[name]['f1']:.4f}",
+                     f"{scores['f1']:.4f}"))
+    return rows
+
+
+def judge_multi_label(base: Metrics, tuned: Metrics, references: dict[str, Metrics],
+                      p_vs_base: float | None = None) -> Verdict:
+    """The multi-label verdict: micro- and macro-F1 against the base and both references (the labels on more than
+    half of the texts, TF-IDF one-vs-rest), subset accuracy alongside, and every label the model never predicts."""
+    info = tuned.multi_label
+    changes = (f"{_change('micro-F1', base.scores.get('micro_f1', 0), tuned.scores['micro_f1'])}, "
+               f"{_change('macro-F1', base.macro_f1, tuned.macro_f1)}")
+    d_micro, d_macro = tuned.scores["micro_f1"] - base.scores.get("micro_f1", 0), tuned.macro_f1 - base.macro_f1
+    if info["predicted_cardinality"] == 0:
+        verdict = Verdict("collapsed", f"Fine-tuning did not learn the task: the model predicts no label for any test "
+                                       f"text at threshold {info['threshold']:.2f} (micro-F1 {tuned.scores['micro_f1']:.3f}).")
+    elif d_micro > MARGIN and d_macro > MARGIN:
+        verdict = Verdict("improved", f"Fine-tuning improved: {changes}.")
+    elif d_micro < -MARGIN and d_macro < -MARGIN:
+        verdict = Verdict("worse", f"Fine-tuning got worse: {changes}.")
+    elif abs(d_micro) <= MARGIN and abs(d_macro) <= MARGIN:
+        verdict = Verdict("unchanged", f"Fine-tuning did not change the scores: {changes}.")
+    else:
+        verdict = Verdict("mixed", f"Fine-tuning gave mixed results: {changes}.")
+    frequent = references.get("majority")
+    if frequent is not None and verdict.kind != "collapsed" and \
+            tuned.scores["micro_f1"] <= frequent.scores.get("micro_f1", 0) + 2 * MARGIN:
+        verdict = Verdict("majority", f"Fine-tuning did not beat always predicting the labels on more than half of the "
+                                      f"training texts: micro-F1 {tuned.scores['micro_f1']:.3f} against "
+                                      f"{frequent.scores.get('micro_f1', 0):.3f}.", [verdict.headline])
+    details = [f"Subset accuracy (every label of a text right) {tuned.accuracy:.3f}; {info['predicted_cardinality']:.2f} "
+               f"labels predicted per text against {info['cardinality']:.2f} true, at the threshold "
+               f"{info['threshold']:.2f} picked on the validation split."]
+    for key, ref in references.items():
+        name = "the labels on more than half of the training texts" if key == "majority" else \
+            "TF-IDF + one-vs-rest logistic regression" if key == "tfidf" else REFERENCE_NAMES.get(key, key)
+        gap = (tuned.scores["micro_f1"] - ref.scores.get("micro_f1", 0)) * 100
+        side = "ahead of" if gap > MARGIN * 100 else "behind" if gap < -MARGIN * 100 else "level with"
+        details.append(f"{side.capitalize()} {name}: micro-F1 {ref.scores.get('micro_f1', 0):.3f} ({gap:+.1f} points), "
+                       f"macro-F1 {ref.macro_f1:.3f}, subset accuracy {ref.accuracy:.3f}.")
+    if info.get("never_predicted"):
+        details.append(f"It never predicts {', '.join(repr(n) for n in info['never_predicted'])} (on any test text).")
+    if p_vs_base is not None:
+        details.append(f"McNemar's exact test on exact matches against the base: p = {p_vs_base:.2g} on {tuned.n:,} "
+                       f"test texts.")
+    verdict.details = [*verdict.details, *details]
+    return verdict
+
+
+def _row_correct(logits: np.ndarray, labels: np.ndarray, metrics: Metrics) -> np.ndarray:
+    """Whether each test row is right: its class, or for multi-label its whole label set at the model's threshold."""
+    if metrics.multi_label is None:
+        return logits.argmax(-1) == labels
+    from lft_core.evaluate import sigmoid
+
+    return ((sigmoid(logits) >= metrics.multi_label["threshold"]) == labels.astype(bool)).all(1)
+
+
+def _read_line(report: RunReport) -> str:
+    """The model card's last lines for the run's head: softmax and the top class, or for multi-label a sigmoid per
+    label and the labels at or above the recorded threshold."""
+    threshold = report.base_ref.get("threshold")
+    if report.base_ref.get("problem_type") == "multi_label_classification" and threshold is not None:
+        return (f"with torch.no_grad():\n    probs = model(**batch).logits.sigmoid()[0]\n"
+                f"print([model.config.id2label[i] for i, p in enumerate(probs.tolist()) if p >= {threshold}])  "
+                f"# threshold from base_model.json")
+    return ("with torch.no_grad():\n    probs = model(**batch).logits.softmax(-1)[0]\n"
+            "print(model.config.id2label[int(probs.argmax())], float(probs.max()))")
+
+
+def _tokenize_line(report: RunReport, max_length: int) -> str:
+    """The model card's tokenizer call for the run's shape: a pair goes in as tokenizer(a, b), as it was trained."""
+    columns = report.data.get("text_columns") or []
+    if len(columns) == 2:
+        return (f'batch = tokenizer(["the first text"], ["the second text"], return_tensors="pt",  # {columns[0]}, '
+                f'{columns[1]}\n                  truncation="longest_first", max_length={max_length})')
+    return f'batch = tokenizer(["some text"], return_tensors="pt", truncation=True, max_length={max_length})'
 
 
 def report_markdown(report: RunReport) -> str:
@@ -328,12 +447,15 @@ def _heatmap(z, names) -> go.Heatmap:
 
 
 def confusion_pair(base: Metrics, tuned: Metrics, names: list[str]) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("base", "fine-tuned"), horizontal_spacing=0.12)
+    # The panels' own titles say it all: a figure title above them sat on the left panel's title in a half-width
+    # plot. Wide gaps keep the right panel's class names off the left panel.
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Confusion matrix, base (test)", "fine-tuned (test)"),
+                        horizontal_spacing=0.2)
     for col, metrics in ((1, base), (2, tuned)):
         fig.add_trace(_heatmap(metrics.confusion, names), row=1, col=col)
         fig.update_xaxes(title_text="predicted", row=1, col=col)
         fig.update_yaxes(title_text="true", autorange="reversed", row=1, col=col)
-    fig.update_layout(title="Confusion matrices (test)", height=400, margin=dict(t=70, b=40, l=60, r=20))
+    fig.update_layout(height=400, margin=dict(t=50, b=40, l=60, r=20))
     return fig
 
 
@@ -399,8 +521,12 @@ def pareto(rows: list[dict]) -> go.Figure:
                     hovertext=[f"{r['run']}: {r['train_s']:.0f} s" for r in rows])
     fig.add_scatter(x=[r["trainable"] for r in frontier], y=[r["accuracy"] for r in frontier], mode="lines",
                     name="Pareto frontier", line=dict(color="#e15759", dash="dash"))
+    low = min(r["accuracy"] for r in rows)
+    # accuracy stops at 1: the axis does too (markers and labels at 1.0 are drawn over the edge, not clipped)
+    fig.update_traces(cliponaxis=False)
     fig.update_layout(title="Accuracy vs trainable parameters (marker size = train time)", xaxis_type="log",
-                      xaxis_title="trainable parameters", yaxis_title="test accuracy", height=400)
+                      xaxis_title="trainable parameters", yaxis_title="test accuracy", height=400,
+                      yaxis_range=[max(0.0, low - 0.1), 1.0])
     return fig
 
 
@@ -431,7 +557,7 @@ def figures_for(report: RunReport) -> list[go.Figure]:
     names = report.label_names
     return [metrics_bar({"base": report.base, "fine-tuned": report.finetuned, **{
                 REFERENCE_NAMES.get(k, k): v for k, v in report.references.items()}}),
-            confusion_pair(report.base, report.finetuned, names),
+            *([] if report.finetuned.multi_label is not None else [confusion_pair(report.base, report.finetuned, names)]),
             training_curves(report.history["losses"], report.history["epochs"]),
             per_class_bar(report.base, report.finetuned)]
 
@@ -631,10 +757,8 @@ def load_snippet(report: RunReport, folder: str = "path/to/this/folder") -> str:
     return f"""import torch
 {head}
 tokenizer = AutoTokenizer.from_pretrained("{folder}")
-batch = tokenizer(["some text"], return_tensors="pt", truncation=True, max_length={max_length}){note}
-with torch.no_grad():
-    probs = model(**batch).logits.softmax(-1)[0]
-print(labels[int(probs.argmax())], float(probs.max()))"""
+{_tokenize_line(report, max_length)}{note}
+{_read_line(report)}"""
 
 
 def _results_text(report: RunReport) -> str:

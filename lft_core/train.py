@@ -4,6 +4,7 @@ non-finite losses and a full disk."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import json
@@ -25,7 +26,7 @@ from lft_core import events
 from lft_core.batching import auto_batch_size, default_learning_rate, micro_batches  # noqa: F401
 from lft_core.batching import world_size as _world_size
 from lft_core.errors import LftError, StopRequested
-from lft_core.evaluate import encode, evaluate
+from lft_core.evaluate import encode, evaluate, texts_of
 from lft_core.hardware import THREADS, Compute, call_work
 
 log = logging.getLogger("lft_core")
@@ -69,6 +70,9 @@ class TrainArgs:
     """estimated time for saving, reloading, the final evaluation and the references, added to the time left"""
     run_started: float | None = None
     """time.time() when the run began, so progress can say what share of the whole run is done"""
+    step_s: float | None = None
+    """seconds a training step should take here, from the run's calibration: the ETA leans on it until enough
+    steps have been measured"""
     report_to: list[str] = field(default_factory=list)
     """experiment trackers (transformers' report_to names) that get the loss and the validation scores"""
 
@@ -96,8 +100,21 @@ def tokenize(dataset, tokenizer, max_length: int, truncation: str = "head", ids:
     from datasets import Dataset
 
     if ids is None:
-        ids, _ = encode(tokenizer, list(dataset["text"]), max_length, truncation)
-    return Dataset.from_dict({"input_ids": ids, "labels": list(dataset["label"])})
+        ids, _ = encode(tokenizer, texts_of(dataset), max_length, truncation)
+    columns = {"input_ids": ids, "labels": _training_labels(dataset)}
+    if getattr(ids, "token_type_ids", None) is not None:  # sentence pairs: the collator pads them too
+        columns["token_type_ids"] = ids.token_type_ids
+    return Dataset.from_dict(columns)
+
+
+def _training_labels(dataset) -> list:
+    """Class ids, or for multi-label the multi-hot float rows that the BCE loss of a sigmoid head takes."""
+    feature = dataset.features["label"]
+    if hasattr(feature, "names"):
+        return list(dataset["label"])
+    from lft_core.evaluate import multi_hot
+
+    return multi_hot(dataset["label"], len(feature.feature.names)).tolist()
 
 
 class _EpochSeededSampler(torch.utils.data.Sampler):
@@ -216,6 +233,7 @@ class _RunCallback(TrainerCallback):
         self.best = self._load_best()
         self.started = self.last_log = time.perf_counter()
         self.start_step, self.bar, self.first_step_end = 0, None, None
+        self.step_ends: collections.deque = collections.deque(maxlen=RECENT_STEPS + 1)
         self.validation_s = args.validation_s
         self.trainer = None
 
@@ -235,6 +253,7 @@ class _RunCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step, self.first_step_end = state.global_step, None
+        self.step_ends = collections.deque(maxlen=RECENT_STEPS + 1)
         self.started = self.last_log = time.perf_counter()
         if self.args.progress_bar and self.is_main:
             import sys
@@ -246,8 +265,10 @@ class _RunCallback(TrainerCallback):
                             file=sys.stdout, disable=None)
 
     def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
         if self.first_step_end is None:
-            self.first_step_end = time.perf_counter()
+            self.first_step_end = now
+        self.step_ends.append(now)
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
         done = state.global_step - self.start_step
@@ -258,13 +279,22 @@ class _RunCallback(TrainerCallback):
             control.should_save = True  # a checkpoint at this very step, so a resume loses nothing
 
     def eta(self, state) -> float | None:
-        """Seconds left, from the steps after the first (None before): the first also pays for the optimizer's
-        creation and the first forward's warm-up; extrapolated from it, a default run on a busy machine was told
-        41 min at step 1 and took 6."""
+        """Seconds left. Per step: the recent steps' pace (the last RECENT_STEPS, so a change in the machine's load
+        shows within a minute), blended with the calibrated step time while few steps are measured; the first step
+        is left out, as it also pays for the optimizer's creation and the first forward's warm-up."""
         done = state.global_step - self.start_step
-        if done < 2 or self.first_step_end is None:
+        prior = self.args.step_s
+        if (done < 2 or self.first_step_end is None) and not prior:
             return None
-        per_step = (time.perf_counter() - self.first_step_end) / (done - 1)
+        ends = self.step_ends
+        measured = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) >= 2 else None
+        if measured is None:
+            per_step = prior
+        elif prior:
+            weight = min(len(ends) - 1, RECENT_STEPS) / (min(len(ends) - 1, RECENT_STEPS) + PRIOR_STEPS)
+            per_step = weight * measured + (1 - weight) * prior
+        else:
+            per_step = measured
         epochs_left = max(0, math.ceil(self.args.epochs) - len(self.result.epochs))
         return per_step * (state.max_steps - state.global_step) + epochs_left * self.validation_s + self.args.after_training_s
 
@@ -348,6 +378,12 @@ def _class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
     counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
     weights = np.where(counts > 0, len(labels) / (num_labels * np.maximum(counts, 1)), 1.0)
     return torch.tensor(weights, dtype=torch.float32)
+
+
+RECENT_STEPS = 30
+"""The ETA's pace is that of the last this many steps."""
+PRIOR_STEPS = 5
+"""...and the calibrated step time counts as this many measured steps."""
 
 
 def run_share(run_started: float | None, eta_s: float | None) -> float | None:

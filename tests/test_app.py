@@ -214,8 +214,9 @@ def test_predict_a_whole_file(client, trained_run, tmp_path):
 
     texts = tmp_path / "new.csv"
     pd.DataFrame({"text": ["goal match team win", "software chip code data", "bread cheese soup"]}).to_csv(texts, index=False)
-    result = call(client, "/predict_file", {"Saved adapters to compare": [trained_run],
+    result = call(client, "/predict_file", {"Run to label with": trained_run,
                                             "Texts (csv / jsonl with a text column, or txt: one per line)": handle_file(str(texts))})
+    assert Path(result).name == f"new-{trained_run}-predictions.csv"  # the file says which run labelled it
     frame = pd.read_csv(result)
     assert frame.label.tolist() == ["sport", "tech", "food"]
     assert {"probability", "p_food", "p_sport", "p_tech"} <= set(frame.columns)
@@ -261,26 +262,27 @@ def _status(root: Path, name: str) -> str:
 
 
 def test_queue_reattach_stop_and_resume(client, server, trained_run):
-    """A long job runs; a second one waits behind it and says so; another page reattaches with the job's settings;
-    predictions keep answering; Stop ends it as 'stopped' with a checkpoint; the queued job then starts; the
-    stopped run can be resumed from the run list."""
+    """A long job runs; a second one, from another session, waits behind it and says so; a new page opens with
+    nothing of either (jobs belong to the page that queued them); predictions keep answering; the second session's
+    Stop leaves the running job alone; its owner's Stop ends it as 'stopped' with a checkpoint; the queued job then
+    starts; the stopped run can be resumed from the run list."""
     from gradio_client import Client
 
     root = server["root"]
     long_job = call(client, "/train", {"Train subset (texts)": "400", "Validation/test cap (texts)": "40", "Epochs": 5,
                                        "Seed": 7}, submit=True)
-    wait_for(lambda: any("step" in (o[1] or "") for o in long_job.outputs()), 300, "training to start")
+    wait_for(lambda: any("training: step" in (o[1] or "") for o in long_job.outputs()), 300, "training to start")
     running = next(p.name for p in root.iterdir() if p.is_dir() and _status(root, p.name) == "running")
 
-    second = call(Client(server["url"], verbose=False), "/train", {"Train subset (texts)": "100", "Epochs": 1},
-                  submit=True)
+    second_client = Client(server["url"], verbose=False)
+    second = call(second_client, "/train", {"Train subset (texts)": "100", "Epochs": 1}, submit=True)
     wait_for(lambda: any(f"waiting behind `{running}`" in (o[0] or "") for o in second.outputs()), 120, "the queue note")
 
     page = Client(server["url"], verbose=False).submit(api_name="/reattach")
     wait_for(lambda: len(page.outputs()) > 0, 60, "a reattached page")
     first = page.outputs()[0]
-    assert first[0].startswith("**Running**"), first[0]
-    assert 7 in first or 7.0 in first  # the running job's seed is back in the form
+    assert first[0] == "No training yet.", first[0]  # another visitor's running job is not shown here
+    assert 7 not in first and 7.0 not in first  # nor its seed put in this page's form
 
     def one(i):
         return Client(server["url"], verbose=False).predict(
@@ -290,6 +292,8 @@ def test_queue_reattach_stop_and_resume(client, server, trained_run):
         answers = list(pool.map(one, range(8), timeout=300))
     assert all(a[1]["label"] == "sport" for a in answers)
 
+    stranger = Client(server["url"], verbose=False).predict(api_name="/stop")
+    assert stranger.startswith("Nothing of yours") and _status(root, running) == "running", stranger
     message = client.predict(api_name="/stop")
     assert "Stopped" in message and _status(root, running) == "stopped"
     final = finish(long_job, 120)[-1][0]
@@ -298,7 +302,7 @@ def test_queue_reattach_stop_and_resume(client, server, trained_run):
 
     queued_name = wait_for(lambda: next((p.name for p in root.iterdir() if p.is_dir() and p.name != running
                                          and _status(root, p.name) == "running"), None), 120, "the queued job to start")
-    assert "Stopped" in client.predict(api_name="/stop")
+    assert "Stopped" in second_client.predict(api_name="/stop")
     finish(second, 120)
     assert _status(root, queued_name) == "stopped"
 

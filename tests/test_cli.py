@@ -104,7 +104,9 @@ RUN_ERRORS = [
     ("header-only", ["--dataset", "{header}"], "has no data rows"),
     ("every-text-empty", ["--dataset", "{blank}"], "every text is empty"),
     ("dev-null", ["--dataset", "/dev/null"], "not a regular file or folder"),
-    ("list-labels", ["--dataset", "{lists}"], "holds lists"),
+    # issue 22: list labels are multi-label now; a separator that splits nothing, or a pair column that is not one
+    ("separator-splits-nothing", ["--dataset", "{good}", "--label-separator", "|"], "splits no label"),
+    ("pair-column-missing", ["--dataset", "{lists}", "--text-pair-column", "hypothesis"], "'hypothesis' is not a column"),
     ("wrong-column", ["--dataset", "{good}", "--text-column", "body"], "'body' is not a column"),
     ("unknown-method", ["--dataset", "{good}", "--method", "lorax"], "unknown method"),
     ("epochs-zero", ["--dataset", "{good}", "--epochs", "0"], "epochs must be > 0"),

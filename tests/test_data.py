@@ -311,10 +311,11 @@ def test_label_spellings_are_merged_with_a_warning(tmp_path, caplog):
     assert "'Food'" in caplog.text and "'food '" in caplog.text and "-> 'food'" in caplog.text
 
 
-def test_list_valued_labels_are_refused(tmp_path):
+def test_list_valued_labels_are_multi_label(tmp_path):
+    # issue 22: a label column of lists was refused ("holds lists"); it is now multi-label (tests/test_shapes.py)
     path = tmp_path / "lists.parquet"
     pd.DataFrame({"text": [f"t{i}" for i in range(20)], "label": [["a", "b"], ["c"]] * 10}).to_parquet(path)
-    assert "holds lists" in _bad(tmp_path, dataset=str(path))
+    assert load_data(cfg(dataset=str(path)))["train"].features["label"].feature.names == ["a", "b", "c"]
 
 
 def test_header_only_file(tmp_path):

@@ -155,3 +155,60 @@ def test_kinds_are_compared_apart_and_a_fixed_count_is_kept(monkeypatch):
     monkeypatch.setenv("LFT_THREADS", "2")
     fixed = ThreadGovernor()
     assert _calls(fixed, {2: 1.0, 1: 1e-6}, 10) == [2] * 10 and not fixed.adaptive
+
+
+def test_a_wrapped_library_message_is_one_whole_line():
+    from lft_core.errors import first_line
+
+    wrapped = ValueError("Target modules {'query'} not found in the base model. Please check the target modules and\n"
+                         "try again.\n\nDetails:\n  a long list")
+    assert first_line(wrapped) == ("Target modules {'query'} not found in the base model. Please check the target "
+                                   "modules and try again.")
+    long = ValueError("First sentence here. " + "word " * 100)
+    assert first_line(long, limit=50) == "First sentence here."
+    assert first_line(ValueError("x" * 10 + " " + "y" * 400), limit=60).endswith(" …")
+    assert first_line(KeyError()) == "KeyError"
+
+
+def test_calibration_ends_at_a_stop_before_its_next_call(tiny_models):
+    import threading
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lft_core.errors import StopRequested
+    from lft_core.estimate import calibrate
+    from lft_core.hardware import Compute
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_models["bert"], num_labels=2)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(StopRequested):
+        calibrate(model, tokenizer, [(8, 16)] * 10, [(8, 16)], Compute("cpu", "fp32", "test"), stop=stop)
+    found = calibrate(model, tokenizer, [(8, 16)] * 10, [(8, 16)], Compute("cpu", "fp32", "test"))
+    assert found.train.flops_per_s > 0 and found.threads >= 1
+
+
+def test_the_eta_leans_on_the_calibrated_step_until_steps_are_measured():
+    from types import SimpleNamespace
+
+    from lft_core.train import PRIOR_STEPS, _RunCallback
+
+    callback = _RunCallback.__new__(_RunCallback)
+    callback.args = SimpleNamespace(step_s=1.0, epochs=1, after_training_s=0.0)
+    callback.result = SimpleNamespace(epochs=[])
+    callback.validation_s, callback.start_step, callback.first_step_end = 0.0, 0, None
+    import collections
+
+    callback.step_ends = collections.deque(maxlen=31)
+    state = SimpleNamespace(global_step=0, max_steps=100)
+    assert callback.eta(state) == pytest.approx(100.0)  # nothing measured: the calibration alone
+    callback.first_step_end = 0.0
+    callback.step_ends.extend([0.0, 3.0])  # one measured step of 3 s (a busy moment)
+    state.global_step = 2
+    blended = callback.eta(state)
+    weight = 1 / (1 + PRIOR_STEPS)
+    assert blended == pytest.approx(98 * (weight * 3.0 + (1 - weight) * 1.0))
+    callback.step_ends.extend(3.0 + 3.0 * i for i in range(1, 31))  # 30 more at 3 s: the measured pace wins
+    state.global_step = 32
+    assert callback.eta(state) > 68 * 2.5

@@ -18,11 +18,47 @@ from ui.jobs import JobManager
 
 
 
+def _pair_box() -> gr.Textbox:
+    """The second text of a sentence pair (premise/hypothesis, question/answer): runs trained on pairs read both
+    boxes, the others only the first."""
+    return gr.Textbox(label="Second text (sentence-pair runs)", lines=1, max_lines=6, scale=3,
+                      placeholder="Only for a run trained on pairs: the second text")
+
+
+PAIR_EXAMPLE = "  ⟷  "
+"""How an example pair is shown in the examples list (its value keeps both texts apart, as JSON)."""
+
+
+def example_choices(run_dir: str) -> list:
+    """The examples list: each text, or for a pair run (shown, JSON value) so one pick fills both boxes."""
+    import json
+
+    found = lft_core.example_texts(run_dir)
+    if found and isinstance(found[0], tuple):
+        return [(f"{a[:120]}{PAIR_EXAMPLE}{b[:120]}", json.dumps([a, b])) for a, b in found]
+    return found
+
+
+def on_example(value):
+    """A picked example into the text boxes: a JSON pair fills both, a single text the first (and clears the second)."""
+    import json
+
+    if not value:
+        return gr.update(), gr.update()
+    if value.startswith('["'):
+        try:
+            first, second = json.loads(value)
+            return first, second
+        except ValueError:
+            pass
+    return value, ""
+
+
 def _complete(root: Path) -> list[str]:
     return [r.name for r in lft_core.list_runs(root) if r.status == "complete"]  # sweeps' runs too
 
 
-def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
+def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs, owner: gr.BrowserState | None = None) -> dict:
     root = jobs.root
     complete = _complete(root)
     with gr.Row():
@@ -44,6 +80,7 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
     gr.Markdown("### Live predictions: base vs fine-tuned")
     with gr.Row():
         text = gr.Textbox(label="Text", lines=1, max_lines=6, scale=4, placeholder="Type or paste a text, then Enter")
+        text_pair = _pair_box()
         examples = gr.Dropdown([], label="Examples from the test split", scale=2)
     predict = gr.Button("Predict")
     with gr.Row():
@@ -59,7 +96,8 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
                            show_row_numbers=False, column_widths=["11%", "11%", "11%", "9%", "58%"])
 
     with gr.Accordion("All runs: status and actions", open=True):
-        runs_table = gr.Dataframe(_runs_frame(root), max_height=240, show_row_numbers=False, wrap=True)
+        runs_table = gr.Dataframe(_runs_frame(root, jobs), max_height=240, show_row_numbers=False, wrap=True,
+                                  elem_id="runs-table", column_widths=RUNS_WIDTHS)
         with gr.Row():
             run = gr.Dropdown([r.name for r in lft_core.list_runs(root)], label="Run", scale=3, allow_custom_value=True)
             add = gr.Button("Compare", scale=1, min_width=90)
@@ -74,6 +112,8 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
         create_export_and_deploy(root, run, action_note)
 
     with gr.Accordion("Predict a whole file", open=False):
+        batch_run = gr.Dropdown(complete, value=complete[0] if complete else None, allow_custom_value=True,
+                                label="Run to label with", info="a finished run; the file is labelled by this one")
         with gr.Row():
             batch_input = gr.File(label="Texts (csv / jsonl with a text column, or txt: one per line)",
                                   file_types=[".csv", ".tsv", ".jsonl", ".json", ".txt"], height=90)
@@ -81,24 +121,32 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
         batch = gr.Button("Predict the file")
 
     comparison = [verdict, table, bars, per_class, confusion, pareto, examples, only_class, changes]
-    refreshed = [selected, runs_table, run]
-    refresh.click(lambda current: on_refresh(root, current), inputs=[selected], outputs=refreshed, api_name="refresh_runs")
+    refreshed = [selected, runs_table, run, batch_run]
+    who = [owner] if owner is not None else []
+
+    def refresh_runs(current, token=None, request: gr.Request = None):
+        return on_refresh(root, current, jobs, _owner(token, request))
+
+    def resume_run(name, token=None, request: gr.Request = None):
+        return on_resume(jobs, name, _owner(token, request))
+
+    refresh.click(refresh_runs, inputs=[selected, *who], outputs=refreshed, api_name="refresh_runs")
     compare.click(lambda chosen: on_compare(root, chosen), inputs=[selected], outputs=comparison, api_name="compare")
     train["finished_run"].change(lambda done, current: on_finished(root, done, current),
                                  inputs=[train["finished_run"], selected], outputs=refreshed, api_name=False)
-    predicting = dict(inputs=[selected, text], outputs=[base_label, tuned_label, latency], concurrency_limit=4,
-                      concurrency_id="predict")
-    predict.click(lambda chosen, t: on_predict(root, chosen, t), api_name="predict", **predicting)
-    text.submit(lambda chosen, t: on_predict(root, chosen, t), api_name=False, **predicting)
-    examples.input(lambda t: t or gr.update(), inputs=[examples], outputs=[text], api_name=False).then(
-        lambda chosen, t: on_predict(root, chosen, t), api_name=False, **predicting)
+    predicting = dict(inputs=[selected, text, text_pair], outputs=[base_label, tuned_label, latency],
+                      concurrency_limit=4, concurrency_id="predict")
+    predict.click(lambda chosen, t, p="": on_predict(root, chosen, t, p), api_name="predict", **predicting)
+    for box in (text, text_pair):
+        box.submit(lambda chosen, t, p: on_predict(root, chosen, t, p), api_name=False, **predicting)
+    examples.input(on_example, inputs=[examples], outputs=[text, text_pair], api_name=False).then(
+        lambda chosen, t, p: on_predict(root, chosen, t, p), api_name=False, **predicting)
     for control in (only_class, still_wrong):
         control.change(lambda chosen, c, w: on_changes(root, chosen, c, w), inputs=[selected, only_class, still_wrong],
                        outputs=[changes], api_name=False)
     add.click(lambda name, current: on_add(root, name, current), inputs=[run, selected], outputs=[selected],
               api_name=False).then(lambda chosen: on_compare(root, chosen), inputs=[selected], outputs=comparison)
-    resume.click(lambda name: on_resume(jobs, name), inputs=[run], outputs=[action_note, train["resumed"], tabs],
-                 api_name="resume")
+    resume.click(resume_run, inputs=[run, *who], outputs=[action_note, train["resumed"], tabs], api_name="resume")
     delete.click(lambda name: (gr.update(visible=bool(name)), f"Delete **{name}** and all its files? Click "
                                f"*Confirm delete*." if name else "Pick a run first."), inputs=[run],
                  outputs=[confirm, action_note], api_name=False)
@@ -108,9 +156,13 @@ def create_compare_tab(train: dict, jobs: JobManager, tabs: gr.Tabs) -> dict:
                         api_name="report")
     zip_button.click(lambda name: on_zip(root, name), inputs=[run], outputs=[download, action_note],
                      api_name="download_zip")
-    batch.click(lambda chosen, f: on_batch(root, chosen, f), inputs=[selected, batch_input], outputs=[batch_output],
+    batch.click(lambda chosen, f: on_batch(root, chosen, f), inputs=[batch_run, batch_input], outputs=[batch_output],
                 api_name="predict_file")
-    return {"selected": selected, "refresh": lambda current=None: on_refresh(root, current), "refreshed": refreshed,
+
+    def refresh_page(token=None, request: gr.Request = None):
+        return on_refresh(root, None, jobs, _owner(token, request))
+
+    return {"selected": selected, "refresh": refresh_page, "refreshed": refreshed,
             "compare": lambda chosen: on_compare(root, chosen), "comparison": comparison}
 
 
@@ -125,30 +177,49 @@ def _ago(stamp: float) -> str:
     return lft_core.events.duration(time.time() - stamp) + " ago"
 
 
-def _runs_frame(root: Path) -> pd.DataFrame:
+RUNS_WIDTHS = ["24%", "14%", "22%", "9%", "9%", "8%", "7%", "7%"]
+"""the note (a failed run's reason) comes third and gets a fifth of the width, so it is on screen at 1280 px"""
+
+
+def _owner(token, request) -> str | None:
+    from ui.train_tab import owner_of_page
+
+    return owner_of_page(token, request)
+
+
+def _runs_frame(root: Path, jobs: JobManager | None = None, owner: str | None = None) -> pd.DataFrame:
+    """Every run, with whose it is while it is queued or running: 'yours' (this page's, which its Stop acts on)
+    or 'another page's' (visible here, stopped only from the page that started it)."""
     metrics = [m for m in lft_core.METRICS]
-    columns = ["run", "status", "method", "dataset", *[m.label for m in metrics], "updated", "note"]
-    rows = [{"run": r.name, "status": r.status + (" (resumable)" if r.resumable else ""), "method": r.method,
-             "dataset": Path(r.dataset).name if r.dataset else "",
-             **{m.label: round(r.scores[m.key], 4) if m.key in r.scores else None for m in metrics},
-             "updated": _ago(r.updated), "note": r.message[:120]} for r in lft_core.list_runs(root)]
+    columns = ["run", "status", "note", "method", "dataset", *[m.label for m in metrics], "updated"]
+    rows = []
+    for r in lft_core.list_runs(root):
+        status = r.status + (" (resumable)" if r.resumable else "")
+        if jobs is not None and r.status in ("running", "queued"):
+            started_by = jobs.owner_of(r.path)
+            status += " · yours" if owner and started_by == owner else " · another page's" if started_by else ""
+        rows.append({"run": r.name, "status": status, "note": r.message[:160], "method": r.method,
+                     "dataset": Path(r.dataset).name if r.dataset else "",
+                     **{m.label: round(r.scores[m.key], 4) if m.key in r.scores else None for m in metrics},
+                     "updated": _ago(r.updated)})
     return pd.DataFrame(rows, columns=columns)
 
 
-def on_refresh(root: Path, current=None):
+def on_refresh(root: Path, current=None, jobs: JobManager | None = None, owner: str | None = None):
     complete = _complete(root)
     keep = [c for c in (current or []) if c in complete] or complete[:1]
-    return (gr.update(choices=complete, value=keep), _runs_frame(root),
-            gr.update(choices=[r.name for r in lft_core.list_runs(root)]))
+    return (gr.update(choices=complete, value=keep), _runs_frame(root, jobs, owner),
+            gr.update(choices=[r.name for r in lft_core.list_runs(root)]), gr.update(choices=complete))
 
 
 def on_finished(root: Path, run_dir, current):
     if not run_dir:
-        return gr.update(), gr.update(), gr.update()
+        return gr.update(), gr.update(), gr.update(), gr.update()
     name = Path(run_dir).name
     complete = _complete(root)
     return (gr.update(choices=complete, value=[name] if name in complete else current), _runs_frame(root),
-            gr.update(choices=[r.name for r in lft_core.list_runs(root)], value=name))
+            gr.update(choices=[r.name for r in lft_core.list_runs(root)], value=name),
+            gr.update(choices=complete, value=name if name in complete else None))
 
 
 def _checked(root: Path, chosen) -> list[str]:
@@ -166,16 +237,16 @@ def on_compare(root: Path, chosen):
         bars, per_class, confusion, pareto = lft_core.comparison_figures(paths)
         verdict = f"**{last.run_name}: {last.verdict.headline}**\n" + "\n".join(f"- {d}" for d in last.verdict.details)
         return (verdict, lft_core.summary_table(paths), bars, per_class, confusion, pareto,
-                gr.update(choices=lft_core.example_texts(paths[-1]), value=None),
+                gr.update(choices=example_choices(paths[-1]), value=None),
                 gr.update(choices=["(all)"] + last.label_names, value="(all)"), lft_core.changed_rows(paths[-1]))
     except LftError as exc:
         raise error(exc) from None
 
 
-def on_predict(root: Path, chosen, text):
+def on_predict(root: Path, chosen, text, text_pair=None):
     try:
         start = time.perf_counter()
-        base, tuned = lft_core.live_predict(_checked(root, chosen)[-1], text)
+        base, tuned = lft_core.live_predict(_checked(root, chosen)[-1], text, text_pair or None)
         return base, tuned, f"{(time.perf_counter() - start) * 1000:.0f} ms for both models"
     except LftError as exc:
         raise error(exc) from None
@@ -197,11 +268,11 @@ def on_add(root: Path, name, current):
     return gr.update(value=list(dict.fromkeys([*(current or []), name])))
 
 
-def on_resume(jobs: JobManager, name):
+def on_resume(jobs: JobManager, name, owner: str | None = None):
     try:
         if not name:
             raise LftError("pick a stopped or interrupted run to resume")
-        job = jobs.submit(resume=name)
+        job = jobs.submit(resume=name, owner=owner)
     except LftError as exc:
         raise error(exc) from None
     return (f"**Resuming** **{job.name}**: follow it in the Fine-tune tab.", f"{job.name}@{time.time()}",
@@ -218,7 +289,7 @@ def on_delete(root: Path, name, current):
 
 def on_report(root: Path, name):
     try:
-        path = lft_core.resolve_run(name or "", root) / "report.html"
+        path = lft_core.RunFolder(lft_core.resolve_run(name or "", root)).report_html
     except LftError as exc:
         raise error(exc) from None
     return str(path), f"report.html of **{name}**: click the file above to open or save it."
@@ -235,7 +306,10 @@ def on_zip(root: Path, name):
 
 
 def on_batch(root: Path, chosen, file):
+    """Label a file with the run chosen beside it (the accordion's own Run), not the comparison's selection."""
     try:
+        if not chosen:
+            raise LftError("pick the finished run to label the file with (Run to label with)")
         if file is None:
             raise LftError("upload a file of texts first (csv or jsonl with a text column, or txt with one per line)")
         return str(lft_core.predict_file(_checked(root, chosen)[-1], file if isinstance(file, str) else file.name))

@@ -4,6 +4,7 @@ here, not a lockstep edit of positional lists."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -15,6 +16,18 @@ from lft_core import DEFAULT_MAX_LENGTH, TRACKERS, LftError, RunConfig
 DEFAULTS = RunConfig()
 PARAM_SLOTS = 3
 """Sliders for a method's own options (lft_core.METHODS[...].tunable); more options go in the YAML box."""
+
+
+def _shape_fields() -> tuple[gr.Textbox, gr.Textbox]:
+    """Sentence pairs and multi-label CSVs: standard pair names (sentence1/sentence2, premise/hypothesis, ...) and
+    list-valued labels are detected, so both fields are for the other cases."""
+    with gr.Accordion("Sentence pairs and multi-label", open=False):
+        with gr.Row():
+            pair = gr.Textbox(value="", label="Second text column (sentence pairs)", placeholder="detected",
+                              info="e.g. hypothesis; standard pair names need nothing here")
+            separator = gr.Textbox(value="", label="Label separator (multi-label CSV)", placeholder="none",
+                                   info="e.g. ; when a cell holds several labels; JSONL lists need nothing")
+    return pair, separator
 
 
 def _choices(registry) -> list[tuple[str, str]]:
@@ -34,6 +47,8 @@ class DataForm:
     truncation: gr.Dropdown
     seed: gr.Number
     check: gr.Button
+    text_pair_column: gr.Textbox
+    label_separator: gr.Textbox
 
     NOT_CONFIG = ("upload", "check")
 
@@ -58,7 +73,7 @@ class DataForm:
             seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed")
             check = gr.Button("Check dataset health", variant="secondary")
         return cls(model, dataset, upload, text_column, label_column, max_train, max_eval, max_length, truncation, seed,
-                   check)
+                   check, *_shape_fields())
 
     @property
     def inputs(self) -> set:
@@ -76,9 +91,13 @@ class DataForm:
         return {k: v for k, v in values.items() if v not in (None, "")}
 
     def setters(self, cfg: dict) -> dict:
-        """Widget updates that show a job's config (a page that reattaches to a running job)."""
-        return {getattr(self, f.name): cfg.get(f.name) if cfg.get(f.name) is not None else ""
-                for f in fields(self) if f.name not in (*self.NOT_CONFIG, "text_column", "label_column")}
+        """Widget updates that show a job's config (a page that reattaches to a running job), or a remembered
+        form; with an empty cfg, one placeholder per widget (the outputs' order)."""
+        shown = [f.name for f in fields(self) if f.name not in (*self.NOT_CONFIG, "text_column", "label_column",
+                                                               "text_pair_column")]
+        if not cfg:
+            return {getattr(self, name): gr.update() for name in shown}
+        return {getattr(self, name): cfg.get(name) if cfg.get(name) is not None else "" for name in shown}
 
 
 @dataclass
@@ -93,8 +112,14 @@ class TrainForm:
     class_weights: gr.Checkbox
     report_to: gr.Dropdown
 
+    prefilled: str = ""
+    """the target modules the form itself filled in for the model: left as they are, Train derives them again
+    from the model it is given (a failed or stale pre-fill must not keep another architecture's names)"""
+
     @classmethod
-    def create(cls) -> "TrainForm":
+    def create(cls, more: bool = True) -> "TrainForm":
+        """The form; with more=False the 'More method options' accordion waits for `more_options()`, so a tab can
+        put its buttons above it (the Train button stays above the fold at 1280x720)."""
         spec = lft_core.METHODS[DEFAULTS.method]
         params = _default_params(DEFAULTS.model, DEFAULTS.method)
         with gr.Row():
@@ -102,21 +127,35 @@ class TrainForm:
             learning_rate = gr.Textbox(value="", placeholder=learning_rate_hint(spec),
                                        label="Learning rate")
         with gr.Row():
-            epochs = gr.Slider(1, 10, value=DEFAULTS.epochs, step=1, label="Epochs")
+            # a number, not a whole-step slider: 0.5 epochs is valid and must stay 0.5
+            epochs = gr.Number(value=DEFAULTS.epochs, step=0.5, label="Epochs", info="fractions allowed, e.g. 0.5")
             batch_size = gr.Textbox(value="", placeholder="auto: about 1,280 tokens", label="Batch size (texts)")
         with gr.Row():
             sliders = [gr.Slider(**update) for update in cls.param_updates(DEFAULTS.method, params)]
         class_weights = gr.Checkbox(value=DEFAULTS.class_weights, label="Class weights (for imbalanced data)")
+        targets = params.get("target_modules")
+        form = cls(method, learning_rate, epochs, batch_size, sliders, None, None, class_weights, None,
+                   ", ".join(targets) if isinstance(targets, list) else (targets or ""))
+        if more:
+            form.more_options()
+        return form
+
+    def more_options(self) -> None:
         with gr.Accordion("More method options", open=False):
-            targets = params.get("target_modules")
-            target_modules = gr.Textbox(value=", ".join(targets) if isinstance(targets, list) else (targets or ""),
-                                        label="Target modules", info="pre-filled for the architecture")
-            options = gr.Textbox(value="", label="Other method options (YAML)", lines=1, max_lines=4,
-                                 info="e.g. encoder_hidden_size: 128; overrides the fields above")
-            report_to = gr.Dropdown(["none", *TRACKERS], value="none", label="Experiment tracker",
-                                    info="also log the loss and validation scores (the tracker must be installed)")
-        return cls(method, learning_rate, epochs, batch_size, sliders, target_modules, options, class_weights,
-                   report_to)
+            self.target_modules = gr.Textbox(value=self.prefilled, label="Target modules",
+                                             info="pre-filled for the architecture; empty: chosen for the model")
+            self.options = gr.Textbox(value="", label="Other method options (YAML)", lines=1, max_lines=4,
+                                      info="e.g. encoder_hidden_size: 128; overrides the fields above")
+            self.report_to = gr.Dropdown(["none", *TRACKERS], value="none", label="Experiment tracker",
+                                         info="also log the loss and validation scores (the tracker must be installed)")
+
+    def rederive_targets(self, given: dict, prefilled: str | None) -> dict:
+        """The values with the target modules left to the model being trained when the form pre-filled them and
+        the user did not change them (what was pre-filled may belong to the previous model)."""
+        typed = " ".join(str(given.get(self.target_modules) or "").split())
+        if typed == " ".join(str(prefilled if prefilled is not None else self.prefilled).split()):
+            return {**given, self.target_modules: ""}
+        return given
 
     @property
     def inputs(self) -> set:
@@ -146,7 +185,10 @@ class TrainForm:
         if targets:
             params["target_modules"] = [t.strip() for t in targets.split(",") if t.strip()]
         params.update(_yaml_options(given[self.options]))
-        values = {"method": method, "epochs": given[self.epochs], "batch_size": given[self.batch_size],
+        epochs = given[self.epochs]
+        if isinstance(epochs, float) and epochs.is_integer():
+            epochs = int(epochs)  # 2, not 2.0, in run_config.json and the model card
+        values = {"method": method, "epochs": epochs, "batch_size": given[self.batch_size],
                   "method_params": params, "class_weights": bool(given[self.class_weights])}
         if str(given[self.learning_rate] or "").strip():
             values["learning_rate"] = str(given[self.learning_rate]).strip()
@@ -155,9 +197,14 @@ class TrainForm:
         return values
 
     def setters(self, cfg: dict) -> dict:
-        method = cfg.get("method", DEFAULTS.method)
+        """Widget updates for a job's config or a remembered form (keys it lacks keep the form's defaults)."""
+        if not cfg:
+            return {w: gr.update() for w in (self.method, self.learning_rate, self.epochs, self.batch_size,
+                                               self.class_weights, *self.params, self.target_modules)}
+        method = cfg.get("method") if cfg.get("method") in lft_core.METHODS else DEFAULTS.method
         params = {**lft_core.METHODS[method].defaults, **(cfg.get("method_params") or {})}
-        updates = {self.method: method, self.learning_rate: cfg.get("learning_rate") or "", self.epochs: cfg.get("epochs"),
+        updates = {self.method: method, self.learning_rate: cfg.get("learning_rate") or "",
+                   self.epochs: cfg.get("epochs") if cfg.get("epochs") is not None else DEFAULTS.epochs,
                    self.batch_size: cfg.get("batch_size") or "", self.class_weights: bool(cfg.get("class_weights")),
                    self.report_to: cfg.get("report_to") or "none"}
         for slider, update in zip(self.params, self.param_updates(method, params)):
@@ -165,6 +212,16 @@ class TrainForm:
         targets = params.get("target_modules")
         updates[self.target_modules] = ", ".join(targets) if isinstance(targets, list) else (targets or "")
         return updates
+
+
+def remember(data: DataForm, train: TrainForm, given: dict) -> dict:
+    """The forms' plain values, in RunConfig's field names, for the browser to keep (gr.BrowserState) and the
+    setters to put back after a reload."""
+    kept = {f.name: given.get(getattr(data, f.name)) for f in fields(data) if f.name not in data.NOT_CONFIG}
+    kept.update(method=given.get(train.method), learning_rate=given.get(train.learning_rate),
+                epochs=given.get(train.epochs), batch_size=given.get(train.batch_size),
+                class_weights=given.get(train.class_weights))
+    return {k: v for k, v in kept.items() if v is not None}
 
 
 def _default_params(model: str, method: str) -> dict:
@@ -205,9 +262,33 @@ def learning_rate_hint(spec) -> str:
     return lft_core.learning_rate_hint(spec.learning_rate)
 
 
+FORM_FIELDS = {"--text-column": "Text column", "--label-column": "Label column",
+               "--max-train-samples": "Train subset (texts)", "--max-eval-samples": "Validation/test cap (texts)",
+               "--max-length": "Max length (tokens)", "--truncation": "Long texts keep", "--seed": "Seed",
+               "--model": "Model", "--dataset": "Dataset", "--method": "Method", "--epochs": "Epochs",
+               "--learning-rate": "Learning rate", "--batch-size": "Batch size (texts)",
+               "--class-weights": "Class weights"}
+"""lft_core's messages name the CLI's flags; in the app they name the form field that sets the same thing"""
+
+
+def for_the_form(text: str) -> str:
+    """A message as the app's user should read it: 'pass --text-column' becomes 'set the field Text column'."""
+    def field(match: re.Match) -> str:
+        label = FORM_FIELDS.get(match.group(2))
+        if label is None:
+            return match.group(0)
+        return f"{'set the field' if match.group(1) else 'the field'} '{label}'"
+
+    return re.sub(r"(pass )?(--[a-z][a-z-]*)", field, text)
+
+
+def user_message(exc: LftError | str) -> str:
+    return for_the_form(hide_paths(str(exc)))
+
+
 def error(exc: LftError) -> gr.Error:
-    """A user's mistake as a message box, without the server's folders in it."""
-    return gr.Error(hide_paths(str(exc)), duration=None)
+    """A user's mistake as a message box, in the form's words and without the server's folders in it."""
+    return gr.Error(user_message(exc), duration=None)
 
 
 def hide_paths(text: str) -> str:
@@ -216,7 +297,8 @@ def hide_paths(text: str) -> str:
 
 
 _DATA_KEYS = ("dataset", "dataset_config", "text_column", "label_column", "train_split", "validation_split",
-              "test_split", "label_names", "max_train_samples", "max_eval_samples", "seed", "split_seed")
+              "test_split", "label_names", "max_train_samples", "max_eval_samples", "seed", "split_seed",
+              "text_pair_column", "label_separator")
 _data_cache: dict = {}
 
 

@@ -5,7 +5,10 @@ A job's run folder is reserved when it is queued (status 'queued'); the worker a
 to the run's own events.jsonl, which is all the page reads. Closing the page therefore neither stalls nor stops
 training, and opening it again replays the run. Stop sends SIGTERM: the worker ends within a step, keeps a
 checkpoint to resume from, and says 'stopped'; if it has not exited after STOP_GRACE_S it is killed and the
-folder is marked stopped all the same. Records survive an app restart."""
+folder is marked stopped all the same. Records survive an app restart.
+
+Each job has an owner: the token of the browser that queued it (ui/train_tab.py keeps it in the browser's storage).
+Stop and the live view take only the owner's jobs; other people's runs are listed, never stopped, from a page."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import yaml
 
 import lft_core
 from lft_core import RunConfig, events
+from lft_core.runs import last_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 STOP_GRACE_S = 12.0
@@ -43,10 +47,12 @@ class Job:
     pid: int | None = None
     log: str | None = None
     """the worker's own output (its last 'error:' line explains a worker that died without an event)"""
+    owner: str | None = None
+    """the browser (or API session) that queued it; None for a job recorded before owners were kept"""
 
     @property
     def events_path(self) -> Path:
-        return Path(self.run_dir) / "events.jsonl"
+        return lft_core.RunFolder(Path(self.run_dir)).events
 
 
 class JobManager:
@@ -57,9 +63,27 @@ class JobManager:
         self.children: dict[int, subprocess.Popen] = {}
         self.warm, self.spare = warm, None
         self.closed = threading.Event()
+        self.followed: dict[str, str] = {}
+        """page (a Gradio session) -> the one job its live view follows; a stream whose job is no longer the
+        page's ends, so two streams never write the same outputs"""
         if warm:  # one worker waits, imports done, so the next Train click starts training in seconds
             self.spare = self._spawn_worker()
         threading.Thread(target=self._pump, args=(pump_s,), daemon=True, name="job-queue").start()
+
+    def browser_secret(self) -> str:
+        """The key gr.BrowserState encrypts a page's owner token with, kept beside the job records: Gradio's default
+        is new at each start, which would make every page a stranger to its own jobs after an app restart."""
+        import secrets
+
+        path = self.jobs_dir / "browser-secret"
+        with self.lock:
+            if not path.exists():
+                self.jobs_dir.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(secrets.token_urlsafe(24))
+                tmp.chmod(0o600)
+                os.replace(tmp, path)
+            return path.read_text().strip()
 
     # ---------------------------------------------------------------- records
 
@@ -104,26 +128,51 @@ class JobManager:
     def queued(self) -> list[Job]:
         return [j for j in self.jobs() if j.state == "queued"]
 
-    def latest(self) -> Job | None:
-        jobs = self.jobs()
+    def latest(self, owner: str | None = None) -> Job | None:
+        jobs = [j for j in self.jobs() if owner is None or j.owner == owner]
         return max(jobs, key=lambda j: j.started or j.queued_at) if jobs else None
+
+    def active(self, owner: str | None) -> Job | None:
+        """The owner's newest job that is queued or running: the one its page shows and its Stop acts on."""
+        if not owner:
+            return None
+        mine = [j for j in self.jobs() if j.owner == owner and (j.state == "queued" or self.alive(j))]
+        return max(mine, key=lambda j: j.queued_at) if mine else None
+
+    def owner_of(self, run_dir: str | Path) -> str | None:
+        """Who queued the newest job recorded for a run folder (None: no job of this app, e.g. a CLI run)."""
+        found = [j for j in self.jobs() if Path(j.run_dir) == Path(run_dir)]
+        return found[-1].owner if found else None
+
+    def follow_here(self, page: str | None, name: str) -> None:
+        if page:
+            self.followed[page] = name
+
+    def still_followed(self, page: str | None, name: str) -> bool:
+        return not page or self.followed.get(page) == name
 
     # ---------------------------------------------------------------- the queue
 
-    def submit(self, cfg: RunConfig | None = None, resume: str | None = None) -> Job:
+    def submit(self, cfg: RunConfig | None = None, resume: str | None = None, owner: str | None = None) -> Job:
         """Queue a new run (its folder reserved now) or the resumption of a stopped one; starts it at once when
-        nothing else is training."""
+        nothing else is training. A resumption is marked in the run's log (a Resumed event), so a reader replaying
+        the log knows the Stopped before it is not the end."""
         with self.lock:
             if resume:
                 run_dir = lft_core.resolve_run(resume, self.root, finished=False)
                 lft_core.check_resumable(run_dir)
+                checkpoint = last_checkpoint(run_dir)
                 config = lft_core.read_run_config(run_dir)
-                lft_core.set_status(run_dir, "queued", pid=None)
+                folder = lft_core.RunFolder(Path(run_dir))
+                folder.set_status(lft_core.Status.QUEUED, pid=None)
+                step = _checkpoint_step(checkpoint)
+                folder.append(events.Resumed(
+                    from_step=step, message=f"from checkpoint-{step}" if step is not None else "from the start"))
             else:
                 name = lft_core.default_run_name(cfg.model, cfg.dataset, cfg.method)
-                run_dir = lft_core.reserve(None, name, overwrite=False, status="queued", root=self.root)
+                run_dir = lft_core.reserve(None, name, overwrite=False, status=lft_core.Status.QUEUED, root=self.root)
                 config = {**cfg.to_dict(), "output": str(run_dir)}
-            job = Job(Path(run_dir).name, str(run_dir), config, resume=bool(resume))
+            job = Job(Path(run_dir).name, str(run_dir), config, resume=bool(resume), owner=owner)
             self._save(job)
             self._start_next()
             return job
@@ -192,10 +241,14 @@ class JobManager:
 
     # ---------------------------------------------------------------- stop
 
-    def stop(self, job: Job, grace_s: float = STOP_GRACE_S) -> str:
-        """Stop a running job (or cancel a queued one). Returns what happened, in words."""
+    def stop(self, job: Job, grace_s: float = STOP_GRACE_S, owner: str | None = None) -> str:
+        """Stop a running job (or cancel a queued one). With `owner`, only that owner's job: the record is read
+        again under the lock, so a job that started between the page's choice and this call is still its own.
+        Returns what happened, in words."""
         with self.lock:
             job = self.get(job.name) or job
+            if owner is not None and job.owner != owner:
+                return f"`{job.name}` was started from another page; only that page can stop it."
             if job.state == "queued":
                 return self._cancel(job)
         if not self.alive(job):
@@ -209,10 +262,11 @@ class JobManager:
             while self.alive(job) and time.time() < deadline + 5:
                 time.sleep(0.1)
         run_dir = Path(job.run_dir)
-        if lft_core.read_status(run_dir).get("status") in ("running", "queued"):  # killed before it could say so itself
+        if lft_core.read_status(run_dir).get("status") in (lft_core.Status.RUNNING, lft_core.Status.QUEUED):
+            # killed before it could say so itself
             message = "stopped by the user (the worker did not end in time and was killed)"
-            lft_core.end_unfinished(run_dir, "stopped", message)
-            events.EventLog(job.events_path)(events.Stopped(message=message, resumable=False))
+            lft_core.end_unfinished(run_dir, lft_core.Status.STOPPED, message,
+                                    events.Stopped(message=message, resumable=False))
         self._start_next()
         return f"Stopped `{job.name}`."
 
@@ -222,7 +276,16 @@ class JobManager:
         self._path(job.name).unlink(missing_ok=True)
         run_dir = Path(job.run_dir)
         if job.resume:
-            lft_core.set_status(run_dir, "stopped", message="resume cancelled while queued")
+            lft_core.end_unfinished(run_dir, lft_core.Status.STOPPED, "resume cancelled while queued",
+                                    events.Stopped(message="resume cancelled while queued", resumable=True))
         else:
             shutil.rmtree(run_dir, ignore_errors=True)  # reserved for this job, nothing in it yet
         return f"Removed `{job.name}` from the queue."
+
+
+def _checkpoint_step(checkpoint: str | None) -> int | None:
+    """The optimizer step a checkpoint folder was saved at (Trainer names them checkpoint-<step>)."""
+    try:
+        return int(Path(checkpoint).name.rsplit("-", 1)[1]) if checkpoint else None
+    except (IndexError, ValueError):
+        return None
