@@ -32,16 +32,16 @@ from lft_core.hub import hub_reachable  # noqa: E402
 from lft_core.limits import HostLimits, apply_host_limits, host_limits  # noqa: E402
 from lft_core.methods import METHODS, default_params, get_method, list_methods  # noqa: E402
 from lft_core.models import MODELS, list_models, load_base_model, tokenizer_for  # noqa: E402
-from lft_core.runs import (RunInfo, adapters_root, check_resumable, default_run_name, delete_run,  # noqa: E402
-                           end_unfinished, export_zip, list_runs, load_adapter, push_to_hub, read_run_config,
-                           read_status, reserve, resolve_run, save_run, set_status)
+from lft_core.runs import (RunFolder, RunInfo, Status, adapters_root, check_resumable,  # noqa: E402
+                           default_run_name, delete_run, end_unfinished, export_zip, list_runs, load_adapter,
+                           read_run_config, read_status, reserve, resolve_run, save_run, set_status)
 
 if TYPE_CHECKING:  # the lazy names, for editors and type checkers: keep in step with _LAZY
     from lft_core import report
     from lft_core.compare import changed_rows, comparison_figures, example_texts, live_predict, summary_table
     from lft_core.data import DATASETS, detect_text_column, guess_columns, list_datasets, load_data, read_columns
     from lft_core.engine import RunResult, check_run, estimate_run_time, evaluate_base, run
-    from lft_core.export import app_export, zip_export
+    from lft_core.export import app_export, push_to_hub, zip_export
     from lft_core.health import check_dataset
     from lft_core.predict import Predictor, predict_file
     from lft_core.report import RunReport, read_report
@@ -53,7 +53,7 @@ _LAZY = {
     "Predictor": "predict", "predict_file": "predict",
     # transformers + peft
     "RunResult": "engine", "check_run": "engine", "evaluate_base": "engine", "run": "engine",
-    "estimate_run_time": "engine", "app_export": "export", "zip_export": "export",
+    "estimate_run_time": "engine", "app_export": "export", "push_to_hub": "export", "zip_export": "export",
     # plotly (and pandas)
     "report": None, "RunReport": "report", "read_report": "report",
     "changed_rows": "compare", "comparison_figures": "compare", "example_texts": "compare", "live_predict": "compare",
@@ -77,7 +77,7 @@ __all__ = [
     # run folders
     "list_runs", "resolve_run", "delete_run", "load_adapter", "save_run", "export_zip", "push_to_hub",
     "adapters_root", "RunInfo", "reserve", "default_run_name", "read_status", "set_status", "check_resumable",
-    "read_run_config", "end_unfinished",
+    "read_run_config", "end_unfinished", "RunFolder", "Status",
     # using and comparing runs
     "Predictor", "predict_file", "summary_table", "changed_rows", "example_texts", "comparison_figures",
     "live_predict", "app_export", "zip_export",

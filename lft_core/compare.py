@@ -13,11 +13,12 @@ import pandas as pd
 from lft_core import report as reports
 from lft_core.errors import LftError
 from lft_core.evaluate import METRICS, Metrics
+from lft_core.runs import RunFolder
 from lft_core.stats import bootstrap_ci, mcnemar_exact
 
 
 def _predictions(run_dir: str) -> pd.DataFrame:
-    return pd.read_csv(Path(run_dir) / "test_predictions.csv")
+    return pd.read_csv(RunFolder(run_dir).predictions)
 
 
 def _correct(frame: pd.DataFrame, column: str = "finetuned_prediction") -> np.ndarray:

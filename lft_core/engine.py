@@ -98,9 +98,9 @@ class _Job:
         self.estimate: RunEstimate | None = None
         # a folder the app queued for this run has its log from the first event on
         given = Path(resume or cfg.output or "")
-        self.reserved = given if (resume or cfg.output) and runs.read_status(given).get("status") == "queued" else None
+        self.reserved = given if (resume or cfg.output) and runs.RunFolder(given).status is runs.Status.QUEUED else None
         if self.reserved is not None:
-            self.log.attach(self.reserved / runs.EVENTS)
+            self.log.attach(runs.RunFolder(self.reserved).events)
 
     def say(self, event: events.Event) -> None:
         if self.is_main:
@@ -122,13 +122,13 @@ class _Job:
             resumable = self.run_dir is not None and runs.last_checkpoint(self.run_dir) is not None
             folder = self.run_dir or self.reserved
             if folder is not None and self.is_main:
-                runs.end_unfinished(folder, "stopped", message)
+                runs.RunFolder(folder).end_unfinished(runs.Status.STOPPED, message)
             self.say(events.Stopped(message=message, resumable=resumable))
             raise StopRequested(message) from None
         except BaseException as exc:
             folder = self.run_dir or self.reserved
             if folder is not None and self.is_main:
-                runs.end_unfinished(folder, "failed", first_line(exc))
+                runs.RunFolder(folder).end_unfinished(runs.Status.FAILED, first_line(exc))
             self.say(events.Failed(message=first_line(exc)))
             raise
         finally:
@@ -141,7 +141,8 @@ class _Job:
         weights are loaded."""
         if self.resume:
             runs.check_resumable(self.resume)
-            self.cfg = config_from_dict(runs.read_run_config(Path(self.resume)), source=f"{self.resume}/run_config.json")
+            self.cfg = config_from_dict(runs.read_run_config(Path(self.resume)),
+                                        source=f"{self.resume}/{runs.RUN_CONFIG}")
         self.is_main = _init_distributed()
         self.cfg = check_run(self.cfg, output=not (self.resume or self.dry_run) and self.is_main)  # the main process alone makes the folder
         self.compute = choose_compute(self.cfg.precision, bool(self.cfg.quantize))
@@ -174,7 +175,7 @@ class _Job:
         unknown = unknown_token_warning(base.tokenizer, self.train_ids, "train", list(data["train"]["text"]))
         if unknown:
             log.warning(unknown)
-        if cfg.batch_size is None:  # what ran is what run_config.json records, so a resume batches the same way
+        if cfg.batch_size is None:  # what ran is what the run's config records, so a resume batches the same way
             self.cfg = dataclasses.replace(cfg, batch_size=auto_batch_size(lengths, cfg.max_length))
         return base
 
@@ -207,11 +208,11 @@ class _Job:
             name = Path(cfg.output or "").name or runs.default_run_name(cfg.model, cfg.dataset, cfg.method)
             self.run_dir = runs.reserve(cfg.output, name, overwrite=cfg.overwrite)
         if self.is_main:
-            state = self.run_dir / runs.STATE
-            state.mkdir(exist_ok=True)
-            runs.write_json(state / runs.RUN_CONFIG, cfg.to_dict())
+            folder = runs.RunFolder(self.run_dir)
+            folder.state.mkdir(exist_ok=True)
+            runs.write_json(folder.live_config, cfg.to_dict())
             if self.reserved is None:
-                self.log.attach(self.run_dir / runs.EVENTS)
+                self.log.attach(folder.events)
             self.say(events.Started(run_dir=str(self.run_dir), run_name=self.run_dir.name, config=cfg.to_dict()))
         self.run_dir = Path(_broadcast(str(self.run_dir)))
 
@@ -268,7 +269,7 @@ class _Job:
         self.stage("train", f"training {cfg.method} for {cfg.epochs:g} epoch(s), {cfg.batch_size} texts a batch"
                             + (f" (in {parts} length-sorted parts)" if parts > 1 else "")
                             + f", learning rate {learning_rate:.3g}")
-        state_dir = self.run_dir / runs.STATE
+        state_dir = runs.RunFolder(self.run_dir).state
         if spec.before_training is not None:
             spec.before_training(model, state_dir)
         args = TrainArgs(
@@ -304,7 +305,7 @@ class _Job:
             staging = runs.staging_dir(self.run_dir)
             base_ref = _with_shape(runs.BaseRef.for_base(base, names), model, base.tokenizer, data, cfg, self.compute)
             with _disk_full_is_user_error(self.run_dir):
-                runs.save_run(model, base.tokenizer, staging, base_ref, spec, self.run_dir / runs.STATE)
+                runs.save_run(model, base.tokenizer, staging, base_ref, spec, runs.RunFolder(self.run_dir).state)
             reloaded, tokenizer = runs.load_adapter(staging, merge=True, quantize=cfg.quantize)
             reloaded.to(self.compute.device)
             reloaded_logits = predict_logits(reloaded, tokenizer, check_texts, cfg.max_length, cfg.eval_batch_size,
@@ -640,7 +641,7 @@ def _disk_full_is_user_error(run_dir: Path):
             raise
         import shutil
 
-        shutil.rmtree(run_dir / ".staging", ignore_errors=True)
+        shutil.rmtree(runs.RunFolder(run_dir).staging, ignore_errors=True)
         raise LftError(f"the disk is full while saving to {run_dir}; nothing in that folder was replaced. "
                        f"Free some space and run again") from None
 
@@ -660,14 +661,14 @@ def _full_precision_reload(staging: Path, quantized, test, cfg, quantized_logits
 def _write_reports(staging: Path, report: RunReport, test, names, base_logits, tuned_logits, run_dir: Path) -> None:
     from lft_core import report as reports
 
-    runs.write_json(staging / "report.json", report.to_dict())
-    (staging / "report.md").write_text(reports.report_markdown(report))
-    (staging / "report.html").write_text(reports.report_html(report))
-    (staging / "README.md").write_text(reports.model_card(report))
-    (staging / runs.RUN_CONFIG).write_text((run_dir / runs.STATE / runs.RUN_CONFIG).read_text())
+    staged = runs.RunFolder(staging)  # the run folder's layout, moved in by runs.finalize
+    runs.write_json(staged.report, report.to_dict())
+    staged.report_md.write_text(reports.report_markdown(report))
+    staged.report_html.write_text(reports.report_html(report))
+    staged.model_card.write_text(reports.model_card(report))
+    staged.saved_config.write_text(runs.RunFolder(run_dir).live_config.read_text())
     threshold = (report.finetuned.multi_label or {}).get("threshold")
-    _predictions_frame(test, names, base_logits, tuned_logits, threshold).to_csv(staging / "test_predictions.csv",
-                                                                                 index=False)
+    _predictions_frame(test, names, base_logits, tuned_logits, threshold).to_csv(staged.predictions, index=False)
 
 
 def _predictions_frame(test, names, base_logits, tuned_logits, threshold: float | None = None):

@@ -33,7 +33,7 @@ HEAD_SHARE = 0.25
 @dataclass(frozen=True)
 class MetricSpec:
     key: str
-    """name in Metrics.scores and report.json"""
+    """name in Metrics.scores and in the saved report"""
     label: str
     """how tables and charts name it"""
     module: str

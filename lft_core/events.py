@@ -1,5 +1,5 @@
 """Events: what a run reports while it works. One dataclass per kind, one JSON-lines log per run
-(<run>/events.jsonl), one reader (`tail`) and one way to put an event into words (`describe`), shared by the CLI,
+(runs.RunFolder.events), one reader (`tail`) and one way to put an event into words (`describe`), shared by the CLI,
 the app and the notebook."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class DataLoaded(Event):
 
 @dataclass
 class Started(Event):
-    """The run folder exists: from here on every event is also in <run_dir>/events.jsonl."""
+    """The run folder exists: from here on every event is also in its log (runs.RunFolder.events)."""
     kind: ClassVar[str] = "started"
     run_dir: str
     run_name: str

@@ -1,13 +1,15 @@
 """Export a finished run for deployment: a merged model folder that loads with transformers alone (no peft), and an
 ONNX model that runs with onnxruntime alone. Each export is written into a temporary folder beside its target,
 checked against the run's own test predictions, and only then renamed into place; its export.json records the
-check. A folder that is not an export of ours is never written into."""
+check. A folder that is not an export of ours is never written into. push_to_hub uploads a run (and its merged
+export) to the Hub: it lives here, not in runs.py, because it uses the merged export, which itself reads the run."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -49,12 +51,12 @@ class ExportResult:
 
 def find_run(name_or_path: str | Path, root: Path | None = None) -> Path:
     """A finished run: a folder path (anywhere, as `predict --adapter` takes), or a run name in the runs folder."""
-    from lft_core.runs import is_complete, resolve_run
+    from lft_core.runs import RunFolder, is_complete, resolve_run
 
     given = Path(str(name_or_path or "").strip()).expanduser()
     if not str(name_or_path or "").strip():
         raise LftError("pick a run to export (a run name or the path of its folder)")
-    if root is None and given.is_dir() and (given / "status.json").exists():
+    if root is None and given.is_dir() and RunFolder(given).status_file.exists():
         if not is_complete(given):
             raise LftError(f"run {given.name} is not a finished run (it was stopped, failed, or is still training); "
                            f"only finished runs can be exported")
@@ -97,12 +99,15 @@ def check_mergeable(run_dir: Path) -> None:
     nothing to fold into the base, so they cannot be merged (nor exported to ONNX, which runs the merged model)."""
     from peft import PeftConfig
 
-    if not (Path(run_dir) / "adapter_config.json").exists():
+    from lft_core.runs import RunFolder
+
+    if not RunFolder(run_dir).adapter_config.exists():
         return  # a plain method's folder is a whole model already
     try:
         config = PeftConfig.from_pretrained(str(run_dir))
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise LftError(f"{run_dir}/adapter_config.json is damaged ({first_line(exc)}); the run folder is incomplete") \
+        raise LftError(f"{RunFolder(run_dir).adapter_config} is damaged ({first_line(exc)}); the run folder is "
+                       f"incomplete") \
             from None
     if config.is_prompt_learning:
         kind = str(config.peft_type.value if hasattr(config.peft_type, "value") else config.peft_type)
@@ -173,9 +178,12 @@ def test_rows(run_dir: Path) -> tuple[list[str], list[str]]:
     """The run's test texts and the fine-tuned model's predictions for them, as the run recorded them."""
     import pandas as pd
 
-    path = Path(run_dir) / "test_predictions.csv"
+    from lft_core.runs import RunFolder
+
+    path = RunFolder(run_dir).predictions
     if not path.exists():
-        raise LftError(f"{run_dir} has no test_predictions.csv to check the export against; it is not a finished run")
+        raise LftError(f"{run_dir} has no {RunFolder.PREDICTIONS} to check the export against; it is not a finished "
+                       f"run")
     rows = pd.read_csv(path, keep_default_na=False)
     return rows["text"].astype(str).tolist(), rows["finetuned_prediction"].astype(str).tolist()
 
@@ -365,10 +373,12 @@ class OnnxPredictor:
         import onnxruntime
         from transformers import AutoConfig, AutoTokenizer
 
+        from lft_core.runs import RunFolder
+
         folder = Path(folder)
         if not (folder / ONNX_FILE).exists():
             hint = (f"; export it first: python -m lft_core export --adapter {folder} --onnx {folder.name}-onnx"
-                    if (folder / "status.json").exists() else "")
+                    if RunFolder(folder).status_file.exists() else "")
             raise LftError(f"{folder} has no {ONNX_FILE}: --backend onnx takes the folder of an ONNX export{hint}")
         try:
             info = json.loads((folder / EXPORT_INFO).read_text()) if (folder / EXPORT_INFO).exists() else {}
@@ -440,7 +450,9 @@ def export(run: str | Path, kind: str, out: str | Path, overwrite: bool = False,
 
 def app_export_dir(run_dir: Path, kind: str) -> Path:
     """Where the app keeps a run's exports: inside the run folder, so deleting the run removes them too."""
-    return Path(run_dir) / "exports" / kind
+    from lft_core.runs import RunFolder
+
+    return RunFolder(run_dir).exports / kind
 
 
 def app_export(run: str | Path, kind: str, root: Path | None = None) -> ExportResult:
@@ -462,3 +474,36 @@ def zip_export(result: ExportResult, run_name: str) -> Path:
     target = Path(tempfile.mkdtemp(prefix="lft-export-")) / f"{run_name}-{result.kind}"
     return Path(shutil.make_archive(str(target), "zip", root_dir=result.path.parent, base_dir=result.path.name))
 
+
+def push_to_hub(name_or_path: str, repo_id: str, token, private: bool = True, root: Path | None = None,
+                merged: bool = False) -> str:
+    """Upload a finished run to a Hub model repository (created if needed): the adapter, tokenizer, model card and
+    reports, and with merged=True the merged model under merged/. `token` is a write token, or a Space's OAuth
+    token (gr.OAuthToken, whose .token is used). Returns the repository's address."""
+    from lft_core.hub import hub_reachable
+    from lft_core.runs import SHARED_FILES, resolve_run
+
+    run_dir = resolve_run(name_or_path, root)
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo_id or ""):
+        raise LftError(f"repository id {repo_id!r} must look like 'your-name/{run_dir.name}'")
+    token = str(getattr(token, "token", token) or "").strip()
+    if not token:
+        raise LftError("a Hugging Face access token with write permission is needed to push (huggingface.co/settings/tokens)")
+    if not hub_reachable(timeout=3.0):
+        raise LftError("the Hugging Face Hub is unreachable from this server (offline?); download the zip instead")
+    merged_dir = None
+    if merged:  # before anything is created on the Hub: a run that cannot merge leaves no empty repository
+        merged_dir = app_export(run_dir, "merged", root).path
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(run_dir), repo_id=repo_id, allow_patterns=list(SHARED_FILES),
+                          commit_message=f"Upload {run_dir.name} (lft_core)")
+        if merged_dir is not None:
+            api.upload_folder(folder_path=str(merged_dir), repo_id=repo_id, path_in_repo="merged",
+                              commit_message=f"Upload the merged model of {run_dir.name} (lft_core)")
+    except Exception as exc:  # the Hub raises many types (auth, permission, network)
+        raise LftError(f"push to {repo_id} failed: {first_line(exc)}") from None
+    return f"https://huggingface.co/{repo_id}"

@@ -197,18 +197,20 @@ def _pissa_keep_initial(model, state_dir: Path) -> None:
     """PiSSA moves the top singular directions out of the base weights into the adapter. Keeping the initial
     adapter lets peft save the trained one as a plain LoRA of rank 2r (delta W = BA - B0A0) that loads onto the
     unmodified base. Kept in the state folder, so a resumed run can still convert."""
+    from peft.utils import CONFIG_NAME
+
     folder = state_dir / PISSA_INITIAL
-    if not (folder / "adapter_config.json").exists():
+    if not (folder / CONFIG_NAME).exists():
         model.save_pretrained(str(folder))
 
 
 def _pissa_save_as_lora(model, folder: Path, state_dir: Path) -> None:
-    from peft.utils import get_peft_model_state_dict
+    from peft.utils import SAFETENSORS_WEIGHTS_NAME, get_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
     model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(state_dir / PISSA_INITIAL))
     # peft's conversion returns the LoRA matrices alone; the trained head (modules_to_save) goes back in
-    weights = folder / "adapter_model.safetensors"
+    weights = folder / SAFETENSORS_WEIGHTS_NAME
     state = load_file(weights)
     for key, value in get_peft_model_state_dict(model).items():
         if ".lora_" not in key:

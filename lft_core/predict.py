@@ -15,6 +15,7 @@ from lft_core.config import MIN_MAX_LENGTH
 from lft_core.data import detect_text_column, first_bad_json_line, warn_ignored_text_columns
 from lft_core.errors import LftError, first_line
 from lft_core.evaluate import predict_logits, sigmoid, softmax
+from lft_core.runs import RunFolder
 
 
 class Predictor:
@@ -23,7 +24,7 @@ class Predictor:
     def __init__(self, adapter_dir: str | Path, max_length: int | None = None, allow_pickle: bool = False,
                  precision: str | None = None):
         """`precision`: None scores as the run's test scores were (its report's precision, on a GPU where there is
-        one), so predictions reproduce test_predictions.csv; 'fp32' or 'bf16' ask for one."""
+        one), so predictions reproduce the run's recorded test predictions; 'fp32' or 'bf16' ask for one."""
         from lft_core.hardware import choose_compute
         from lft_core.models import max_positions
         from lft_core.runs import BaseRef, check_adapter_dir, load_adapter
@@ -127,7 +128,7 @@ def clip_text(text: str, max_length: int, truncation: str = "head") -> str:
 def _scored_in(folder: Path) -> str:
     """The precision the run's test scores were computed in ('fp32' for folders saved before it was recorded)."""
     try:
-        report = json.loads((folder / "report.json").read_text())
+        report = json.loads(RunFolder(folder).report.read_text())
     except (OSError, ValueError):
         return "fp32"
     return (report.get("scoring") or {}).get("precision", "fp32")
@@ -160,14 +161,14 @@ def _pair_columns(frame: pd.DataFrame, predictor: "Predictor", text_column: str 
 
 def _report_threshold(folder: Path) -> float:
     try:
-        report = json.loads((folder / "report.json").read_text())
+        report = json.loads(RunFolder(folder).report.read_text())
         return float(report["finetuned_metrics"]["multi_label"]["threshold"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0.5
 
 
 def _saved(folder: Path, key: str):
-    path = folder / "run_config.json"
+    path = RunFolder(folder).saved_config
     try:
         return json.loads(path.read_text()).get(key) if path.exists() else None
     except ValueError:

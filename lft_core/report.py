@@ -1,5 +1,5 @@
 """The run report: one RunReport built by one function, the verdict a user can trust, and every way the report is
-shown (plotly figures, markdown, the self-contained report.html, the model card). Tables and charts iterate
+shown (plotly figures, markdown, the self-contained HTML page, the model card). Tables and charts iterate
 evaluate.METRICS, so a new score shows up everywhere without touching this file. No training code here; the app,
 the notebook, sweeps and the run folder all draw from these functions."""
 
@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 
 from lft_core.errors import LftError
 from lft_core.evaluate import METRICS, Metrics
+from lft_core.runs import RunFolder
 
 PLOTLY_BUNDLE = Path(__file__).parent / "assets" / "plotly-cartesian-4.1.1.min.js.gz"
 BASE_COLOR, TUNED_COLOR = "#9aa5b1", "#2f7ed8"
@@ -222,9 +223,9 @@ def build_report(*, run_name: str, config: dict, base_ref: dict, method: dict, d
 def read_report(run_dir: str | Path) -> RunReport:
     from lft_core.errors import LftError
 
-    path = Path(run_dir) / "report.json"
+    path = RunFolder(run_dir).report
     if not path.exists():
-        raise LftError(f"{run_dir} has no report.json: it is not a finished run")
+        raise LftError(f"{run_dir} has no {RunFolder.REPORT}: it is not a finished run")
     try:
         return RunReport.from_dict(json.loads(path.read_text()))
     except (ValueError, KeyError, TypeError) as exc:
@@ -788,7 +789,8 @@ def model_card(report: RunReport) -> str:
         ways = "\n\n".join(f"**{title}**:\n\n```python\n{code}\n```" for title, code in base_snippets(report))
         use = (f"The folder holds a PEFT adapter and the head it trained. Get the base one of these ways:\n\n{ways}\n\n"
                f"**Then add the adapter** and label a text:\n\n```python\n{load_snippet(report)}\n```\n\n"
-               f"`adapter_config.json` records the base as `{_base_name(report)}`; `base_model.json` holds the head it "
+               f"`{RunFolder.ADAPTER_CONFIG}` records the base as `{_base_name(report)}`; `{RunFolder.BASE_REF}` holds "
+               f"the head it "
                f"needs (number of classes, label names, pad token). `python -m lft_core export --adapter "
                f"path/to/this/folder --merged OUT` writes a standalone model that needs no peft.")
     return f"""---

@@ -10,26 +10,152 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
-import socket
 import tempfile
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from lft_core.errors import LftError, first_line
+from lft_core.events import Event, EventLog
 
-PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
-PLAIN_FILES = ("config.json", "model.safetensors")
+# ---------------------------------------------------------------- the run folder: its names, status and log
+
+
+class Status(StrEnum):
+    """What a run folder's status.json says. Plain strings on disk, so folders saved before this enum read the same
+    (`Status.COMPLETE == "complete"`)."""
+
+    QUEUED = "queued"
+    """reserved by the app's job queue; a worker adopts it"""
+    RUNNING = "running"
+    COMPLETE = "complete"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    """its process died while it said 'running'"""
+
+
+class RunFolder:
+    """One run folder on disk: the one place that knows its file names, and what reads and writes its status and
+    appends to its log. A staging folder has the run folder's layout, so RunFolder(staging).report is where the
+    report is staged."""
+
+    STATUS = "status.json"
+    EVENTS = "events.jsonl"
+    RUN_CONFIG = "run_config.json"
+    BASE_REF = "base_model.json"
+    REPORT = "report.json"
+    REPORT_MD = "report.md"
+    REPORT_HTML = "report.html"
+    MODEL_CARD = "README.md"
+    PREDICTIONS = "test_predictions.csv"
+    ADAPTER_CONFIG = "adapter_config.json"
+    ADAPTER_WEIGHTS = "adapter_model.safetensors"
+    MODEL_CONFIG = "config.json"
+    """a plain method's folder is a whole model"""
+    MODEL_WEIGHTS = "model.safetensors"
+    TOKENIZER = "tokenizer.json"
+    TOKENIZER_CONFIG = "tokenizer_config.json"
+    STATE = "checkpoints"
+    """checkpoints, the live run_config.json and the best epoch while it trains; removed once it finished"""
+    STAGING = ".staging"
+    """the final files, written here and moved in by rename"""
+    EXPORTS = "exports"
+    """the app's merged and ONNX exports of the run"""
+    LOGS = "logs"
+    """TensorBoard's, when it tracks the run"""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # the files and folders, by name
+    status_file = property(lambda self: self.path / self.STATUS)
+    events = property(lambda self: self.path / self.EVENTS)
+    base_ref = property(lambda self: self.path / self.BASE_REF)
+    report = property(lambda self: self.path / self.REPORT)
+    report_md = property(lambda self: self.path / self.REPORT_MD)
+    report_html = property(lambda self: self.path / self.REPORT_HTML)
+    model_card = property(lambda self: self.path / self.MODEL_CARD)
+    predictions = property(lambda self: self.path / self.PREDICTIONS)
+    adapter_config = property(lambda self: self.path / self.ADAPTER_CONFIG)
+    tokenizer = property(lambda self: self.path / self.TOKENIZER)
+    state = property(lambda self: self.path / self.STATE)
+    staging = property(lambda self: self.path / self.STAGING)
+    exports = property(lambda self: self.path / self.EXPORTS)
+    logs = property(lambda self: self.path / self.LOGS)
+    saved_config = property(lambda self: self.path / self.RUN_CONFIG, doc="the config beside a finished adapter")
+    live_config = property(lambda self: self.state / self.RUN_CONFIG, doc="the config while the run trains")
+
+    @property
+    def run_config(self) -> Path:
+        """A run's config: in its state folder while it trains (an --overwrite run must not mix its config with the
+        finished files it may yet fail to replace), beside the adapter once it finished."""
+        return self.live_config if self.live_config.exists() else self.saved_config
+
+    # status
+
+    def read_status(self) -> dict:
+        """status.json as a dict; {} when there is none or it cannot be read."""
+        try:
+            return json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    @property
+    def status(self) -> Status | None:
+        """The status it says; None for no status.json, or a status that is not one of ours."""
+        try:
+            return Status(self.read_status().get("status"))
+        except ValueError:
+            return None
+
+    def write_status(self, values: dict) -> None:
+        """Replace status.json as a whole, atomically."""
+        write_json(self.status_file, values)
+
+    def set_status(self, status: Status | str, **extra) -> None:
+        """Change the status (and any fields in `extra`), keeping the other fields."""
+        self.write_status({**self.read_status(), "status": Status(status), "updated": time.time(), **extra})
+
+    # the log
+
+    def append(self, event: Event) -> None:
+        """Add one event to the run's log."""
+        EventLog(self.events)(event)
+
+    def end_unfinished(self, status: Status | str, message: str, event: Event | None = None) -> None:
+        """A run that stopped or failed; `event` (its Stopped or Failed) goes into its log after the status. When it
+        had overwritten a finished run whose files are still intact (it failed before its own were moved in), the
+        folder is that finished run again, and says what happened."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        previous = self.read_status().get("previous")
+        if previous and self.report.exists():
+            shutil.rmtree(self.state, ignore_errors=True)  # the attempt's state; the folder is the old run again
+            self.write_status({**previous, "last_attempt": {"status": Status(status), "message": message,
+                                                            "at": time.time()}})
+        else:
+            self.set_status(status, message=message, pid=None)
+        if event is not None:
+            self.append(event)
+
+
+PEFT_FILES = (RunFolder.ADAPTER_CONFIG, RunFolder.ADAPTER_WEIGHTS)
+PLAIN_FILES = (RunFolder.MODEL_CONFIG, RunFolder.MODEL_WEIGHTS)
 # Moved into place in this order: whatever marks a run as loadable and finished comes last.
-LAST_FILES = ("adapter_config.json", "config.json", "report.json")
-STATE = "checkpoints"
-BASE_REF = "base_model.json"
-RUN_CONFIG = "run_config.json"
-EVENTS = "events.jsonl"
-LIVE = ("running", "queued")
+LAST_FILES = (RunFolder.ADAPTER_CONFIG, RunFolder.MODEL_CONFIG, RunFolder.REPORT)
+STATE = RunFolder.STATE
+BASE_REF = RunFolder.BASE_REF
+RUN_CONFIG = RunFolder.RUN_CONFIG
+EVENTS = RunFolder.EVENTS
+LIVE = (Status.RUNNING, Status.QUEUED)
 
 
 # ---------------------------------------------------------------- where runs live
@@ -74,17 +200,14 @@ def write_json(path: Path, value) -> None:
 
 
 def read_status(run_dir: Path) -> dict:
-    try:
-        return json.loads((Path(run_dir) / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return RunFolder(run_dir).read_status()
 
 
-def set_status(run_dir: Path, status: str, **extra) -> None:
-    write_json(Path(run_dir) / "status.json", {**read_status(run_dir), "status": status, "updated": time.time(), **extra})
+def set_status(run_dir: Path, status: Status | str, **extra) -> None:
+    RunFolder(run_dir).set_status(status, **extra)
 
 
-_HOST = socket.gethostname()
+_HOST = platform.node()  # the host name (socket is for lft_core.hub alone)
 """A pid means something on its own machine only: a run folder on shared storage may be another host's."""
 
 
@@ -100,12 +223,13 @@ def _alive(pid) -> bool:
 
 def is_live(run_dir: Path) -> bool:
     status = read_status(run_dir)
-    return status.get("status") == "queued" or (status.get("status") == "running" and _alive(status.get("pid")))
+    state = status.get("status")
+    return state == Status.QUEUED or (state == Status.RUNNING and _alive(status.get("pid")))
 
 
 def is_complete(run_dir: Path) -> bool:
-    run_dir = Path(run_dir)
-    return (run_dir / "report.json").exists() and read_status(run_dir).get("status") == "complete"
+    folder = RunFolder(run_dir)
+    return folder.report.exists() and folder.status is Status.COMPLETE
 
 
 def last_checkpoint(run_dir: Path) -> str | None:
@@ -113,7 +237,7 @@ def last_checkpoint(run_dir: Path) -> str | None:
     a kill mid-save, are removed so Trainer never resumes from them."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    state = Path(run_dir) / STATE
+    state = RunFolder(run_dir).state
     if not state.is_dir():
         return None
     for child in state.glob("checkpoint-*"):
@@ -123,10 +247,8 @@ def last_checkpoint(run_dir: Path) -> str | None:
 
 
 def run_config_path(run_dir: Path) -> Path:
-    """A run's config: in its state folder while it trains (an --overwrite run must not mix its config with the
-    finished files it may yet fail to replace), beside the adapter once it finished."""
-    live = Path(run_dir) / STATE / RUN_CONFIG
-    return live if live.exists() else Path(run_dir) / RUN_CONFIG
+    """RunFolder.run_config: the live config while it trains, the saved one once it finished."""
+    return RunFolder(run_dir).run_config
 
 
 def read_run_config(run_dir: Path) -> dict:
@@ -167,13 +289,13 @@ def check_output(output: str | None, overwrite: bool) -> None:
     if holder:
         raise LftError(f"--output {path} is {holder}, which holds every run; give a run folder inside it (e.g. "
                        f"{adapters_root() / 'my-run'}) or leave --output out")
-    if path.is_dir() and read_status(path).get("status") == "queued":
+    if path.is_dir() and RunFolder(path).status is Status.QUEUED:
         return
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
             raise LftError(f"output folder {path} exists and is not empty; pass --overwrite or choose another --output")
         if not is_run_folder(path):
-            raise LftError(f"output folder {path} is not a run folder of lft_core (no status.json of a run) and "
+            raise LftError(f"output folder {path} is not a run folder of lft_core (no {RunFolder.STATUS} of a run) and "
                            f"holds {_contents(path)}; --overwrite only replaces what a run wrote, so choose another "
                            f"--output, or move those files away yourself")
         if is_live(path):
@@ -184,20 +306,20 @@ def check_output(output: str | None, overwrite: bool) -> None:
         raise LftError(f"cannot create --output {path}: {parent} is not writable; choose a writable folder")
 
 
-RUN_STATES = ("running", "queued", "complete", "stopped", "failed", "interrupted")
+RUN_STATES = tuple(Status)
 
 
 def is_run_folder(path: Path) -> bool:
     """Whether a folder was made by a run of ours: a run's status.json, and its run_config.json (written as soon as
     the folder is reserved), unless the folder holds nothing more than what reserving writes (a queued folder, or
     a run killed at once). Only such a folder may be overwritten: anything else may be a user's own files."""
-    path = Path(path)
-    status = read_status(path).get("status") if (path / "status.json").is_file() else None
+    folder = RunFolder(path)
+    status = folder.read_status().get("status") if folder.status_file.is_file() else None
     if status not in RUN_STATES:
         return False
-    if status == "queued" or (path / RUN_CONFIG).is_file() or (path / STATE / RUN_CONFIG).is_file():
+    if status == Status.QUEUED or folder.saved_config.is_file() or folder.live_config.is_file():
         return True
-    return {p.name for p in path.iterdir()} <= {"status.json", EVENTS, STATE}
+    return {p.name for p in folder.path.iterdir()} <= {RunFolder.STATUS, RunFolder.EVENTS, RunFolder.STATE}
 
 
 def _holds_runs_root(path: Path) -> str:
@@ -220,7 +342,8 @@ def _contents(path: Path, limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def reserve(output: str | None, name: str, overwrite: bool, status: str = "running", root: Path | None = None) -> Path:
+def reserve(output: str | None, name: str, overwrite: bool, status: Status | str = Status.RUNNING,
+            root: Path | None = None) -> Path:
     """Create the run folder (or adopt one the app queued); a default name that exists gets a -2, -3... suffix, so
     two runs started in the same second never share a folder. Never deletes files it did not write."""
     check_output(output, overwrite)
@@ -228,15 +351,16 @@ def reserve(output: str | None, name: str, overwrite: bool, status: str = "runni
         run_dir = _make_folder(output, name, root)
     except OSError as exc:
         raise LftError(f"cannot create the run folder: {first_line(exc)}; choose a writable --output") from None
-    previous = read_status(run_dir)
-    if previous.get("status") != "queued":
+    folder = RunFolder(run_dir)
+    previous = folder.read_status()
+    if previous.get("status") != Status.QUEUED:
         if overwrite:
-            shutil.rmtree(run_dir / STATE, ignore_errors=True)  # ours: stale checkpoints would be resumed
-            (run_dir / EVENTS).unlink(missing_ok=True)
-        kept = {"previous": previous} if previous.get("status") == "complete" and is_complete(run_dir) else {}
-        write_json(run_dir / "status.json", {"status": status, "started": time.time(), "updated": time.time(), **kept})
-    if status == "running":
-        set_status(run_dir, "running", pid=os.getpid(), host=_HOST)
+            shutil.rmtree(folder.state, ignore_errors=True)  # ours: stale checkpoints would be resumed
+            folder.events.unlink(missing_ok=True)
+        kept = {"previous": previous} if previous.get("status") == Status.COMPLETE and is_complete(run_dir) else {}
+        folder.write_status({"status": Status(status), "started": time.time(), "updated": time.time(), **kept})
+    if status == Status.RUNNING:
+        folder.set_status(Status.RUNNING, pid=os.getpid(), host=_HOST)
     return run_dir
 
 
@@ -259,11 +383,12 @@ def _make_folder(output: str | None, name: str, root: Path | None) -> Path:
 
 def check_resumable(run_dir: str | Path) -> Path:
     path = Path(run_dir).expanduser().absolute()
-    if not (path / "status.json").exists():
-        raise LftError(f"{path} is not an lft_core run folder (no status.json); pass the folder of a run to --resume")
+    if not RunFolder(path).status_file.exists():
+        raise LftError(f"{path} is not an lft_core run folder (no {RunFolder.STATUS}); pass the folder of a run to "
+                       f"--resume")
     if is_complete(path):
         raise LftError(f"run {path.name} already finished; nothing to resume")
-    if is_live(path) and read_status(path).get("status") == "running":
+    if is_live(path) and RunFolder(path).status is Status.RUNNING:
         raise LftError(f"run {path.name} is still training (pid {read_status(path).get('pid')}); stop it first")
     return path
 
@@ -271,22 +396,13 @@ def check_resumable(run_dir: str | Path) -> Path:
 def reopen(run_dir: str | Path) -> Path:
     """A stopped, failed or interrupted run folder, taken up again by --resume."""
     path = check_resumable(run_dir)
-    set_status(path, "running", pid=os.getpid(), host=_HOST, message="")
+    set_status(path, Status.RUNNING, pid=os.getpid(), host=_HOST, message="")
     return path
 
 
-def end_unfinished(run_dir: Path, status: str, message: str) -> None:
-    """A run that stopped or failed. When it had overwritten a finished run whose files are still intact (it failed
-    before its own were moved in), the folder is that finished run again, and says what happened."""
-    shutil.rmtree(Path(run_dir) / ".staging", ignore_errors=True)
-    current = read_status(run_dir)
-    previous = current.get("previous")
-    if previous and (Path(run_dir) / "report.json").exists():
-        shutil.rmtree(Path(run_dir) / STATE, ignore_errors=True)  # the attempt's state; the folder is the old run again
-        write_json(Path(run_dir) / "status.json", {**previous, "last_attempt": {
-            "status": status, "message": message, "at": time.time()}})
-        return
-    set_status(run_dir, status, message=message, pid=None)
+def end_unfinished(run_dir: Path, status: Status | str, message: str, event: Event | None = None) -> None:
+    """RunFolder.end_unfinished: a run that stopped or failed says so (and, with `event`, logs it)."""
+    RunFolder(run_dir).end_unfinished(status, message, event)
 
 
 # ---------------------------------------------------------------- listing, finding, deleting
@@ -324,12 +440,12 @@ def mark_if_dead(run_dir: Path) -> dict:
     """A run whose status.json says 'running' while its process is gone (killed, even during its final save) is
     'interrupted', and its status.json is made to say so, with the pid that died: nothing reads it as training."""
     status = read_status(run_dir)
-    if status.get("status") == "running" and not _alive(status.get("pid")) and status.get("host", _HOST) == _HOST:
+    if status.get("status") == Status.RUNNING and not _alive(status.get("pid")) and status.get("host", _HOST) == _HOST:
         try:
-            set_status(run_dir, "interrupted", pid=None, message=f"its process (pid {status.get('pid')}) ended "
+            set_status(run_dir, Status.INTERRUPTED, pid=None, message=f"its process (pid {status.get('pid')}) ended "
                                                                   f"without finishing the run")
         except OSError:  # a read-only folder: report it so, change nothing
-            return {**status, "status": "interrupted"}
+            return {**status, "status": Status.INTERRUPTED}
         return read_status(run_dir)
     return status
 
@@ -337,9 +453,9 @@ def mark_if_dead(run_dir: Path) -> dict:
 def _info(run_dir: Path, root: Path) -> RunInfo:
     status = mark_if_dead(run_dir)
     state = status.get("status", "unknown")
-    if state == "running" and not _alive(status.get("pid")):
-        state = "interrupted"
-    if state == "complete" and not is_complete(run_dir):
+    if state == Status.RUNNING and not _alive(status.get("pid")):
+        state = Status.INTERRUPTED
+    if state == Status.COMPLETE and not is_complete(run_dir):
         state = "incomplete"
     info = RunInfo(str(run_dir.relative_to(root)), str(run_dir), state, status.get("updated", run_dir.stat().st_mtime),
                    status.get("message", ""))
@@ -348,14 +464,14 @@ def _info(run_dir: Path, root: Path) -> RunInfo:
         info.model, info.dataset, info.method = config.get("model", ""), config.get("dataset", ""), config.get("method", "")
     except (OSError, ValueError):
         pass
-    if state == "complete":
+    if state == Status.COMPLETE:
         try:
-            tuned = json.loads((run_dir / "report.json").read_text())["finetuned_metrics"]
+            tuned = json.loads(RunFolder(run_dir).report.read_text())["finetuned_metrics"]
             info.scores = tuned.get("scores") or {k: tuned[k] for k in ("accuracy", "macro_f1") if k in tuned}
         except (OSError, ValueError, KeyError):
             pass
-    info.resumable = state in ("stopped", "failed", "interrupted") and any(
-        (c / "trainer_state.json").exists() for c in (run_dir / STATE).glob("checkpoint-*"))
+    info.resumable = state in (Status.STOPPED, Status.FAILED, Status.INTERRUPTED) and any(
+        (c / "trainer_state.json").exists() for c in RunFolder(run_dir).state.glob("checkpoint-*"))
     return info
 
 
@@ -365,9 +481,9 @@ def _run_folders(root: Path) -> list[Path]:
     for child in sorted(root.iterdir()) if root.is_dir() else []:
         if not child.is_dir() or child.name.startswith("."):
             continue
-        if child.name.startswith("sweep-") and not (child / "status.json").exists():
-            found += [c for c in sorted(child.iterdir()) if c.is_dir() and (c / "status.json").exists()]
-        elif (child / "status.json").exists():  # anything else in the folder is not a run
+        if child.name.startswith("sweep-") and not RunFolder(child).status_file.exists():
+            found += [c for c in sorted(child.iterdir()) if c.is_dir() and RunFolder(c).status_file.exists()]
+        elif RunFolder(child).status_file.exists():  # anything else in the folder is not a run
             found.append(child)
     return found
 
@@ -382,7 +498,7 @@ def resolve_run(name_or_path: str, root: Path | None = None, finished: bool = Tr
     inside = path.parent == root or (path.parent.parent == root and path.parent.name.startswith("sweep-"))
     if not inside:
         raise LftError(f"run {str(name_or_path)!r} is not a folder directly inside {root} (or one of its sweeps)")
-    if not path.is_dir() or not (path / "status.json").exists():
+    if not path.is_dir() or not RunFolder(path).status_file.exists():
         raise LftError(f"there is no run named {path.relative_to(root)} in {root}")
     if finished and not is_complete(path):
         raise LftError(f"run {path.name} is not a finished run (it was stopped, failed, or is still training)")
@@ -462,9 +578,9 @@ def save_run(model, tokenizer, folder: Path, base_ref: BaseRef | None, spec, sta
     else:
         model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
-    if getattr(tokenizer, "backend_tokenizer", None) is not None and (folder / "tokenizer.json").exists():
+    if getattr(tokenizer, "backend_tokenizer", None) is not None and RunFolder(folder).tokenizer.exists():
         # transformers pretty-prints tokenizer.json; compact JSON loads the same and keeps the folder small
-        tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"), pretty=False)
+        tokenizer.backend_tokenizer.save(str(RunFolder(folder).tokenizer), pretty=False)
 
 
 def check_adapter_dir(adapter_dir: str | Path, allow_pickle: bool = False) -> str:
@@ -474,16 +590,17 @@ def check_adapter_dir(adapter_dir: str | Path, allow_pickle: bool = False) -> st
         raise LftError(f"{path} is a file; pass the run folder that holds it (saved_adapters/<run>)")
     if not path.is_dir():
         raise LftError(f"adapter folder {path} does not exist")
-    if (path / "adapter_config.json").exists():
+    if (path / RunFolder.ADAPTER_CONFIG).exists():
         kind, needed = "peft", PEFT_FILES
-    elif (path / "config.json").exists():
+    elif (path / RunFolder.MODEL_CONFIG).exists():
         kind, needed = "plain", PLAIN_FILES
     else:
-        raise LftError(f"{path} has no adapter_config.json or config.json: it is not a saved adapter or model")
+        raise LftError(f"{path} has no {RunFolder.ADAPTER_CONFIG} or {RunFolder.MODEL_CONFIG}: it is not a saved "
+                       f"adapter or model")
     weights = needed[1]
     if not (path / weights).exists() and allow_pickle:
         weights = weights.replace(".safetensors", ".bin")
-    missing = [f for f in (needed[0], weights, "tokenizer_config.json") if not (path / f).exists()]
+    missing = [f for f in (needed[0], weights, RunFolder.TOKENIZER_CONFIG) if not (path / f).exists()]
     if missing:
         pickle = " (pickle .bin weights need --allow-pickle)" if any(path.glob("*.bin")) else ""
         raise LftError(f"adapter folder {path} is missing {', '.join(missing)}{pickle}; it is incomplete or not a finished run")
@@ -526,7 +643,7 @@ def _base_source(ref: BaseRef) -> tuple[str, bool]:
     recorded = ref.base_model_name_or_path
     if recorded.startswith("/") and not Path(recorded).is_dir():
         raise LftError(f"the base model folder {recorded} that this adapter was trained on no longer exists; restore "
-                       f"it, or edit base_model_name_or_path in adapter_config.json and {BASE_REF}")
+                       f"it, or edit base_model_name_or_path in {RunFolder.ADAPTER_CONFIG} and {BASE_REF}")
     return recorded, True
 
 
@@ -579,7 +696,7 @@ def _load_error(folder: str, exc: BaseException) -> str:
     text = str(exc).strip()
     base = ""
     try:
-        base = json.loads((Path(folder) / "adapter_config.json").read_text()).get("base_model_name_or_path", "")
+        base = json.loads(RunFolder(folder).adapter_config.read_text()).get("base_model_name_or_path", "")
     except (OSError, ValueError):
         pass
     if "size mismatch" in text or "shape" in text:
@@ -595,7 +712,7 @@ def _load_error(folder: str, exc: BaseException) -> str:
 
 
 def staging_dir(run_dir: Path) -> Path:
-    staging = run_dir / ".staging"
+    staging = RunFolder(run_dir).staging
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     return staging
@@ -604,7 +721,8 @@ def staging_dir(run_dir: Path) -> Path:
 def finalize(run_dir: Path, staging: Path) -> None:
     """Move the staged outputs into the run folder, one atomic rename each, marker files last. An older run's
     report goes first, so a folder that is half new, half old never looks finished."""
-    (run_dir / "report.json").unlink(missing_ok=True)
+    folder = RunFolder(run_dir)
+    folder.report.unlink(missing_ok=True)
     order = {name: i for i, name in enumerate(LAST_FILES)}
     for path in sorted(staging.iterdir(), key=lambda p: (p.name in order, order.get(p.name, 0))):
         target = run_dir / path.name
@@ -612,15 +730,15 @@ def finalize(run_dir: Path, staging: Path) -> None:
             raise LftError(f"{target} is a folder; move it away so the run can write its {path.name}")
         os.replace(path, target)
     staging.rmdir()
-    status = {k: v for k, v in read_status(run_dir).items() if k not in ("previous", "last_attempt", "message")}
-    write_json(run_dir / "status.json", {**status, "status": "complete", "updated": time.time(),
-                                         "finished": time.time(), "pid": None})
-    shutil.rmtree(run_dir / STATE, ignore_errors=True)
+    status = {k: v for k, v in folder.read_status().items() if k not in ("previous", "last_attempt", "message")}
+    folder.write_status({**status, "status": Status.COMPLETE, "updated": time.time(), "finished": time.time(),
+                         "pid": None})
+    shutil.rmtree(folder.state, ignore_errors=True)
 
 
-SHARED_FILES = ("adapter_config.json", "adapter_model.safetensors", "config.json", "model.safetensors", BASE_REF,
-                "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "README.md",
-                "report.html", "report.md", "report.json", "test_predictions.csv", RUN_CONFIG)
+SHARED_FILES = (*PEFT_FILES, *PLAIN_FILES, BASE_REF, RunFolder.TOKENIZER, RunFolder.TOKENIZER_CONFIG,
+                "special_tokens_map.json", "vocab.txt", RunFolder.MODEL_CARD, RunFolder.REPORT_HTML,
+                RunFolder.REPORT_MD, RunFolder.REPORT, RunFolder.PREDICTIONS, RUN_CONFIG)
 
 
 def export_zip(name_or_path: str, root: Path | None = None) -> Path:
@@ -633,38 +751,3 @@ def export_zip(name_or_path: str, root: Path | None = None) -> Path:
             if path.is_file() and (path.name in SHARED_FILES or path.suffix in (".txt", ".model", ".merges")):
                 archive.write(path, f"{run_dir.name}/{path.name}")
     return target
-
-
-def push_to_hub(name_or_path: str, repo_id: str, token, private: bool = True, root: Path | None = None,
-                merged: bool = False) -> str:
-    """Upload a finished run to a Hub model repository (created if needed): the adapter, tokenizer, model card and
-    reports, and with merged=True the merged model under merged/. `token` is a write token, or a Space's OAuth
-    token (gr.OAuthToken, whose .token is used). Returns the repository's address."""
-    from lft_core.hub import hub_reachable
-
-    run_dir = resolve_run(name_or_path, root)
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo_id or ""):
-        raise LftError(f"repository id {repo_id!r} must look like 'your-name/{run_dir.name}'")
-    token = str(getattr(token, "token", token) or "").strip()
-    if not token:
-        raise LftError("a Hugging Face access token with write permission is needed to push (huggingface.co/settings/tokens)")
-    if not hub_reachable(timeout=3.0):
-        raise LftError("the Hugging Face Hub is unreachable from this server (offline?); download the zip instead")
-    merged_dir = None
-    if merged:  # before anything is created on the Hub: a run that cannot merge leaves no empty repository
-        from lft_core.export import app_export
-
-        merged_dir = app_export(run_dir, "merged", root).path
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(run_dir), repo_id=repo_id, allow_patterns=list(SHARED_FILES),
-                          commit_message=f"Upload {run_dir.name} (lft_core)")
-        if merged_dir is not None:
-            api.upload_folder(folder_path=str(merged_dir), repo_id=repo_id, path_in_repo="merged",
-                              commit_message=f"Upload the merged model of {run_dir.name} (lft_core)")
-    except Exception as exc:  # the Hub raises many types (auth, permission, network)
-        raise LftError(f"push to {repo_id} failed: {first_line(exc)}") from None
-    return f"https://huggingface.co/{repo_id}"

@@ -33,7 +33,7 @@ from lft_core import report as reports
 from lft_core.config import config_from_dict, read_yaml, validate
 from lft_core.errors import LftError
 from lft_core.evaluate import METRICS
-from lft_core.runs import adapters_root, is_complete, safe_name, write_json
+from lft_core.runs import RunFolder, adapters_root, is_complete, safe_name, write_json
 from lft_core.stats import bootstrap_ci, mcnemar_exact
 
 SWEEP_KEYS = {"name", "base", "runs", "grid", "seeds", "reference_baselines"}
@@ -168,7 +168,7 @@ def _brief(metrics) -> dict:
 
 
 def _correct(run_path: str) -> np.ndarray:
-    frame = pd.read_csv(Path(run_path) / "test_predictions.csv")
+    frame = pd.read_csv(RunFolder(run_path).predictions)
     return (frame["label"] == frame["finetuned_prediction"]).to_numpy()
 
 

@@ -423,6 +423,8 @@ def train(model, tokenizer, data, args: TrainArgs, state_dir: Path, emit: events
     """Fine-tune `model` on data['train']; validate each epoch; end with the best epoch's weights loaded.
 
     Raises StopRequested if `stop` is set, LftError on a non-finite loss or gradient or a full disk."""
+    from lft_core.runs import RunFolder
+
     stop = stop or threading.Event()
     state_dir.mkdir(parents=True, exist_ok=True)
     train_set = tokenize(data["train"], tokenizer, args.max_length, args.truncation, train_ids)
@@ -442,7 +444,8 @@ def train(model, tokenizer, data, args: TrainArgs, state_dir: Path, emit: events
     run_callback.trainer = trainer  # to log the validation scores to the trackers, as Trainer.evaluate would
     for callback in trainer.callback_handler.callbacks:
         if type(callback).__name__ == "TensorBoardCallback" and callback.logging_dir is None:
-            callback.logging_dir = str(state_dir.parent / "logs")  # its default, in checkpoints/, goes at the end
+            # its default, in the state folder, goes at the end
+            callback.logging_dir = str(RunFolder(state_dir.parent).logs)
     checkpoint = _resume_point(state_dir) if args.resume else None
     start = time.perf_counter()
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lft_core import LftError, RunConfig, list_runs, run
-from lft_core import runs
+from lft_core import export, runs
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_only_finished_runs_leave_the_server(tmp_path, status):
     with pytest.raises(LftError, match="halfway is not a finished run"):
         runs.export_zip("halfway", tmp_path)
     with pytest.raises(LftError, match="halfway is not a finished run"):
-        runs.push_to_hub("halfway", "someone/x", "hf_token", root=tmp_path)
+        export.push_to_hub("halfway", "someone/x", "hf_token", root=tmp_path)
 
 
 def test_push_offline_is_one_line_within_seconds(finished, monkeypatch):
@@ -105,10 +105,10 @@ def test_push_offline_is_one_line_within_seconds(finished, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.time()
     with pytest.raises(LftError, match="unreachable"):
-        runs.push_to_hub("tiny", "someone/tiny", "hf_token", root=finished[0])
+        export.push_to_hub("tiny", "someone/tiny", "hf_token", root=finished[0])
     assert time.time() - start < 5
     with pytest.raises(LftError, match="must look like"):
-        runs.push_to_hub("tiny", "no-slash", "hf_token", root=finished[0])
+        export.push_to_hub("tiny", "no-slash", "hf_token", root=finished[0])
 
 
 def test_damaged_adapter_weights_are_one_line(finished, tmp_path):

@@ -289,7 +289,7 @@ def on_delete(root: Path, name, current):
 
 def on_report(root: Path, name):
     try:
-        path = lft_core.resolve_run(name or "", root) / "report.html"
+        path = lft_core.RunFolder(lft_core.resolve_run(name or "", root)).report_html
     except LftError as exc:
         raise error(exc) from None
     return str(path), f"report.html of **{name}**: click the file above to open or save it."

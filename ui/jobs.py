@@ -52,7 +52,7 @@ class Job:
 
     @property
     def events_path(self) -> Path:
-        return Path(self.run_dir) / "events.jsonl"
+        return lft_core.RunFolder(Path(self.run_dir)).events
 
 
 class JobManager:
@@ -163,13 +163,14 @@ class JobManager:
                 lft_core.check_resumable(run_dir)
                 checkpoint = last_checkpoint(run_dir)
                 config = lft_core.read_run_config(run_dir)
-                lft_core.set_status(run_dir, "queued", pid=None)
+                folder = lft_core.RunFolder(Path(run_dir))
+                folder.set_status(lft_core.Status.QUEUED, pid=None)
                 step = _checkpoint_step(checkpoint)
-                events.EventLog(Path(run_dir) / "events.jsonl")(events.Resumed(
+                folder.append(events.Resumed(
                     from_step=step, message=f"from checkpoint-{step}" if step is not None else "from the start"))
             else:
                 name = lft_core.default_run_name(cfg.model, cfg.dataset, cfg.method)
-                run_dir = lft_core.reserve(None, name, overwrite=False, status="queued", root=self.root)
+                run_dir = lft_core.reserve(None, name, overwrite=False, status=lft_core.Status.QUEUED, root=self.root)
                 config = {**cfg.to_dict(), "output": str(run_dir)}
             job = Job(Path(run_dir).name, str(run_dir), config, resume=bool(resume), owner=owner)
             self._save(job)
@@ -261,10 +262,11 @@ class JobManager:
             while self.alive(job) and time.time() < deadline + 5:
                 time.sleep(0.1)
         run_dir = Path(job.run_dir)
-        if lft_core.read_status(run_dir).get("status") in ("running", "queued"):  # killed before it could say so itself
+        if lft_core.read_status(run_dir).get("status") in (lft_core.Status.RUNNING, lft_core.Status.QUEUED):
+            # killed before it could say so itself
             message = "stopped by the user (the worker did not end in time and was killed)"
-            lft_core.end_unfinished(run_dir, "stopped", message)
-            events.EventLog(job.events_path)(events.Stopped(message=message, resumable=False))
+            lft_core.end_unfinished(run_dir, lft_core.Status.STOPPED, message,
+                                    events.Stopped(message=message, resumable=False))
         self._start_next()
         return f"Stopped `{job.name}`."
 
@@ -274,8 +276,8 @@ class JobManager:
         self._path(job.name).unlink(missing_ok=True)
         run_dir = Path(job.run_dir)
         if job.resume:
-            lft_core.set_status(run_dir, "stopped", message="resume cancelled while queued")
-            events.EventLog(job.events_path)(events.Stopped(message="resume cancelled while queued", resumable=True))
+            lft_core.end_unfinished(run_dir, lft_core.Status.STOPPED, "resume cancelled while queued",
+                                    events.Stopped(message="resume cancelled while queued", resumable=True))
         else:
             shutil.rmtree(run_dir, ignore_errors=True)  # reserved for this job, nothing in it yet
         return f"Removed `{job.name}` from the queue."
