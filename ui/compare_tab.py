@@ -21,7 +21,8 @@ from ui.jobs import JobManager
 def _pair_box() -> gr.Textbox:
     """The second text of a sentence pair (premise/hypothesis, question/answer): runs trained on pairs read both
     boxes, the others only the first."""
-    return gr.Textbox(label="Second text (sentence-pair runs)", lines=1, max_lines=6, scale=3,
+    # value="": API callers that send one text (as before pairs existed) get an empty second one
+    return gr.Textbox(value="", label="Second text (sentence-pair runs)", lines=1, max_lines=6, scale=3,
                       placeholder="Only for a run trained on pairs: the second text")
 
 
