@@ -781,12 +781,13 @@ def load_data(cfg) -> DatasetDict:
             raise LftError(f"{split} split lacks column(s) {', '.join(missing)}; its columns: "
                            f"{', '.join(map(str, frame.columns))} (other splits: {others}); give every split the same "
                            f"column names")
+    multi = is_multi_label(first[label], getattr(cfg, "label_separator", None))
+    if known is None and not multi:
+        _number_spellings(frames, label, bool(getattr(cfg, "keep_label_spellings", False)))  # reads the files
     for frame in frames.values():
         frame.attrs.pop("lft_files", None)  # the user's paths stay out of the datasets made from these frames
-    if is_multi_label(first[label], getattr(cfg, "label_separator", None)):
+    if multi:
         return _load_multi_label(cfg, frames, known, text, pair[1] if pair else None, label)
-    if known is None:
-        _number_spellings(frames, label, bool(getattr(cfg, "keep_label_spellings", False)))
     frames = {split: _clean(frame, text, label, split) if pair is None else _clean_pair(frame, text, pair[1], label, split)
               for split, frame in frames.items()}
     if known is None and not getattr(cfg, "keep_label_spellings", False):

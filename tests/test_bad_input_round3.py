@@ -276,16 +276,23 @@ def test_run_says_which_text_column_it_used_and_which_it_ignored(tmp_path, caplo
     from conftest import keyword_frame
 
     frame = keyword_frame(20)
-    frame = pd.DataFrame({"question": frame["text"], "passage": frame["text"].str.upper() + " and more words",
+    # question and passage are a standard sentence pair (issue 22): both are read, none ignored
+    pair = pd.DataFrame({"question": frame["text"], "passage": frame["text"].str.upper() + " and more words",
+                         "label": frame["label"]})
+    pair.to_csv(tmp_path / "qa.csv", index=False)
+    data = load_data(RunConfig(dataset=str(tmp_path / "qa.csv")))
+    assert "text_pair" in data["train"].column_names
+    # two prose columns that are no pair: the rule's choice is said, with the column it leaves out
+    notes = pd.DataFrame({"question": frame["text"], "notes": frame["text"].str.upper() + " and more words",
                           "label": frame["label"]})
-    path = tmp_path / "qa.csv"
-    frame.to_csv(path, index=False)
+    path = tmp_path / "notes.csv"
+    notes.to_csv(path, index=False)
     with caplog.at_level(logging.WARNING, logger="lft_core"):
         load_data(RunConfig(dataset=str(path)))
-    assert "using column 'question' as the text (its name is a usual name for texts) and ignoring 'passage'" in caplog.text
+    assert "using column 'question' as the text (its name is a usual name for texts) and ignoring 'notes'" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="lft_core"):
-        load_data(RunConfig(dataset=str(path), text_column="passage"))  # chosen by the user: nothing to say
+        load_data(RunConfig(dataset=str(path), text_column="notes"))  # chosen by the user: nothing to say
     assert "ignoring" not in caplog.text
 
 
