@@ -32,7 +32,7 @@ from lft_core.hub import hub_reachable  # noqa: E402
 from lft_core.limits import HostLimits, apply_host_limits, host_limits  # noqa: E402
 from lft_core.methods import METHODS, default_params, get_method, list_methods  # noqa: E402
 from lft_core.models import MODELS, list_models, load_base_model, tokenizer_for  # noqa: E402
-from lft_core.runs import (RunFolder, RunInfo, Status, adapters_root, check_resumable,  # noqa: E402
+from lft_core.runs import (RunFolder, RunInfo, Status, adapters_root, check_resumable, last_checkpoint,  # noqa: E402
                            default_run_name, delete_run, end_unfinished, export_zip, list_runs, load_adapter,
                            read_run_config, read_status, reserve, resolve_run, save_run, set_status)
 
@@ -77,7 +77,7 @@ __all__ = [
     # run folders
     "list_runs", "resolve_run", "delete_run", "load_adapter", "save_run", "export_zip", "push_to_hub",
     "adapters_root", "RunInfo", "reserve", "default_run_name", "read_status", "set_status", "check_resumable",
-    "read_run_config", "end_unfinished", "RunFolder", "Status",
+    "read_run_config", "end_unfinished", "RunFolder", "Status", "last_checkpoint",
     # using and comparing runs
     "Predictor", "predict_file", "summary_table", "changed_rows", "example_texts", "comparison_figures",
     "live_predict", "app_export", "zip_export",

@@ -16,7 +16,7 @@ from lft_core.models import is_decoder, load_tokenizer, resolve_model
 
 def joined_texts(split) -> list[str]:
     """One string per row for the models that read a single text: a sentence pair's two texts joined with
-    data.PAIR_JOIN (TF-IDF then sees both sides' words, in one bag, as report.json's pair_join says)."""
+    data.PAIR_JOIN (TF-IDF then sees both sides' words, in one bag, as the report's pair_join says)."""
     from lft_core.data import PAIR_JOIN
 
     if "text_pair" in split.column_names:

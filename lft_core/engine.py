@@ -550,7 +550,7 @@ def label_matrix(split) -> np.ndarray:
 
 
 def _with_source_columns(cfg: RunConfig, data) -> RunConfig:
-    """cfg with the text columns load_data found, so run_config.json records the shape and predict reads the same
+    """cfg with the text columns load_data found, so the saved run config records the shape and predict reads the same
     columns of a new file without flags."""
     from lft_core.data import data_columns
 
@@ -561,7 +561,7 @@ def _with_source_columns(cfg: RunConfig, data) -> RunConfig:
 
 
 def _shape_facts(data) -> dict:
-    """What report.json records of the data's shape: the text columns, and for pairs how the references read them."""
+    """What the report records of the data's shape: the text columns, and for pairs how the references read them."""
     from lft_core.data import PAIR_JOIN, data_columns
 
     found = data_columns(data)
@@ -690,7 +690,7 @@ def _predictions_frame(test, names, base_logits, tuned_logits, threshold: float 
 
 
 LABEL_JOIN = ";"
-"""How test_predictions.csv and predict write a label set in one cell."""
+"""How the test predictions file and predict write a label set in one cell."""
 
 
 def _multi_label_predictions(test, names, base_logits, tuned_logits, threshold: float):

@@ -40,11 +40,11 @@ class Predictor:
         # the run's text columns (run folders before sentence pairs record none: single texts)
         self.text_column = _saved(Path(adapter_dir), "text_column")
         self.text_pair_column = _saved(Path(adapter_dir), "text_pair_column")
-        # multi-label: the head's problem type and threshold, from base_model.json (None: one label per text)
+        # multi-label: the head's problem type and threshold, from the base reference (None: one label per text)
         ref = BaseRef.read(Path(adapter_dir))
         self.threshold = ref.threshold if ref and ref.problem_type == "multi_label_classification" else None
         if self.threshold is None and getattr(self.model.config, "problem_type", None) == "multi_label_classification":
-            self.threshold = _report_threshold(Path(adapter_dir))  # plain methods save no base_model.json
+            self.threshold = _report_threshold(Path(adapter_dir))  # plain methods save no base reference
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.compute = choose_compute(precision or _scored_in(Path(adapter_dir)))
         self.model.to(self.compute.device)

@@ -383,7 +383,7 @@ def _read_line(report: RunReport) -> str:
     if report.base_ref.get("problem_type") == "multi_label_classification" and threshold is not None:
         return (f"with torch.no_grad():\n    probs = model(**batch).logits.sigmoid()[0]\n"
                 f"print([model.config.id2label[i] for i, p in enumerate(probs.tolist()) if p >= {threshold}])  "
-                f"# threshold from base_model.json")
+                f"# threshold from {RunFolder.BASE_REF}")
     return ("with torch.no_grad():\n    probs = model(**batch).logits.softmax(-1)[0]\n"
             "print(model.config.id2label[int(probs.argmax())], float(probs.max()))")
 

@@ -27,7 +27,6 @@ import yaml
 
 import lft_core
 from lft_core import RunConfig, events
-from lft_core.runs import last_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 STOP_GRACE_S = 12.0
@@ -161,7 +160,7 @@ class JobManager:
             if resume:
                 run_dir = lft_core.resolve_run(resume, self.root, finished=False)
                 lft_core.check_resumable(run_dir)
-                checkpoint = last_checkpoint(run_dir)
+                checkpoint = lft_core.last_checkpoint(run_dir)
                 config = lft_core.read_run_config(run_dir)
                 folder = lft_core.RunFolder(Path(run_dir))
                 folder.set_status(lft_core.Status.QUEUED, pid=None)

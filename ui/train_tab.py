@@ -350,7 +350,7 @@ def _ended_without_word(job: Job) -> str:
 def progress_html(progress: events.Progress | None, phase: str = "", ending: str | None = None,
                   share: float | None = None) -> str:
     """One progress bar from click to finish: its width is `share`, the whole run's share done (events.Progress'
-    run_share, from the run's calibrated estimate), so it does not restart at 0% for each phase; the text says the
+    run_share, from the run's calibrated estimate), so it does not restart from empty at each phase; the text says the
     phase's own steps, elapsed and remaining time (training, validation, saving and the final evaluation included).
     `ending` ('done', 'stopped', 'failed') closes it."""
     if ending:
