@@ -271,6 +271,8 @@ class RunEstimate:
     """texts per split, where known (for `describe`)"""
     startup: float = 0.0
     """reading the data, loading the model and calibrating, as an estimate's own dry run took them (0: unknown)"""
+    baseline_cached: bool = False
+    """the base model's scores of this split are saved already: a run reads them instead of scoring"""
 
     @property
     def train(self) -> float:
@@ -295,7 +297,7 @@ class RunEstimate:
         from lft_core.events import duration
 
         epochs = f"{self.epochs:g} epoch{'s' if self.epochs != 1 else ''}"
-        parts = [f"base scoring {duration(self.baseline)}" if self.baseline >= 0.5 else "base scores cached",
+        parts = ["base scores saved earlier" if self.baseline_cached else f"base scoring {duration(self.baseline)}",
                  f"{epochs} {duration(self.epoch * self.epochs)}",
                  f"validation {duration(self.validation)} per epoch", f"save and reload {duration(self.save)}",
                  f"test scoring {duration(self.evaluate)}"]
@@ -347,7 +349,7 @@ def estimate_run(calibration: Calibration, config, train_shapes: list[tuple[int,
         epoch=pass_seconds(calibration.train, train_shapes, weights, True),
         validation=pass_seconds(calibration.infer, eval_shapes(validation_lengths, eval_batch_size), weights, False),
         epochs=epochs, save=1.0 + 1.2 * calibration.load_s, evaluate=test_s, reference=rate * tfidf_chars,
-        calibration=calibration)
+        calibration=calibration, baseline_cached=baseline_cached)
 
 
 class RunClock:
