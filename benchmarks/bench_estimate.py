@@ -25,6 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def estimate(dataset: str, seed: int) -> tuple[dict, float]:
@@ -69,7 +70,9 @@ def main() -> None:
     print(f"# machine: {describe_machine()}")
     rows = []
     for load in args.loads:
-        loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]
+        from bench_threads import busy_loops
+
+        loops = busy_loops(load)
         try:
             for dataset in args.datasets:
                 est, est_wall = estimate(dataset, args.seed)

@@ -37,26 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def make_model(attention: str):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForSequenceClassification
+    """bench_step's model (MiniLM, lft_core's default LoRA, base dropout off), with LoRA dropout 0 as lft_core trains."""
     from transformers.utils import logging
 
-    from lft_core.methods import METHODS
-    from lft_core.models import resolve_model
+    from bench_step import make_model as bench_step_model
 
-    logging.set_verbosity_error()
     logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=5,
-                                                               attn_implementation=attention)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    lora = METHODS["lora"].defaults
-    config = LoraConfig(task_type="SEQ_CLS", r=lora["r"], lora_alpha=lora["lora_alpha"], lora_dropout=0.0,
-                        target_modules=["query", "value"])
-    return get_peft_model(model, config).train()
+    return bench_step_model(attention, lora_dropout=0.0)
 
 
 def frozen_linears_to_bf16(model) -> None:
