@@ -304,7 +304,7 @@ def test_push_on_a_space_uses_the_oauth_token(tiny_run, monkeypatch):
 
     calls = []
     monkeypatch.setenv("SPACE_ID", "someone/studio")
-    monkeypatch.setattr("lft_core.models.hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr("lft_core.hub.hub_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", self.token, repo_id)))
     monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", self.token, kw)))
     with pytest.raises(gr.Error, match="sign in with Hugging Face"):

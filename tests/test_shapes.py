@@ -546,7 +546,7 @@ def test_hub_shaped_sets_read_offline_pairs_and_list_labels_with_classlabel_name
     import datasets
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
-    import lft_core.models
+    import lft_core.hub
 
     pairs = paraphrase_frame(90)
     pair_features = Features({"sentence1": Value("string"), "sentence2": Value("string"),
@@ -564,7 +564,7 @@ def test_hub_shaped_sets_read_offline_pairs_and_list_labels_with_classlabel_name
                 for split, part in (("train", tags.iloc[:60]), ("validation", tags.iloc[60:75]), ("test", tags.iloc[75:]))}
     served = {"glue": DatasetDict(mrpc), "go_emotions": DatasetDict(emotions)}
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None, **kw: served[name])
-    monkeypatch.setattr(lft_core.models, "hub_reachable", lambda: True)
+    monkeypatch.setattr(lft_core.hub, "hub_reachable", lambda timeout=3.0: True)
 
     glue = load_data(RunConfig(dataset="glue", dataset_config="mrpc"))
     assert glue.source_columns["text_pair"] == "sentence2"
@@ -619,7 +619,7 @@ def test_both_shapes_compare_and_predict_through_the_running_app(pair_run, tags_
         assert "micro-F1" in verdict
         tags = pd.read_csv(tags_run.run_dir / "test_predictions.csv", keep_default_na=False)
         (tmp_path / "new.txt").write_text("\n".join(tags["text"].head(6)) + "\n")
-        labelled = call(client, "/predict_file", {"Saved adapters to compare": [tags_run.run_dir.name],
+        labelled = call(client, "/predict_file", {"Run to label with": tags_run.run_dir.name,
                                                   "Texts (csv / jsonl with a text column, or txt: one per line)":
                                                       handle_file(str(tmp_path / "new.txt"))})
         frame = pd.read_csv(labelled, keep_default_na=False)
