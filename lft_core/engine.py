@@ -14,6 +14,7 @@ import resource
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from importlib.metadata import version
 from pathlib import Path
 
@@ -56,15 +57,18 @@ def run(cfg: RunConfig, emit: events.Emit | None = None, stop: threading.Event |
     keep_freed_memory()
     job = _Job(cfg, emit, stop or threading.Event(), resume, progress_bar)
     with job.reporting():
-        job.check_inputs()
-        data = job.load_data()
-        base = job.load_model(data)
-        model = job.apply_method(base, data)
-        job.open_run_folder()
-        job.calibrate(model, base, data)
-        baseline = job.evaluate_base(base, data)
-        history = job.train(model, base, data, baseline)
-        return job.save_reload_compare(model, base, data, baseline, history)
+        recipe = job.setup()
+        job.open_run_folder(recipe)
+        estimate = job.calibrate(recipe)
+        baseline = job.evaluate_base(recipe, estimate)
+        history = job.train(recipe, baseline, estimate)
+        if not job.is_main:
+            return RunResult(job.run_dir, None)
+        saved = job.save_and_reload(recipe)
+        tuned = job.evaluate_tuned(recipe, saved)
+        references = job.references(recipe)
+        report = job.build_report(recipe, baseline, history, saved, tuned, references, estimate)
+        return job.write_reports(recipe, report, saved, baseline, tuned)
 
 
 def estimate_run_time(cfg: RunConfig, emit: events.Emit | None = None) -> RunEstimate:
@@ -74,28 +78,77 @@ def estimate_run_time(cfg: RunConfig, emit: events.Emit | None = None) -> RunEst
     started = time.perf_counter()
     job = _Job(dataclasses.replace(cfg, output=None, overwrite=False), emit, threading.Event(), None, False,
                dry_run=True)
-    job.check_inputs()
-    data = job.load_data()
-    base = job.load_model(data)
-    model = job.apply_method(base, data)
-    job.calibrate(model, base, data)
-    job.estimate.splits = {split: len(data[split]) for split in data}
-    job.estimate.startup = time.perf_counter() - started
-    return job.estimate
+    recipe = job.setup()
+    estimate = job.calibrate(recipe)
+    estimate.splits = {split: len(recipe.data[split]) for split in recipe.data}
+    estimate.startup = time.perf_counter() - started
+    return estimate
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What every step after setup reads, made once by `_Job.setup` before the first of them runs: the final config
+    (the resumed run's, checked, with its source columns and batch size filled in), where it computes, the data,
+    the base and the wrapped model, and the training's own numbers."""
+
+    cfg: RunConfig
+    compute: Compute
+    data: Any
+    base: Any
+    """models.BaseModel: the base model (wrapped in place by the method), its tokenizer and head modules"""
+    model: Any
+    """the base with the PEFT method applied: what trains"""
+    spec: Any
+    """methods.MethodSpec of cfg.method"""
+    train_ids: list
+    """the training texts' token ids, encoded once (the calibration and training read them)"""
+    parameters: tuple[int, int]
+    """trainable, total"""
+    learning_rate: float
+    load_s: float
+    """seconds the base model took to load (a phase of the estimate)"""
+
+    @property
+    def label_names(self) -> list[str]:
+        return label_feature(self.data["train"]).names
+
+
+@dataclass
+class Reloaded:
+    """The adapter saved to the staging folder and loaded back from disk alone."""
+
+    model: Any
+    tokenizer: Any
+    staging: Path
+    base_ref: "runs.BaseRef"
+    trained_logits: np.ndarray
+    """the trained model's fp32 logits on the reload-check rows"""
+    reloaded_logits: np.ndarray
+
+
+@dataclass
+class Tuned:
+    """The reloaded adapter's test scores, and what checking the reload found."""
+
+    metrics: Metrics
+    logits: np.ndarray
+    reload_check: dict
+    quantization: dict | None
+    """QLoRA: the same adapter on the full-precision base (report.quantization)"""
 
 
 class _Job:
-    """One run's state between its steps: its config, where its events go, its folder once it has one."""
+    """One run's life around its steps: where its events go, its clock, and its folder once it has one. The recipe
+    (what the steps compute with) is made once, by `setup`."""
 
     def __init__(self, cfg: RunConfig, emit, stop: threading.Event, resume: str | None, progress_bar: bool,
                  dry_run: bool = False):
-        self.cfg, self.stop, self.resume, self.progress_bar = cfg, stop, resume, progress_bar
+        self.given, self.stop, self.resume, self.progress_bar = cfg, stop, resume, progress_bar
         self.dry_run = dry_run
         self.log, self.user_emit = events.EventLog(), emit
         self.run_dir: Path | None = None
         self.is_main = True
         self.clock = RunClock()
-        self.estimate: RunEstimate | None = None
         # a folder the app queued for this run has its log from the first event on
         given = Path(resume or cfg.output or "")
         self.reserved = given if (resume or cfg.output) and runs.RunFolder(given).status is runs.Status.QUEUED else None
@@ -134,33 +187,49 @@ class _Job:
         finally:
             forward.close()
 
-    # ---------------------------------------------------------------- 1. every cheap check first
+    # ---------------------------------------------------------------- 1. setup: the recipe, cheap checks first
 
-    def check_inputs(self) -> None:
-        """Config values, method options, the output folder and max length against the model, before any data or
-        weights are loaded."""
+    def setup(self) -> Recipe:
+        """The recipe, in the order that fails fastest: config values, method options, the output folder and max
+        length against the model (before any data or weights are loaded); then the data, the base model, the
+        training texts' encoding, and the method."""
+        cfg = self.checked_config()
+        compute = choose_compute(cfg.precision, bool(cfg.quantize))
+        torch.manual_seed(cfg.seed)
+        data = self.load_data(cfg)
+        cfg = _with_source_columns(cfg, data)
+        base, load_s = self.load_model(cfg, data, compute)
+        train_ids, lengths = encode(base.tokenizer, texts_of(data["train"]), cfg.max_length, cfg.truncation)
+        _warn_truncation(lengths, cfg.max_length)
+        unknown = unknown_token_warning(base.tokenizer, train_ids, "train", list(data["train"]["text"]))
+        if unknown:
+            log.warning(unknown)
+        if cfg.batch_size is None:  # what ran is what the run's config records, so a resume batches the same way
+            cfg = dataclasses.replace(cfg, batch_size=auto_batch_size(lengths, cfg.max_length))
+        spec = get_method(cfg.method)
+        model, parameters = self.apply_method(cfg, spec, base, data)
+        return Recipe(cfg=cfg, compute=compute, data=data, base=base, model=model, spec=spec, train_ids=train_ids,
+                      parameters=parameters, load_s=load_s,
+                      learning_rate=cfg.learning_rate or default_learning_rate(spec.learning_rate, cfg.batch_size))
+
+    def checked_config(self) -> RunConfig:
+        """The config to run: a resumed run's own, checked, with max_length filled in."""
+        cfg = self.given
         if self.resume:
             runs.check_resumable(self.resume)
-            self.cfg = config_from_dict(runs.read_run_config(Path(self.resume)),
-                                        source=f"{self.resume}/{runs.RUN_CONFIG}")
+            cfg = config_from_dict(runs.read_run_config(Path(self.resume)), source=f"{self.resume}/{runs.RUN_CONFIG}")
         self.is_main = _init_distributed()
-        self.cfg = check_run(self.cfg, output=not (self.resume or self.dry_run) and self.is_main)  # the main process alone makes the folder
-        self.compute = choose_compute(self.cfg.precision, bool(self.cfg.quantize))
-        torch.manual_seed(self.cfg.seed)
+        return check_run(cfg, output=not (self.resume or self.dry_run) and self.is_main)  # the main process alone makes the folder
 
-    # ---------------------------------------------------------------- 2-4. data, model, method
-
-    def load_data(self):
-        self.stage("data", f"loading dataset {self.cfg.dataset}")
-        data = load_data(self.cfg)
-        self.cfg = _with_source_columns(self.cfg, data)
+    def load_data(self, cfg: RunConfig):
+        self.stage("data", f"loading dataset {cfg.dataset}")
+        data = load_data(cfg)
         self.say(events.DataLoaded(train=len(data["train"]), validation=len(data["validation"]),
                                    test=len(data["test"]), label_names=label_feature(data["train"]).names))
         _check_stop(self.stop)
         return data
 
-    def load_model(self, data):
-        cfg = self.cfg
+    def load_model(self, cfg: RunConfig, data, compute: Compute):
         self.stage("model", f"loading model {cfg.model}")
         started = time.perf_counter()
         base = load_base_model(cfg.model, label_feature(data["train"]).names, quantize=cfg.quantize,
@@ -168,20 +237,11 @@ class _Job:
                                base_dropout=cfg.base_dropout, seed=cfg.seed)
         check_model_size(sum(p.numel() for p in base.model.parameters()))
         _set_problem_type(base.model, data, cfg)
-        base.model.to(self.compute.device)  # scored where it trains
-        self.load_s = time.perf_counter() - started
-        self.train_ids, lengths = encode(base.tokenizer, texts_of(data["train"]), cfg.max_length, cfg.truncation)
-        _warn_truncation(lengths, cfg.max_length)
-        unknown = unknown_token_warning(base.tokenizer, self.train_ids, "train", list(data["train"]["text"]))
-        if unknown:
-            log.warning(unknown)
-        if cfg.batch_size is None:  # what ran is what the run's config records, so a resume batches the same way
-            self.cfg = dataclasses.replace(cfg, batch_size=auto_batch_size(lengths, cfg.max_length))
-        return base
+        base.model.to(compute.device)  # scored where it trains
+        return base, time.perf_counter() - started
 
-    def apply_method(self, base, data):
-        cfg = self.cfg
-        spec, model = get_method(cfg.method), base.model
+    def apply_method(self, cfg: RunConfig, spec, base, data):
+        model = base.model
         steps = steps_per_epoch(len(data["train"]), cfg.batch_size) * cfg.epochs
         ctx = MethodContext(model.config.model_type, base.head_modules, int(np.ceil(steps)),
                             model.config.get_text_config().hidden_size, is_decoder(model.config))
@@ -194,14 +254,13 @@ class _Job:
             set_padding_side(base.tokenizer, spec.decoder_padding)
         _smoke_test(model, base.tokenizer, cfg.method)
         trainable, total = _count_parameters(model)
-        self.parameters = (trainable, total)
         self.say(events.Parameters(trainable=trainable, total=total))
-        return model
+        return model, (trainable, total)
 
-    # ---------------------------------------------------------------- 5. the run folder, once inputs are good
+    # ---------------------------------------------------------------- 2. the run folder, once inputs are good
 
-    def open_run_folder(self) -> None:
-        cfg = self.cfg
+    def open_run_folder(self, recipe: Recipe) -> None:
+        cfg = recipe.cfg
         if self.is_main and self.resume:
             self.run_dir = runs.reopen(self.resume)
         elif self.is_main:
@@ -216,132 +275,170 @@ class _Job:
             self.say(events.Started(run_dir=str(self.run_dir), run_name=self.run_dir.name, config=cfg.to_dict()))
         self.run_dir = Path(_broadcast(str(self.run_dir)))
 
-    # ---------------------------------------------------------------- 6. how long it will take, measured here
+    # ---------------------------------------------------------------- 3. how long it will take, measured here
 
-    def calibrate(self, model, base, data) -> None:
+    def calibrate(self, recipe: Recipe) -> RunEstimate:
         """A few timed training and evaluation calls at the data's own shapes: the thread count that is faster on
         this machine now, and the time of every phase to come, so progress can speak for the whole run."""
-        cfg = self.cfg
-        self.stage("calibrate", f"timing a few steps here ({self.compute.describe()}, up to "
+        cfg, data, tokenizer = recipe.cfg, recipe.data, recipe.base.tokenizer
+        self.stage("calibrate", f"timing a few steps here ({recipe.compute.describe()}, up to "
                                 f"{max(THREADS.candidates_now())} threads)")
-        lengths = [len(row) for row in self.train_ids]
-        shapes = call_shapes(lengths, cfg.batch_size, cfg.seed)
-        tokenizer = base.tokenizer
+        shapes = call_shapes([len(row) for row in recipe.train_ids], cfg.batch_size, cfg.seed)
         test_ids, _ = encode(tokenizer, texts_of(data["test"]), cfg.max_length, cfg.truncation)
         validation_ids, _ = encode(tokenizer, texts_of(data["validation"]), cfg.max_length, cfg.truncation)
         test_lengths = [len(r) for r in test_ids]
         texts = list(data["train"]["text"]) if cfg.tfidf_reference else None
-        calibration = calibrate(model, tokenizer, shapes, eval_shapes(test_lengths, cfg.eval_batch_size),
-                                self.compute, load_s=self.load_s, tfidf_texts=texts, stop=self.stop,
+        calibration = calibrate(recipe.model, tokenizer, shapes, eval_shapes(test_lengths, cfg.eval_batch_size),
+                                recipe.compute, load_s=recipe.load_s, tfidf_texts=texts, stop=self.stop,
                                 tfidf_labels=list(data["train"]["label"]) if texts else None)
-        cached = baseline_cache_path(cfg, data, self.compute).exists()
-        self.estimate = estimate_run(
-            calibration, model.config, shapes, [len(r) for r in validation_ids], test_lengths, cfg.epochs,
+        cached = baseline_cache_path(cfg, data, recipe.compute).exists()
+        estimate = estimate_run(
+            calibration, recipe.model.config, shapes, [len(r) for r in validation_ids], test_lengths, cfg.epochs,
             cfg.eval_batch_size, baseline_cached=cached,
             tfidf_chars=sum(len(t) for t in texts) if texts else 0)
-        self.clock.plan(self.estimate.phases())
-        self.attention = calibration.attention
-        self.say(events.Estimated(seconds=round(self.estimate.total, 1),
-                                  phases={k: round(v, 1) for k, v in self.estimate.phases().items()},
+        self.clock.plan(estimate.phases())
+        self.say(events.Estimated(seconds=round(estimate.total, 1),
+                                  phases={k: round(v, 1) for k, v in estimate.phases().items()},
                                   threads=calibration.threads, calibration_s=round(calibration.seconds, 2)))
+        return estimate
 
-    # ---------------------------------------------------------------- 7. the baseline
+    # ---------------------------------------------------------------- 4. the baseline
 
-    def evaluate_base(self, base, data) -> "Baseline":
-        self.stage("baseline", f"evaluating the base model on the test split ({self.compute.describe()})")
+    def evaluate_base(self, recipe: Recipe, estimate: RunEstimate) -> "Baseline":
+        self.stage("baseline", f"evaluating the base model on the test split ({recipe.compute.describe()})")
         with phase(self.clock, "baseline"):
-            baseline = evaluate_base(self.cfg, base=base, data=data, stop=self.stop, compute=self.compute,
+            baseline = evaluate_base(recipe.cfg, base=recipe.base, data=recipe.data, stop=self.stop,
+                                     compute=recipe.compute,
                                      progress=_progress_events(self.say, "baseline", self.clock))
         self.say(events.Scored(which="base", scores=baseline.metrics.scores, n=baseline.metrics.n,
                                seconds=baseline.metrics.seconds))
         # the reloaded adapter is scored on the same split, in the same precision: as long as the base took
-        self.clock.plan({"evaluate": baseline.metrics.seconds if baseline.metrics.seconds else
-                         self.estimate.evaluate if self.estimate else 0.0})
+        self.clock.plan({"evaluate": baseline.metrics.seconds or estimate.evaluate})
         return baseline
 
-    # ---------------------------------------------------------------- 8. training
+    # ---------------------------------------------------------------- 5. training
 
-    def train(self, model, base, data, baseline: "Baseline") -> TrainResult:
-        cfg, spec = self.cfg, get_method(self.cfg.method)
-        learning_rate = cfg.learning_rate or default_learning_rate(spec.learning_rate, cfg.batch_size)
-        self.learning_rate = learning_rate
+    def train(self, recipe: Recipe, baseline: "Baseline", estimate: RunEstimate) -> TrainResult:
+        cfg, spec, data = recipe.cfg, recipe.spec, recipe.data
         parts = micro_batches(cfg.batch_size)
         self.stage("train", f"training {cfg.method} for {cfg.epochs:g} epoch(s), {cfg.batch_size} texts a batch"
                             + (f" (in {parts} length-sorted parts)" if parts > 1 else "")
-                            + f", learning rate {learning_rate:.3g}")
+                            + f", learning rate {recipe.learning_rate:.3g}")
         state_dir = runs.RunFolder(self.run_dir).state
         if spec.before_training is not None:
-            spec.before_training(model, state_dir)
+            spec.before_training(recipe.model, state_dir)
         args = TrainArgs(
-            epochs=cfg.epochs, learning_rate=learning_rate, batch_size=cfg.batch_size,
+            epochs=cfg.epochs, learning_rate=recipe.learning_rate, batch_size=cfg.batch_size,
             eval_batch_size=cfg.eval_batch_size, max_length=cfg.max_length, seed=cfg.seed, truncation=cfg.truncation,
             weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, class_weights=cfg.class_weights,
-            compile=cfg.compile, micro_batches=parts, precision=self.compute.precision,
-            attention=self.attention, save_steps=cfg.save_steps,
+            compile=cfg.compile, micro_batches=parts, precision=recipe.compute.precision,
+            attention=estimate.calibration.attention if estimate.calibration else None, save_steps=cfg.save_steps,
             save_total_limit=cfg.save_total_limit, resume=bool(self.resume), progress_bar=self.progress_bar,
-            validation_s=_validation_estimate(self.estimate, baseline, data),
+            validation_s=_validation_estimate(estimate, baseline, data),
             after_training_s=self.clock.later_s("train"), run_started=self.clock.started,
-            step_s=self.estimate.epoch / max(steps_per_epoch(len(data["train"]), cfg.batch_size), 1)
-            if self.estimate else None,
+            step_s=estimate.epoch / max(steps_per_epoch(len(data["train"]), cfg.batch_size), 1),
             report_to=trackers(cfg.report_to))
         with phase(self.clock, "train"):
-            return train(model, base.tokenizer, data, args, state_dir, self.say, self.stop,
-                         callbacks=spec.callbacks(model) if spec.callbacks else None, train_ids=self.train_ids)
+            return train(recipe.model, recipe.base.tokenizer, data, args, state_dir, self.say, self.stop,
+                         callbacks=spec.callbacks(recipe.model) if spec.callbacks else None,
+                         train_ids=recipe.train_ids)
 
-    # ---------------------------------------------------------------- 8. save, reload, compare
+    # ---------------------------------------------------------------- 6. save, and reload from disk alone
 
-    def save_reload_compare(self, model, base, data, baseline, history: TrainResult) -> RunResult:
-        if not self.is_main:
-            return RunResult(self.run_dir, None)
-        cfg, spec, test = self.cfg, get_method(self.cfg.method), data["test"]
-        names = label_feature(test).names
+    def save_and_reload(self, recipe: Recipe) -> Reloaded:
+        cfg, test, tokenizer = recipe.cfg, recipe.data["test"], recipe.base.tokenizer
         self.stage("save", "saving the adapter, then reloading it from disk")
         with phase(self.clock, "save"):
             self._progress("save", 0, 1)
             check_texts = texts_of(test)[:min(RELOAD_CHECK_ROWS, len(test))]
             # the reload check compares fp32 logits: a saved adapter that differs from the trained one moves them
-            trained_logits = predict_logits(model, base.tokenizer, check_texts, cfg.max_length, cfg.eval_batch_size,
+            trained_logits = predict_logits(recipe.model, tokenizer, check_texts, cfg.max_length, cfg.eval_batch_size,
                                             cfg.truncation)
             staging = runs.staging_dir(self.run_dir)
-            base_ref = _with_shape(runs.BaseRef.for_base(base, names), model, base.tokenizer, data, cfg, self.compute)
+            base_ref = _with_shape(runs.BaseRef.for_base(recipe.base, recipe.label_names), recipe.model, tokenizer,
+                                   recipe.data, cfg, recipe.compute)
             with _disk_full_is_user_error(self.run_dir):
-                runs.save_run(model, base.tokenizer, staging, base_ref, spec, runs.RunFolder(self.run_dir).state)
-            reloaded, tokenizer = runs.load_adapter(staging, merge=True, quantize=cfg.quantize)
-            reloaded.to(self.compute.device)
-            reloaded_logits = predict_logits(reloaded, tokenizer, check_texts, cfg.max_length, cfg.eval_batch_size,
-                                             cfg.truncation)
-        self.stage("evaluate", f"scoring the reloaded adapter on the test split ({self.compute.describe()})")
+                runs.save_run(recipe.model, tokenizer, staging, base_ref, recipe.spec, runs.RunFolder(self.run_dir).state)
+            reloaded, reloaded_tokenizer = runs.load_adapter(staging, merge=True, quantize=cfg.quantize)
+            reloaded.to(recipe.compute.device)
+            reloaded_logits = predict_logits(reloaded, reloaded_tokenizer, check_texts, cfg.max_length,
+                                             cfg.eval_batch_size, cfg.truncation)
+        return Reloaded(reloaded, reloaded_tokenizer, staging, base_ref, trained_logits, reloaded_logits)
+
+    # ---------------------------------------------------------------- 7. the reloaded adapter, scored
+
+    def evaluate_tuned(self, recipe: Recipe, saved: Reloaded) -> "Tuned":
+        """The reloaded adapter on the test split, in the training's precision; the reload check (fp32, its first
+        rows) fails the run here if the saved adapter does not reproduce the trained model."""
+        cfg = recipe.cfg
+        self.stage("evaluate", f"scoring the reloaded adapter on the test split ({recipe.compute.describe()})")
         with phase(self.clock, "evaluate"):
-            tuned, tuned_logits = evaluate(reloaded, tokenizer, test, cfg.max_length, cfg.eval_batch_size, shard=False,
-                                           truncation=cfg.truncation, stop=self.stop, compute=self.compute,
+            tuned, tuned_logits = evaluate(saved.model, saved.tokenizer, recipe.data["test"], cfg.max_length,
+                                           cfg.eval_batch_size, shard=False, truncation=cfg.truncation, stop=self.stop,
+                                           compute=recipe.compute,
                                            progress=_progress_events(self.say, "evaluate", self.clock),
-                                           threshold=base_ref.threshold or 0.5)
+                                           threshold=saved.base_ref.threshold or 0.5)
         self.say(events.Scored(which="finetuned", scores=tuned.scores, n=tuned.n, seconds=tuned.seconds))
-        reload_check = _reload_check(trained_logits, reloaded_logits, tuned_logits, base_ref, spec)
-        quantization = _full_precision_reload(staging, reloaded, test, cfg, tuned_logits, self.compute) \
-            if cfg.quantize else None
+        reload_check = _reload_check(saved.trained_logits, saved.reloaded_logits, tuned_logits, saved.base_ref,
+                                     recipe.spec)
+        quantization = _full_precision_reload(saved.staging, saved.model, recipe.data["test"], cfg, tuned_logits,
+                                              recipe.compute) if cfg.quantize else None
+        return Tuned(tuned, tuned_logits, reload_check, quantization)
+
+    # ---------------------------------------------------------------- 8. the references
+
+    def references(self, recipe: Recipe) -> tuple[dict[str, Metrics], dict[str, str]]:
+        """What needs no transformer: always the most frequent training class, and TF-IDF + logistic regression.
+        Returns the references found and, by name, why one was skipped."""
+        from lft_core.baselines import ReferenceUnavailable, majority_class, tfidf_logreg
+
         with phase(self.clock, "reference"):
-            references = self.references(data)
-        report = build_report(
-            run_name=self.run_dir.name, config=cfg.to_dict(), base_ref=dataclasses.asdict(base_ref),
+            found, skipped = {"majority": majority_class(recipe.data)}, {}
+            if not recipe.cfg.tfidf_reference:
+                return found, skipped
+            self.stage("reference", "TF-IDF + logistic regression on the same split")
+            try:
+                found["tfidf"] = tfidf_logreg(recipe.data, recipe.cfg.seed)
+            except ReferenceUnavailable as exc:  # context for the verdict: never fails a trained run
+                skipped["tfidf"] = str(exc)
+                log.warning("the TF-IDF + logistic regression reference was skipped: %s", exc)
+                return found, skipped
+        self.say(events.Scored(which="tfidf", scores=found["tfidf"].scores, n=found["tfidf"].n,
+                               seconds=found["tfidf"].seconds))
+        return found, skipped
+
+    # ---------------------------------------------------------------- 9. the report, then the folder made whole
+
+    def build_report(self, recipe: Recipe, baseline: "Baseline", history: TrainResult, saved: Reloaded,
+                     tuned: "Tuned", references: tuple[dict[str, Metrics], dict[str, str]],
+                     estimate: RunEstimate) -> RunReport:
+        cfg, spec, test = recipe.cfg, recipe.spec, recipe.data["test"]
+        found, skipped = references
+        return build_report(
+            run_name=self.run_dir.name, config=cfg.to_dict(), base_ref=dataclasses.asdict(saved.base_ref),
             method={"name": cfg.method, "kind": "peft" if spec.is_peft else "plain",
-                    "params": method_params(cfg.method, cfg.method_params), "learning_rate": self.learning_rate},
-            data={**{s: len(data[s]) for s in data}, "label_names": names, **_shape_facts(data)},
-            base=baseline.metrics, finetuned=tuned, references=references,
-            skipped_references=self.skipped_references, labels=label_matrix(test), base_logits=baseline.logits,
-            tuned_logits=tuned_logits, train=history, environment=environment(), peak_memory_mb=peak_memory_mb(),
-            reload_check=reload_check, parameters=self.parameters, quantization=quantization,
-            scoring={"device": self.compute.device, "precision": self.compute.precision, "why": self.compute.why,
-                     "reload_check_precision": "fp32"},
-            estimate={"estimated": self.estimate.to_dict() if self.estimate else None,
-                      "measured": dict(self.clock.done), "threads": THREADS.summary(),
-                      "calibration": _calibration_facts(self.estimate)})
+                    "params": method_params(cfg.method, cfg.method_params), "learning_rate": recipe.learning_rate},
+            data={**{s: len(recipe.data[s]) for s in recipe.data}, "label_names": recipe.label_names,
+                  **_shape_facts(recipe.data)},
+            base=baseline.metrics, finetuned=tuned.metrics, references=found,
+            skipped_references=skipped, labels=label_matrix(test), base_logits=baseline.logits,
+            tuned_logits=tuned.logits, train=history, environment=environment(), peak_memory_mb=peak_memory_mb(),
+            reload_check=tuned.reload_check, parameters=recipe.parameters, quantization=tuned.quantization,
+            scoring={"device": recipe.compute.device, "precision": recipe.compute.precision,
+                     "why": recipe.compute.why, "reload_check_precision": "fp32"},
+            estimate={"estimated": estimate.to_dict(), "measured": dict(self.clock.done),
+                      "threads": THREADS.summary(), "calibration": _calibration_facts(estimate)})
+
+    def write_reports(self, recipe: Recipe, report: RunReport, saved: Reloaded, baseline: "Baseline",
+                      tuned: "Tuned") -> RunResult:
         self.stage("report", "writing the report")
         with _disk_full_is_user_error(self.run_dir):
-            _write_reports(staging, report, test, names, baseline.logits, tuned_logits, self.run_dir)
-            runs.finalize(self.run_dir, staging)
-        self.say(events.Finished(run_dir=str(self.run_dir), run_name=self.run_dir.name, verdict=report.verdict.headline,
-                                 base=baseline.metrics.scores, finetuned=tuned.scores))
+            _write_reports(saved.staging, report, recipe.data["test"], recipe.label_names, baseline.logits,
+                           tuned.logits, self.run_dir)
+            runs.finalize(self.run_dir, saved.staging)
+        self.say(events.Finished(run_dir=str(self.run_dir), run_name=self.run_dir.name,
+                                 verdict=report.verdict.headline, base=baseline.metrics.scores,
+                                 finetuned=report.finetuned.scores))
         return RunResult(self.run_dir, report)
 
     def _progress(self, phase_name: str, done: int, total: int, phase_left_s: float | None = None) -> None:
@@ -350,23 +447,6 @@ class _Job:
         eta = self.clock.eta(left)
         self.say(events.Progress(phase=phase_name, step=done, total=total, elapsed_s=0.0, eta_s=round(eta, 1),
                                  run_share=self.clock.share(eta)))
-
-    def references(self, data) -> dict[str, Metrics]:
-        """What needs no transformer: always the most frequent training class, and TF-IDF + logistic regression."""
-        from lft_core.baselines import ReferenceUnavailable, majority_class, tfidf_logreg
-
-        found, self.skipped_references = {"majority": majority_class(data)}, {}
-        if self.cfg.tfidf_reference:
-            self.stage("reference", "TF-IDF + logistic regression on the same split")
-            try:
-                found["tfidf"] = tfidf_logreg(data, self.cfg.seed)
-            except ReferenceUnavailable as exc:  # context for the verdict: never fails a trained run
-                self.skipped_references["tfidf"] = str(exc)
-                log.warning("the TF-IDF + logistic regression reference was skipped: %s", exc)
-                return found
-            self.say(events.Scored(which="tfidf", scores=found["tfidf"].scores, n=found["tfidf"].n,
-                                   seconds=found["tfidf"].seconds))
-        return found
 
 
 def check_run(cfg: RunConfig, output: bool = True) -> RunConfig:
