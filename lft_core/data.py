@@ -502,15 +502,21 @@ def detect_pair_columns(frame: pd.DataFrame, text_column: str | None = None,
 
 def _clean_pair(frame: pd.DataFrame, text: str, pair: str, label: str, split: str) -> pd.DataFrame:
     """Both texts of every pair, checked before the usual cleaning: a pair with one side empty cannot be read."""
+    seconds = _check_both_sides(frame, text, pair, split)
+    cleaned = _clean(frame, text, label, split)
+    cleaned["text_pair"] = seconds.loc[cleaned.index]
+    return cleaned
+
+
+def _check_both_sides(frame: pd.DataFrame, text: str, pair: str, split: str) -> pd.Series:
+    """The second texts as strings, once every pair is known to have both sides or neither."""
     firsts, seconds = frame[text].fillna("").astype(str), frame[pair].fillna("").astype(str)
     one_side = (firsts.str.strip() == "") != (seconds.str.strip() == "")
     if one_side.any():
         rows = ", ".join(str(i) for i in frame.index[one_side][:5])
         raise LftError(f"{split}: {int(one_side.sum())} pairs have one side empty (rows {rows}; columns '{text}' and "
                        f"'{pair}'); fill both texts or remove those rows")
-    cleaned = _clean(frame, text, label, split)
-    cleaned["text_pair"] = seconds.loc[cleaned.index]
-    return cleaned
+    return seconds
 
 
 def _clean(frame: pd.DataFrame, text: str, label: str, split: str) -> pd.DataFrame:
@@ -868,16 +874,9 @@ def _label_sets(values: pd.Series, separator: str | None, column: str, split: st
 
 def _clean_multi_label(frame: pd.DataFrame, text: str, pair: str | None, label: str, split: str,
                        separator: str | None) -> pd.DataFrame:
-    if pair is not None:
-        firsts, seconds = frame[text].fillna("").astype(str), frame[pair].fillna("").astype(str)
-        one_side = (firsts.str.strip() == "") != (seconds.str.strip() == "")
-        if one_side.any():
-            rows = ", ".join(str(i) for i in frame.index[one_side][:5])
-            raise LftError(f"{split}: {int(one_side.sum())} pairs have one side empty (rows {rows}; columns '{text}' "
-                           f"and '{pair}'); fill both texts or remove those rows")
     out = pd.DataFrame({"text": frame[text].fillna("").astype(str)}, index=frame.index)
     if pair is not None:
-        out["text_pair"] = frame[pair].fillna("").astype(str)
+        out["text_pair"] = _check_both_sides(frame, text, pair, split)
     out["label"] = _label_sets(frame[label], separator, label, split)
     empty = out["text"].str.strip() == ""
     if empty.all():

@@ -6,6 +6,7 @@ export) to the Hub: it lives here, not in runs.py, because it uses the merged ex
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -117,6 +118,19 @@ def check_mergeable(run_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------- writing atomically
+
+
+@contextlib.contextmanager
+def _staged(target: Path):
+    """A temporary folder beside `target` to write an export into: renamed into place when the block ends, removed
+    when it raises (a stopped or failed export leaves no half-written folder)."""
+    staging = _staging(target)
+    try:
+        yield staging
+        _move_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _staging(target: Path) -> Path:
@@ -251,16 +265,11 @@ def export_merged(run: str | Path, out: str | Path, overwrite: bool = False, roo
     parity, _ = _torch_parity(model, tokenizer, texts, recorded, cfg, before)
     parity["run"] = run_dir.name
     _check_parity(parity, "merged model")
-    staging = _staging(target)
-    try:
+    with _staged(target) as staging:
         model.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
         _write_info(staging, "merged", run_dir, parity)
         (staging / "README.md").write_text(merged_model_card(read_report(run_dir), parity))
-        _move_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return ExportResult(target, "merged", parity)
 
 
@@ -341,8 +350,7 @@ def export_onnx(run: str | Path, out: str | Path, overwrite: bool = False, root:
     texts, recorded = test_rows(run_dir)
     model, tokenizer, _ = _merged_model(run_dir, texts, cfg)
     _, torch_logits = _torch_parity(model, tokenizer, texts, recorded, cfg, None)
-    staging = _staging(target)
-    try:
+    with _staged(target) as staging:
         try:
             inputs = _export_graph(model, tokenizer, staging / ONNX_FILE)
         except LftError:
@@ -357,10 +365,6 @@ def export_onnx(run: str | Path, out: str | Path, overwrite: bool = False, root:
         _check_parity(parity, "ONNX model")
         _write_info(staging, "onnx", run_dir, parity, {"inputs": inputs, "opset": ONNX_OPSET})
         (staging / "README.md").write_text(onnx_model_card(read_report(run_dir), parity))
-        _move_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return ExportResult(target, "onnx", parity)
 
 

@@ -14,29 +14,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from test_cli import assert_one_line_error, in_process
+
 from lft_core import LftError, RunConfig, load_data, run
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def in_process(argv, capsys) -> tuple[int, str, str]:
-    from lft_core.cli import main
-
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def one_line_error(code, err, *fragments) -> str:
-    assert code == 2, (code, err[-3000:])
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+    """test_cli's check of a one-line error, returning that line."""
+    assert_one_line_error(code, err, *fragments)
+    return next(line for line in err.splitlines() if line.startswith("error:"))
 
 
 @pytest.fixture
