@@ -815,6 +815,18 @@ def load_data(cfg) -> DatasetDict:
     return data
 
 
+def seen_in_train(data, split: str) -> pd.Series:
+    """Which rows of `split` also appear in train (a pair: both texts), compared case- and space-insensitively:
+    scores on them measure memory, not generalisation."""
+    def keys(part):
+        texts = pd.Series(list(part["text"]), dtype=str).str.lower().str.strip()
+        if "text_pair" in part.column_names:
+            texts = texts + "\n" + pd.Series(list(part["text_pair"]), dtype=str).str.lower().str.strip()
+        return texts
+
+    return keys(data[split]).isin(set(keys(data["train"])))
+
+
 def data_columns(data) -> dict:
     """The source columns load_data read ('text', 'text_pair' or None, 'label'); for a DatasetDict built elsewhere
     (tests, the notebook) the internal names."""

@@ -642,12 +642,12 @@ def _with_source_columns(cfg: RunConfig, data) -> RunConfig:
 
 def _shape_facts(data) -> dict:
     """What the report records of the data's shape: the text columns, and for pairs how the references read them."""
-    from lft_core.data import PAIR_JOIN, data_columns
+    from lft_core.data import PAIR_JOIN, data_columns, seen_in_train
 
     found = data_columns(data)
-    shape = {"text_columns": [found.get("text", "text")]}
+    shape = {"text_columns": [found.get("text", "text")], "test_seen_in_train": int(seen_in_train(data, "test").sum())}
     if found.get("text_pair"):
-        shape = {"text_columns": [found["text"], found["text_pair"]], "pair_join": PAIR_JOIN}
+        shape.update(text_columns=[found["text"], found["text_pair"]], pair_join=PAIR_JOIN)
     if not hasattr(data["train"].features["label"], "names"):
         shape.update(problem_type="multi_label_classification", label_column=found.get("label"),
                      label_separator=found.get("label_separator"))

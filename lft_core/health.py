@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from lft_core.config import DEFAULT_MAX_LENGTH, default_max_length
-from lft_core.data import detect_columns, detect_pair_columns, load_data, read_source
 from lft_core.errors import LftError
+from lft_core.data import detect_columns, detect_pair_columns, load_data, read_source, seen_in_train
 
 IMBALANCE_RATIO = 3.0
 """Largest over smallest class in train at which a warning says how to train and judge such data."""
@@ -35,7 +35,6 @@ class Health:
     """the largest class outnumbers the smallest IMBALANCE_RATIO to 1 or more: class weights are suggested"""
     recommended: dict = field(default_factory=dict)
     """max_length and truncation to train with, and why (from the token lengths)"""
-    error: str | None = None
 
 
 def _rows(index, limit: int = 5) -> str:
@@ -55,7 +54,8 @@ def _raw_warnings(cfg) -> list[str]:
         where = "the file" if split == "all" else f"{split}"
         empty = frame.index[frame[text].fillna("").astype(str).str.strip() == ""]
         if len(empty):
-            found.append(f"{where}: {len(empty)} empty texts (rows {_rows(empty)}) will be dropped")
+            found.append(f"{where}: " + (f"1 empty text (row {empty[0]}) will be dropped" if len(empty) == 1 else
+                                         f"{len(empty)} empty texts (rows {_rows(empty)}) will be dropped"))
         duplicated = frame.index[frame[text].astype(str).str.lower().str.strip().duplicated(keep="first")]
         if len(duplicated):
             found.append(f"{where}: {len(duplicated)} duplicate texts (rows {_rows(duplicated)})")
@@ -127,7 +127,9 @@ def imbalance_warning(balance: pd.DataFrame) -> str | None:
 
 
 def check_dataset(cfg, tokenizer=None) -> Health:
-    """Inspect cfg.dataset as training would see it. Never raises LftError: it is reported in Health.error."""
+    """Inspect cfg.dataset as training would see it. Raises LftError for data a run would refuse, as load_data
+    does, with what the raw file suggests added to that one line (a label column that looks delimited is the
+    likely reason its labels were refused)."""
     health, collect = Health(max_length=cfg.max_length or default_max_length()), _Collect()
     logger = logging.getLogger("lft_core")
     logger.addHandler(collect)
@@ -135,8 +137,9 @@ def check_dataset(cfg, tokenizer=None) -> Health:
         health.warnings += _raw_warnings(cfg)
         data = load_data(cfg)
     except LftError as exc:
-        health.error = str(exc)
-        return health
+        if not health.warnings:
+            raise
+        raise LftError(f"{str(exc).rstrip('.')}. Also: {' '.join(health.warnings)}") from None
     finally:
         logger.removeHandler(collect)
     health.warnings += collect.messages
@@ -216,11 +219,10 @@ def recommend_length(lengths: list[int], cfg) -> dict:
 
 
 def _overlap_warnings(data) -> list[str]:
-    keys = {split: pd.Series(list(data[split]["text"])).str.lower().str.strip() for split in data}
     found = []
     for split in ("validation", "test"):
-        shared = keys[split][keys[split].isin(set(keys["train"]))]
-        if len(shared):
-            found.append(f"{split}: {len(shared)} texts also appear in train (rows {_rows(shared.index)}); scores on "
-                         f"them overstate generalisation")
+        seen = seen_in_train(data, split)
+        if seen.any():
+            found.append(f"{split}: {int(seen.sum())} texts also appear in train (rows {_rows(seen.index[seen])}); "
+                         f"scores on them overstate generalisation")
     return found

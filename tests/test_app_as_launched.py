@@ -88,6 +88,15 @@ def test_click_through_all_four_tabs_then_stop(launched):
         page.get_by_role("button", name="Check dataset health").click(timeout=60_000)
         expect(page.get_by_text("Splits:")).to_be_visible(timeout=120_000)
         page.screenshot(path=str(ARTIFACTS / "app-1-data.png"))
+        # a check that fails leaves no health of the last dataset under its error
+        dataset = page.get_by_label("Dataset", exact=True)
+        dataset.fill("no-such-file.csv")
+        dataset.press("Enter")
+        page.get_by_role("button", name="Check dataset health").click()
+        expect(page.get_by_text("no-such-file.csv").last).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Splits:")).to_have_count(0, timeout=60_000)
+        dataset.fill("bbc-news")
+        dataset.press("Enter")
         page.get_by_label("Train subset (texts)").fill("400")
 
         # 2. Baseline

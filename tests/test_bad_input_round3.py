@@ -150,7 +150,6 @@ def test_health_check_warns_about_unknown_tokens(tiny_models, tmp_path):
     path = tmp_path / "emoji.csv"
     _emoji_frame().to_csv(path, index=False)
     health = check_dataset(RunConfig(model=tiny_models["bert"], dataset=str(path)), tokenizer_for(tiny_models["bert"]))
-    assert health.error is None
     assert any("unknown token '[UNK]'" in w for w in health.warnings), health.warnings
 
 

@@ -344,7 +344,7 @@ def test_health_flags_imbalance_and_describes_the_length_it_recommends(tmp_path)
     path = tmp_path / "short.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     health = check_dataset(RunConfig(dataset=str(path), max_length=256), tokenizer_for("minilm"))
-    assert health.error is None and health.imbalanced
+    assert health.imbalanced
     assert any("imbalanced" in w and "macro-F1" in w and "class weights" in w for w in health.warnings)
     assert health.recommended["max_length"] == 32 and health.max_length == 32  # short texts: kept whole
     assert health.truncated_share == 0.0 and health.recommended["batch_size"] > 0
@@ -368,3 +368,28 @@ def test_text_column_found_by_its_shape_when_the_other_strings_are_labels():
     two_texts = frame.assign(reply=[f"we sent a technician to floor {i} today" for i in range(40)])
     with pytest.raises(LftError, match="cannot tell which column holds the text"):
         detect_columns(two_texts, None, None)  # two prose columns: a real ambiguity stays an error
+
+
+def test_the_health_check_raises_what_a_run_would_refuse(tmp_path):
+    """check_dataset raises the same one-line LftError a run would, instead of a field the app turned back into one."""
+    from lft_core import check_dataset
+
+    path = tmp_path / "three.csv"
+    pd.DataFrame({"id": range(30), "message": [f"text number {i}" for i in range(30)],
+                  "team": ["a", "b", "c"] * 10}).to_csv(path, index=False)
+    with pytest.raises(LftError, match="cannot tell which column holds the labels"):
+        check_dataset(RunConfig(dataset=str(path)))
+
+
+def test_texts_seen_in_train_count_both_sides_of_a_pair():
+    """A test pair is 'seen in train' only when both its texts are: a premise reused with another hypothesis is new."""
+    from datasets import Dataset, DatasetDict
+
+    from lft_core.data import seen_in_train
+
+    train = Dataset.from_dict({"text": ["A cat sleeps", "Rain falls"], "text_pair": ["An animal rests", "It is dry"]})
+    test = Dataset.from_dict({"text": ["a cat sleeps ", "A cat sleeps", "Snow"], "text_pair": ["An animal rests",
+                                                                                            "A dog barks", "Cold"]})
+    assert seen_in_train(DatasetDict(train=train, test=test), "test").tolist() == [True, False, False]
+    single = DatasetDict(train=train.remove_columns("text_pair"), test=test.remove_columns("text_pair"))
+    assert seen_in_train(single, "test").tolist() == [True, True, False]

@@ -478,7 +478,7 @@ def test_the_health_check_reads_pairs_and_label_sets(tmp_path, tiny_models):
     paraphrase_frame(120).to_csv(tmp_path / "pairs.csv", index=False)
     tokenizer = load_tokenizer(tiny_models["bert"])
     pairs = check_dataset(RunConfig(dataset=str(tmp_path / "pairs.csv")), tokenizer)
-    assert pairs.error is None and list(pairs.samples.columns) == ["label", "text", "text_pair"]
+    assert list(pairs.samples.columns) == ["label", "text", "text_pair"]
     data = load_data(RunConfig(dataset=str(tmp_path / "pairs.csv")))
     singles = [len(tokenizer(t)["input_ids"]) for t in data["train"]["text"]]
     assert min(b - a for a, b in zip(singles, pairs.lengths)) > 0  # a pair's length counts both texts
@@ -486,10 +486,9 @@ def test_the_health_check_reads_pairs_and_label_sets(tmp_path, tiny_models):
     frame = tagged_frame(120)
     frame.loc[:2, "labels"] = frame.loc[:2, "labels"].map(lambda tags: tags + ["rare"])
     frame.assign(labels=frame["labels"].map(";".join)).to_csv(tmp_path / "tags.csv", index=False)
-    hinted = check_dataset(RunConfig(dataset=str(tmp_path / "tags.csv")))
-    assert any("pass --label-separator ';'" in w for w in hinted.warnings)
+    with pytest.raises(LftError, match="rows have no label .* Also: .*pass --label-separator ';'"):
+        check_dataset(RunConfig(dataset=str(tmp_path / "tags.csv")))  # refused, and told why: the separator
     tags = check_dataset(RunConfig(dataset=str(tmp_path / "tags.csv"), label_separator=";"))
-    assert tags.error is None
     assert dict(zip(tags.balance["class"], tags.balance["train"]))["rare"] <= 3
     assert any("labels per text" in w and "most frequent together" in w for w in tags.warnings)
     assert any("fewer than 5 training texts: rare" in w for w in tags.warnings)

@@ -32,10 +32,17 @@ def create_data_tab() -> dict:
     form.upload.upload(on_upload, inputs=[form.upload, form.dataset],
                        outputs=[form.upload, form.dataset, form.text_column, form.label_column, upload_note],
                        api_name="upload")
-    form.check.click(lambda values, progress=gr.Progress(): on_check(form, values, progress), inputs=form.inputs,
-                     outputs=[summary, warnings, balance_plot, length_plot, samples, suggestions, form.max_length,
-                              form.truncation], api_name="check_data")
+    health_views = [summary, warnings, balance_plot, length_plot, samples, suggestions]
+    # a check that fails, or another dataset picked, must not leave the last dataset's health on screen under it
+    form.dataset.change(cleared_health, outputs=health_views, api_name=False, show_progress="hidden")
+    form.check.click(cleared_health, outputs=health_views, api_name=False, show_progress="hidden").then(
+        lambda values, progress=gr.Progress(): on_check(form, values, progress), inputs=form.inputs,
+        outputs=[*health_views, form.max_length, form.truncation], api_name="check_data")
     return {"form": form, "suggestions": suggestions}
+
+
+def cleared_health():
+    return "", "", None, None, EMPTY_SAMPLES, {}
 
 
 def keep_upload(path: str) -> tuple[str, list[str]]:
@@ -95,12 +102,10 @@ def on_check(form: DataForm, values: dict, progress):
         cfg = build_config(form, values)
         progress(0.1, desc="loading the tokenizer")
         tokenizer = lft_core.tokenizer_for(cfg.model, cfg.trust_remote_code)
+        progress(0.4, desc="reading and splitting the data")
+        health = lft_core.check_dataset(cfg, tokenizer)
     except LftError as exc:
         raise error(exc) from None
-    progress(0.4, desc="reading and splitting the data")
-    health = lft_core.check_dataset(cfg, tokenizer)
-    if health.error:
-        raise error(LftError(health.error))
     sizes = ", ".join(f"{split} {n:,}" for split, n in health.splits.items())
     summary = (f"**Splits:** {sizes}. **Classes:** {len(health.balance)}. **Truncated at {health.max_length} tokens:** "
                f"{health.truncated_share:.0%} of train texts.")
