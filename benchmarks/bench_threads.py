@@ -42,6 +42,12 @@ POLICIES = {
     "governor": {},
     "fixed 2, OMP_WAIT_POLICY=PASSIVE": {"LFT_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
 }
+EXTRA_POLICIES = {
+    # libgomp spins this many times before a waiting thread sleeps (its default is 300,000; PASSIVE is 0)
+    "governor, GOMP_SPINCOUNT=10000": {"GOMP_SPINCOUNT": "10000"},
+    "governor, GOMP_SPINCOUNT=1000": {"GOMP_SPINCOUNT": "1000"},
+    "fixed 2, GOMP_SPINCOUNT=10000": {"LFT_THREADS": "2", "GOMP_SPINCOUNT": "10000"},
+}
 
 
 def shapes(kind: str) -> list[tuple[list[int], int]]:
@@ -70,14 +76,11 @@ def shapes(kind: str) -> list[tuple[list[int], int]]:
 def worker(seconds: float) -> None:
     """In a fresh process: time real training calls at both shapes; print one JSON line per shape."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging
 
+    from bench_step import make_model
     from lft_core.estimate import attention_choice
     from lft_core.hardware import THREADS, call_work, choose_compute, keep_freed_memory
-    from lft_core.methods import METHODS
-    from lft_core.models import resolve_model
     from lft_core.train import attention_implementation
 
     logging.set_verbosity_error()
@@ -85,11 +88,7 @@ def worker(seconds: float) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     keep_freed_memory()  # as lft_core.run does (LFT_MALLOC=0 for the "before" policy)
     compute = choose_compute("auto")
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=5)
-    lora = METHODS["lora"].defaults
-    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=lora["r"], lora_alpha=lora["lora_alpha"],
-                                             lora_dropout=0.0, target_modules=["query", "value"])).train()
+    model = make_model()  # as a run trains it: lft_core's default LoRA, the frozen base's dropout off
     attention = attention_choice(model, compute)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
@@ -140,8 +139,9 @@ def busy_loops(count: int) -> list[subprocess.Popen]:
 
 
 def measure(policy: str, seconds: float) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("LFT_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
-    env.update(POLICIES[policy], HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LFT_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update({**POLICIES, **EXTRA_POLICIES}[policy], HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
     out = subprocess.run([sys.executable, __file__, "--worker", "--seconds", str(seconds)], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=600 + 10 * seconds)
     if out.returncode:
@@ -153,6 +153,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per shape and policy")
     parser.add_argument("--loads", type=int, nargs="+", default=[0, 1, 2], help="busy processes beside the run")
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=[*POLICIES, *EXTRA_POLICIES],
+                        metavar="POLICY", help=f"policies to compare (default: {', '.join(POLICIES)}; also: "
+                                               f"{', '.join(EXTRA_POLICIES)})")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -170,7 +173,7 @@ def main() -> None:
         loops = busy_loops(load)
         try:
             time.sleep(1.0)  # let the busy processes reach the scheduler's steady state
-            for policy in POLICIES:
+            for policy in args.policies:
                 results[(load, policy)] = measure(policy, args.seconds)
                 for kind, row in results[(load, policy)].items():
                     print(f"  load {load}  {policy:34s} {kind:5s} {row['tokens_per_s']:8.0f} tok/s "
@@ -183,13 +186,13 @@ def main() -> None:
     print()
     print(f"{'policy':34s} {'shape':6s}" + "".join(f"{'load ' + str(n):>12s}" for n in args.loads)
           + "".join(f"{'ratio ' + str(n):>10s}" for n in args.loads if n))
-    for policy in POLICIES:
+    for policy in args.policies:
         for kind in ("long", "short"):
             figures = [results[(n, policy)][kind]["tokens_per_s"] for n in args.loads]
             ratios = [f / figures[0] for n, f in zip(args.loads, figures) if n] if args.loads[0] == 0 else []
             print(f"{policy:34s} {kind:6s}" + "".join(f"{f:12.0f}" for f in figures)
                   + "".join(f"{r:10.2f}" for r in ratios))
-    if 0 in args.loads:
+    if 0 in args.loads and {"fixed 2 (before)", "governor"} <= set(args.policies):
         print("\nratio n = throughput beside n busy processes / idle throughput of the same policy")
         before = results[(0, "fixed 2 (before)")]
         after = results[(0, "governor")]
