@@ -234,8 +234,10 @@ class Significance(Record):
 
     @classmethod
     def _read(cls, values: dict) -> dict:
-        ci = values.get("accuracy_ci95")
-        return {**values, "accuracy_ci95": tuple(ci) if ci else None} if "accuracy_ci95" in values else values
+        values = dict(values)
+        if values.get("accuracy_ci95"):
+            values["accuracy_ci95"] = tuple(values["accuracy_ci95"])
+        return values
 
 
 @dataclass(frozen=True)
