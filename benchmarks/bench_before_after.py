@@ -36,15 +36,19 @@ def run(checkout: Path, args, seed: int) -> dict:
         subprocess.run(cmd, check=True, cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                        timeout=7200)
         wall = time.perf_counter() - start
-        report = json.loads(Path(f"{out}/run/report.json").read_text())
-    timing = report["timing"]
-    return {"wall_s": wall, "train_s": timing["train_s"],
-            "eval_s": timing.get("base_eval_s", 0) + timing.get("finetuned_eval_s", 0),
-            "accuracy": report["finetuned_metrics"]["scores"]["accuracy"],
-            "tfidf": report["references"].get("tfidf", {}).get("scores", {}).get("accuracy", float("nan")),
-            "peak_rss_mb": report["peak_memory_mb"], "precision": report.get("training_precision", "fp32"),
-            "scoring": (report.get("scoring") or {"precision": "fp32"})["precision"],
-            "tokens_per_s": report.get("throughput", {}).get("train_tokens_per_s", float("nan"))}
+        # this checkout's reader: it reads the reports of every earlier one
+        from lft_core.report import RunReport
+
+        report = RunReport.from_dict(json.loads(Path(f"{out}/run/report.json").read_text()))
+    timing, tfidf = report.timing, report.references.get("tfidf")
+    nan = float("nan")
+    return {"wall_s": wall, "train_s": timing.train_s,
+            "eval_s": (timing.base_eval_s or 0) + (timing.finetuned_eval_s or 0),
+            "accuracy": report.finetuned.scores["accuracy"],
+            "tfidf": tfidf.scores.get("accuracy", nan) if tfidf else nan,
+            "peak_rss_mb": report.peak_memory_mb, "precision": report.training_precision,
+            "scoring": report.scoring.precision,
+            "tokens_per_s": nan if report.throughput.train_tokens_per_s is None else report.throughput.train_tokens_per_s}
 
 
 def main() -> None:

@@ -49,11 +49,13 @@ def measure(dataset: str, seed: int, max_length: int) -> dict:
                         str(seed), "--max-length", str(max_length), "--output", str(out)],
                        cwd=REPO, env=env, check=True, capture_output=True, timeout=7200)
         wall = time.perf_counter() - start
-        report = json.loads((out / "report.json").read_text())
+        from lft_core.report import RunReport
+
+        report = RunReport.from_dict(json.loads((out / "report.json").read_text()))
         log = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines() if line.strip()]
     epoch = max((e["elapsed_s"] for e in log if e["event"] == "progress" and e["phase"] == "train"), default=None)
-    return {"wall_s": wall, "phases": report["estimate"]["measured"], "epoch_s": epoch,
-            "threads": report["estimate"].get("threads")}
+    return {"wall_s": wall, "phases": report.estimate.measured, "epoch_s": epoch,
+            "threads": report.estimate.threads or None}
 
 
 def main() -> None:

@@ -87,15 +87,17 @@ def run_ours(dataset: str, args) -> dict:
         start = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         wall = time.perf_counter() - start
-        report = json.loads(Path(f"{out}/run/report.json").read_text())
-    tfidf = report["references"].get("tfidf", {})
-    return {"train_s": report["timing"]["train_s"],
-            "eval_s": report["timing"]["base_eval_s"] + report["timing"]["finetuned_eval_s"],
-            "wall_s": wall, "test_accuracy": report["finetuned_metrics"]["scores"]["accuracy"],
-            "peak_rss_mb": report["peak_memory_mb"], "precision": report.get("training_precision", "fp32"),
-            "max_length": report["config"]["max_length"], "batch_size": report["config"]["batch_size"],
-            "tfidf_accuracy": tfidf.get("scores", {}).get("accuracy", float("nan")),
-            "tfidf_s": tfidf.get("seconds", float("nan"))}
+        from lft_core.report import RunReport
+
+        report = RunReport.from_dict(json.loads(Path(f"{out}/run/report.json").read_text()))
+    tfidf = report.references.get("tfidf")
+    return {"train_s": report.timing.train_s,
+            "eval_s": report.timing.base_eval_s + report.timing.finetuned_eval_s,
+            "wall_s": wall, "test_accuracy": report.finetuned.scores["accuracy"],
+            "peak_rss_mb": report.peak_memory_mb, "precision": report.training_precision,
+            "max_length": report.config["max_length"], "batch_size": report.config["batch_size"],
+            "tfidf_accuracy": tfidf.scores.get("accuracy", float("nan")) if tfidf else float("nan"),
+            "tfidf_s": tfidf.seconds if tfidf else float("nan")}
 
 
 def run_ref(dataset: str, args) -> dict:

@@ -37,15 +37,17 @@ def summary_table(run_dirs: list[str]) -> pd.DataFrame:
         correct = _correct(frame)
         low, high = bootstrap_ci(correct)
         same_rows = len(frame) == len(loaded[best][1]) and (frame["text"].values == loaded[best][1]["text"].values).all()
-        record = {"run": Path(path).name, "method": rep.method["name"]}
+        record = {"run": Path(path).name, "method": rep.method.name}
         record.update({f"base {m.label}": _rounded(rep.base, m.key) for m in METRICS})
         record.update({m.label: _rounded(rep.finetuned, m.key) for m in METRICS})
         record.update({
             "95% CI": f"{low:.3f}-{high:.3f}",
             "p vs base": float(f"{mcnemar_exact(correct, _correct(frame, 'base_prediction')):.2g}"),
             "p vs best": float(f"{mcnemar_exact(correct, _correct(loaded[best][1])):.2g}") if same_rows else None,
-            "trainable": f"{rep.parameters['trainable']:,}", "train s": round(rep.timing["train_s"]),
-            "reload": "passed" if rep.reload_check["passed"] else "FAILED",
+            "trainable": reports.shown(rep.parameters.trainable, ","),
+            "train s": None if rep.timing.train_s is None else round(rep.timing.train_s),
+            "reload": reports.NOT_MEASURED if rep.reload_check.passed is None else
+            "passed" if rep.reload_check.passed else "FAILED",
         })
         records.append(record)
     table = pd.DataFrame(records).sort_values(METRICS[0].label, ascending=False, na_position="last")
@@ -98,9 +100,10 @@ def comparison_figures(run_dirs: list[str]):
     last = loaded[-1]
     rows: dict[str, Metrics] = {"base": loaded[0].base, **{rep.run_name: rep.finetuned for rep in loaded}}
     rows.update({reports.REFERENCE_NAMES.get(k, k): v for k, v in last.references.items()})
-    points = [{"run": rep.run_name, "method": rep.method["name"], "trainable": rep.parameters["trainable"],
-               "accuracy": rep.finetuned.scores["accuracy"], "train_s": rep.timing["train_s"]}
-              for rep in loaded if "accuracy" in rep.finetuned.scores]  # a report without it has no point to plot
+    points = [{"run": rep.run_name, "method": rep.method.name, "trainable": rep.parameters.trainable,
+               "accuracy": rep.finetuned.scores["accuracy"], "train_s": rep.timing.train_s or 0.0}
+              # a report without the accuracy or the parameter count has no point to plot
+              for rep in loaded if "accuracy" in rep.finetuned.scores and rep.parameters.trainable is not None]
     # multi-label has no confusion matrix (each label is its own yes/no): per-label F1 is in the per-class chart
     confusion = reports.confusion_pair(last.base, last.finetuned, last.label_names) if last.finetuned.confusion else \
         reports.go.Figure(layout={"title": "Multi-label: no confusion matrix (per-label F1 beside)", "height": 200})

@@ -10,7 +10,7 @@ import contextlib
 import functools
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -19,6 +19,7 @@ import torch
 
 from lft_core.batching import EVAL_BATCH_TOKENS as BATCH_TOKENS  # the policy lives in batching
 from lft_core.errors import StopRequested
+from lft_core.records import Record
 
 if TYPE_CHECKING:
     from lft_core.hardware import Compute
@@ -48,7 +49,7 @@ METRICS = [
 
 
 @dataclass
-class Metrics:
+class Metrics(Record):
     scores: dict[str, float]
     """one value per METRICS key"""
     per_class: dict[str, dict[str, float]]
@@ -81,16 +82,12 @@ class Metrics:
         top = int(columns.argmax()) if columns.sum() else 0
         return list(self.per_class)[top], float(columns[top] / max(columns.sum(), 1))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, values: dict) -> "Metrics":
         values = dict(values)
         if "scores" not in values:  # reports written before scores were grouped
             values["scores"] = {m.key: values.pop(m.key) for m in METRICS if m.key in values}
-        known = {"scores", "per_class", "confusion", "n", "unscored_classes", "seconds", "tokens", "multi_label"}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return super().from_dict(values)
 
 
 @functools.lru_cache(maxsize=None)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar
 
+from lft_core.records import Record
+
 
 @dataclass
 class Event:
@@ -91,6 +93,37 @@ class Estimated(Event):
     calibration_s: float
 
 
+@dataclass(frozen=True)
+class EpochRecord(Record):
+    """One epoch's validation: the one shape of it that training keeps, the report saves, the event carries and the
+    charts draw."""
+    epoch: int = 0
+    step: int = 0
+    """the optimizer step the epoch ended at"""
+    scores: dict[str, float] = field(default_factory=dict)
+    """validation scores by METRICS key; a key a record lacks was not measured then"""
+
+    @classmethod
+    def _read(cls, values: dict) -> dict:
+        return {**values, "scores": dict(values.get("scores") or {})}
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "EpochRecord":
+        values = dict(values or {})
+        if "scores" not in values and "accuracy" in values:  # records written before scores were grouped
+            values["scores"] = {"accuracy": values["accuracy"]}
+        return super().from_dict(values)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.scores.get("accuracy")
+
+    def to_dict(self) -> dict:
+        # the flat accuracy beside the scores: saved epoch records (the report's, best.json) have always had it
+        flat = {"accuracy": self.accuracy} if self.accuracy is not None else {}
+        return {**super().to_dict(), **flat}
+
+
 @dataclass
 class EpochEnd(Event):
     kind: ClassVar[str] = "epoch"
@@ -98,6 +131,14 @@ class EpochEnd(Event):
     step: int
     scores: dict[str, float]
     best_epoch: int
+
+    @classmethod
+    def of(cls, record: EpochRecord, best_epoch: int) -> "EpochEnd":
+        return cls(epoch=record.epoch, step=record.step, scores=dict(record.scores), best_epoch=best_epoch)
+
+    @property
+    def record(self) -> EpochRecord:
+        return EpochRecord(epoch=self.epoch, step=self.step, scores=dict(self.scores))
 
 
 @dataclass

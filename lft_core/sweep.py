@@ -139,13 +139,13 @@ def _row(run_dir: Path) -> dict:
     rep = reports.read_report(run_dir)
     size = sum(p.stat().st_size for p in run_dir.glob("*.safetensors"))
     return {
-        "run": run_dir.name, "path": str(run_dir), "method": rep.method["name"], "seed": rep.config["seed"],
+        "run": run_dir.name, "path": str(run_dir), "method": rep.method.name, "seed": rep.config["seed"],
         "config": run_dir.name.rsplit("-seed", 1)[0],
         **{m.key: rep.finetuned.scores.get(m.key) for m in METRICS},  # None: saved before that metric existed
-        "trainable": rep.parameters["trainable"], "trainable_pct": rep.parameters["trainable_percent"],
-        "train_s": rep.timing["train_s"], "tokens_per_s": rep.throughput["train_tokens_per_s"],
+        "trainable": rep.parameters.trainable, "trainable_pct": rep.parameters.trainable_percent,
+        "train_s": rep.timing.train_s, "tokens_per_s": rep.throughput.train_tokens_per_s,
         "peak_mb": rep.peak_memory_mb, "adapter_mb": size / 2**20,
-        "reload_ok": rep.reload_check["passed"], "losses": rep.history["losses"],
+        "reload_ok": rep.reload_check.passed, "losses": rep.history.losses,
     }
 
 

@@ -81,8 +81,8 @@ class TrainArgs:
 class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     """(optimizer step, training loss) at each logged step"""
-    epochs: list[dict] = field(default_factory=list)
-    """per epoch: epoch, step, validation scores"""
+    epochs: list[events.EpochRecord] = field(default_factory=list)
+    """each epoch's validation, in order"""
     best_epoch: int = 0
     seconds: float = 0.0
     tokens: int = 0
@@ -238,17 +238,17 @@ class _RunCallback(TrainerCallback):
         self.trainer = None
 
     # best-epoch bookkeeping survives a resume through two small files beside the checkpoints
-    def _load_best(self) -> dict:
+    def _load_best(self) -> events.EpochRecord | None:
         info = self.state_dir / "best.json"
-        return json.loads(info.read_text()) if info.exists() else {"accuracy": -1.0, "epoch": 0}
+        return events.EpochRecord.from_dict(json.loads(info.read_text())) if info.exists() else None
 
-    def _save_best(self, epoch_info: dict) -> None:
+    def _save_best(self, epoch_info: events.EpochRecord) -> None:
         if not self.is_main:
             return
         tmp = self.state_dir / "best.safetensors.tmp"
         save_file({n: p.detach().cpu().contiguous() for n, p in _trainable(self.model).items()}, tmp)
         os.replace(tmp, self.state_dir / "best.safetensors")
-        (self.state_dir / "best.json.tmp").write_text(json.dumps(epoch_info))
+        (self.state_dir / "best.json.tmp").write_text(json.dumps(epoch_info.to_dict()))
         os.replace(self.state_dir / "best.json.tmp", self.state_dir / "best.json")
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -329,16 +329,15 @@ class _RunCallback(TrainerCallback):
                               compute=compute)
         self.validation_s = time.perf_counter() - started
         epoch = int(round(state.epoch or 0))
-        info = {"epoch": epoch, "step": state.global_step, "scores": dict(metrics.scores), "accuracy": metrics.accuracy}
+        info = events.EpochRecord(epoch=epoch, step=state.global_step, scores=dict(metrics.scores))
         self.result.epochs.append(info)
         if self.is_main:
             _merge_epochs(self.state_dir, self.result.epochs)
-        if metrics.accuracy > self.best["accuracy"]:
+        if self.best is None or metrics.accuracy > self.best.scores.get("accuracy", -1.0):
             self.best = info
             self._save_best(info)
         if self.is_main:
-            self.emit(events.EpochEnd(epoch=epoch, step=state.global_step, scores=dict(metrics.scores),
-                                      best_epoch=self.best["epoch"]))
+            self.emit(events.EpochEnd.of(info, best_epoch=self.best.epoch))
         if self.trainer is not None and self.args.report_to:  # trackers get the scores the app plots
             self.trainer.log({f"eval_{k}": float(v) for k, v in metrics.scores.items()})
         control.should_save = True  # a checkpoint at every epoch end, besides every save_steps
@@ -460,7 +459,7 @@ def train(model, tokenizer, data, args: TrainArgs, state_dir: Path, emit: events
     best = state_dir / "best.safetensors"
     if best.exists():
         _restore(model, load_file(best))
-        result.best_epoch = json.loads((state_dir / "best.json").read_text())["epoch"]
+        result.best_epoch = events.EpochRecord.from_dict(json.loads((state_dir / "best.json").read_text())).epoch
         if is_main:
             result.epochs = _merge_epochs(state_dir, result.epochs)
     return result
@@ -528,12 +527,13 @@ def _restore(model, state: dict[str, torch.Tensor]) -> None:
             params[name].copy_(value.to(params[name].device))
 
 
-def _merge_epochs(state_dir: Path, epochs: list[dict]) -> list[dict]:
+def _merge_epochs(state_dir: Path, epochs: list[events.EpochRecord]) -> list[events.EpochRecord]:
     """Epoch records survive a resume through a file beside the checkpoints; keep them in order."""
     path = state_dir / "epochs.json"
-    known = {e["epoch"]: e for e in (json.loads(path.read_text()) if path.exists() else [])}
-    known.update({e["epoch"]: e for e in epochs})
+    saved = [events.EpochRecord.from_dict(e) for e in (json.loads(path.read_text()) if path.exists() else [])]
+    known = {e.epoch: e for e in saved}
+    known.update({e.epoch: e for e in epochs})
     merged = [known[k] for k in sorted(known)]
-    path.with_suffix(".tmp").write_text(json.dumps(merged))
+    path.with_suffix(".tmp").write_text(json.dumps([e.to_dict() for e in merged]))
     os.replace(path.with_suffix(".tmp"), path)
     return merged

@@ -190,8 +190,10 @@ Rules the drawing shows: no circle among imports, at module or at function level
 or `app.py`; `ui/` reaches `lft_core` only through its public API (`lft_core/__init__.py`, whose lazy names are
 the dotted arrows: imported on first use, listed under `TYPE_CHECKING`). One home per policy: `lft_core/hub.py`
 (is the Hub reachable), `lft_core/batching.py` (batch size, micro-batches, learning-rate scaling),
-`lft_core/config.py` `default_max_length` (max length), `lft_core/values.py` (typed values from strings); the
-measurements behind the defaults are in `benchmarks/results/defaults.md`.
+`lft_core/config.py` `default_max_length` (max length), `lft_core/values.py` (typed values from strings),
+`lft_core/records.py` (a saved record's keys: defaults for missing ones, written back as read) with
+`RunReport.from_dict`/`to_dict` in `lft_core/report.py` (the report's); the measurements behind the defaults are in
+`benchmarks/results/defaults.md`.
 """
 
 

@@ -26,8 +26,8 @@ def test_finetuned_beats_base_and_the_verdict_says_so(minilm_run):
     base, tuned = report.base.accuracy, report.finetuned.accuracy
     assert tuned >= 0.9 and tuned > base + 0.3, (base, tuned)
     assert report.verdict.kind == "improved" and report.verdict.headline.startswith("Fine-tuning improved")
-    assert report.reload_check["passed"]
-    assert report.finetuned.n == report.base.n == report.data["test"]
+    assert report.reload_check.passed
+    assert report.finetuned.n == report.base.n == report.data.test
     assert set(report.references) == {"majority", "tfidf"}
 
 
@@ -144,8 +144,8 @@ def test_training_precision_is_chosen_and_recorded(tiny_models, keyword_csv, tmp
         report = result.report
         assert report.training_precision == precision
         # the reload check is fp32 on its rows whatever the training precision: the saved adapter reproduces it
-        assert report.scoring["precision"] == precision
-        assert report.reload_check["passed"] and report.reload_check["max_abs_diff"] <= 1e-4
+        assert report.scoring.precision == precision
+        assert report.reload_check.passed and report.reload_check.max_abs_diff <= 1e-4
         weights[precision] = load_file(result.run_dir / "adapter_model.safetensors")
     assert any(not (weights["bf16"][k] == weights["fp32"][k]).all() for k in weights["fp32"])  # bf16 really ran
     with pytest.raises(LftError, match="precision must be"):

@@ -368,10 +368,10 @@ def test_report_to_tensorboard_logs_the_loss_and_validation_scores(tiny_run):
             scalars.setdefault(tag, []).extend(events.Scalars(tag))
     history = reports.read_report(tiny_run).history
     logged = {e.step: e.value for e in scalars["train/loss"]}
-    for step, loss in history["losses"]:
+    for step, loss in history.losses:
         assert logged[step] == pytest.approx(loss, abs=1e-4)
     accuracy = {e.step: e.value for e in scalars["eval/accuracy"]}
-    assert accuracy == {e["step"]: pytest.approx(e["scores"]["accuracy"]) for e in history["epochs"]}
+    assert accuracy == {e.step: pytest.approx(e.scores["accuracy"]) for e in history.epochs}
     assert "eval/macro_f1" in scalars
 
 

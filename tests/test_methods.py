@@ -24,8 +24,8 @@ def test_method_trains_saves_reloads(method, arch, tiny_models, keyword_csv, tmp
         return
     result = run(cfg)
     report = result.report
-    assert report.reload_check["passed"] and report.reload_check["max_abs_diff"] <= 1e-4
-    assert 0 < report.parameters["trainable"] <= report.parameters["total"]
+    assert report.reload_check.passed and report.reload_check.max_abs_diff <= 1e-4
+    assert 0 < report.parameters.trainable <= report.parameters.total
     folder = Path(result.run_dir)
     if not METHODS[method].is_peft:
         assert json.loads((folder / "config.json").read_text())["id2label"]["0"] == "food"
@@ -68,7 +68,7 @@ def test_qlora_trains_and_reloads_on_cpu(bits, keyword_csv, tmp_path):
     result = run(RunConfig(model="minilm", dataset=keyword_csv, quantize=bits, epochs=3, max_length=32,
                            output=str(tmp_path / bits)))
     report = result.report
-    assert report.reload_check["passed"]
+    assert report.reload_check.passed
     quantization = report.quantization
     assert quantization["mode"] == bits
     assert quantization["weight_mb_quantized"] < quantization["weight_mb_full_precision"]

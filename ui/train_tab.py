@@ -21,7 +21,7 @@ from ui.forms import DataForm, TrainForm, build_config, error, hide_paths, learn
 from ui.jobs import Job, JobManager
 
 POLL_S = 0.5
-EMPTY_EPOCHS = pd.DataFrame(columns=["epoch", "step", "accuracy", "macro-F1", "best so far"])
+EMPTY_EPOCHS = pd.DataFrame(columns=["epoch", "step", *[m.label for m in lft_core.METRICS], "best so far"])
 PHASES = {"data": "loading the data", "model": "loading the model", "calibrate": "timing a few batches on this machine",
           "baseline": "scoring the base model", "train": "training", "save": "saving and reloading",
           "evaluate": "scoring the reloaded adapter", "reference": "training the TF-IDF reference",
@@ -214,7 +214,9 @@ class _View:
 
     name: str
     losses: list = field(default_factory=list)
-    epochs: list = field(default_factory=list)
+    epochs: list[events.EpochRecord] = field(default_factory=list)
+    best_epochs: dict[int, int] = field(default_factory=dict)
+    """epoch -> the best epoch so far when it ended, for the table"""
     lines: list = field(default_factory=list)
     progress: events.Progress | None = None
     phase: str = "starting"
@@ -254,7 +256,7 @@ class _View:
             step = event.from_step or 0
             self.done, self.state, self.finished, self.progress, self.phase = False, "", None, None, "starting"
             self.losses = [point for point in self.losses if point[0] <= step]
-            self.epochs = [e for e in self.epochs if e["step"] <= step]
+            self.epochs = [e for e in self.epochs if e.step <= step]
             self.share_from = max((share for s, share in self.train_shares if s <= step), default=0.0)
             self.share, self.changed = self.share_from, True
         elif isinstance(event, events.Estimated):
@@ -264,10 +266,8 @@ class _View:
             if event.stage != "train":
                 self.progress = None
         elif isinstance(event, events.EpochEnd):
-            best = event.best_epoch
-            self.epochs.append({"epoch": event.epoch, "step": event.step,
-                                **{m.label: round(event.scores[m.key], 4) for m in lft_core.METRICS},
-                                "best so far": best})
+            self.epochs.append(event.record)
+            self.best_epochs[event.epoch] = event.best_epoch
             self.changed = True
         elif isinstance(event, events.Finished):
             self.finished, self.done = event.run_dir, True
@@ -289,15 +289,22 @@ class _View:
     def render(self):
         figure = gr.update()
         if self.changed:
-            figure = lft_core.report.training_curves(self.losses, [
-                {"epoch": e["epoch"], "step": e["step"], "scores": {"accuracy": e["accuracy"]}} for e in self.epochs],
-                self.total_steps)
+            figure = lft_core.report.training_curves(self.losses, self.epochs, self.total_steps)
             self.changed = False
-        table = pd.DataFrame(self.epochs) if self.epochs else EMPTY_EPOCHS
+        table = epoch_table(self.epochs, self.best_epochs) if self.epochs else EMPTY_EPOCHS
         ending = "done" if self.finished else self.state.split("**")[1].lower() if self.done else None
         bar = progress_html(None if self.done else self.progress, self.phase, ending=ending,
                             share=None if self.done else self.share)
         return self.status(), bar, figure, table, "\n".join(self.lines[-300:]), self.finished
+
+
+def epoch_table(epochs: list[events.EpochRecord], best_epochs: dict[int, int]) -> pd.DataFrame:
+    """A row per epoch: its validation scores under their METRICS labels (a score the run did not measure stays
+    empty) and the best epoch so far."""
+    return pd.DataFrame([{"epoch": e.epoch, "step": e.step,
+                          **{m.label: None if e.scores.get(m.key) is None else round(e.scores[m.key], 4)
+                             for m in lft_core.METRICS},
+                          "best so far": best_epochs.get(e.epoch)} for e in epochs])
 
 
 def follow(jobs: JobManager, name: str, page: str | None = None):

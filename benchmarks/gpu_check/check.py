@@ -65,13 +65,14 @@ def summarize(result, wall: float) -> None:
     report = result.report
     tuned, base = report.finetuned.scores["accuracy"], report.base.scores["accuracy"]
     tfidf = report.references["tfidf"].scores.get("accuracy") if "tfidf" in report.references else None
-    print(json.dumps({"wall_s": round(wall, 1), "train_s": round(report.timing["train_s"], 1),
-                      "train_tokens_per_s": round(report.throughput["train_tokens_per_s"]),
+    print(json.dumps({"wall_s": round(wall, 1), "train_s": round(report.timing.train_s, 1),
+                      "train_tokens_per_s": round(report.throughput.train_tokens_per_s),
                       "accuracy": round(tuned, 4), "base_accuracy": round(base, 4), "tfidf_accuracy": tfidf,
-                      "training_precision": report.training_precision, "scoring": report.scoring,
-                      "reload_check": report.reload_check, "peak_rss_mb": round(report.peak_memory_mb)}), flush=True)
+                      "training_precision": report.training_precision, "scoring": report.scoring.to_dict(),
+                      "reload_check": report.reload_check.to_dict(), "peak_rss_mb": round(report.peak_memory_mb)}),
+          flush=True)
     if not SMOKE:
-        assert report.scoring.get("device") == "cuda", f"scored on {report.scoring}, not on the training device"
+        assert report.scoring.device == "cuda", f"scored on {report.scoring}, not on the training device"
 
 
 @part("environment")
@@ -146,9 +147,10 @@ def app_smoke():
     out, _ = worker.communicate(json.dumps(["run", "--config", str(config), "--output", "/tmp/runs/app-smoke",
                                             "--overwrite"]) + "\n", timeout=300)
     assert worker.returncode == 0, out[-2000:]
-    report = json.loads(Path("/tmp/runs/app-smoke/report.json").read_text())
-    print(f"worker run: accuracy {report['finetuned_metrics']['scores']['accuracy']:.4f}, scored in "
-          f"{report.get('scoring')}")
+    from lft_core import read_report
+
+    report = read_report("/tmp/runs/app-smoke")
+    print(f"worker run: accuracy {report.finetuned.scores['accuracy']:.4f}, scored in {report.scoring.to_dict()}")
     from lft_core import Predictor
 
     predictor = Predictor("/tmp/runs/app-smoke")
