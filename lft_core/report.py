@@ -64,12 +64,27 @@ def _change(name: str, before: float, after: float) -> str:
 
 
 def judge(base: Metrics, tuned: Metrics, references: dict[str, Metrics], p_vs_base: float | None = None,
-          class_weights: bool = False, skipped: dict[str, str] | None = None) -> Verdict:
+          class_weights: bool = False, skipped: dict[str, str] | None = None,
+          seen_in_train: int | None = None) -> Verdict:
     """Whether fine-tuning helped, judged on accuracy and macro-F1 against the base, the majority-class rate and
     (where computed) TF-IDF + logistic regression. A model that predicts one class is never called an improvement.
-    `class_weights`: whether the run already used them, so the advice does not suggest them again."""
+    `class_weights`: whether the run already used them, so the advice does not suggest them again.
+    `seen_in_train`: how many test texts also appear in train; the verdict says so, since their scores measure
+    memory rather than generalisation."""
     if tuned.multi_label is not None:
-        return judge_multi_label(base, tuned, references, p_vs_base)
+        verdict = judge_multi_label(base, tuned, references, p_vs_base)
+    else:
+        verdict = _judge_single_label(base, tuned, references, p_vs_base, class_weights, skipped)
+    if seen_in_train:
+        share = seen_in_train / max(tuned.n, 1)
+        verdict.details.append(f"{seen_in_train:,} of the {tuned.n:,} test texts ({share:.0%}) also appear in train: "
+                               f"their scores measure memory, not generalisation. Remove them from the test split "
+                               f"for a fair figure.")
+    return verdict
+
+
+def _judge_single_label(base: Metrics, tuned: Metrics, references: dict[str, Metrics], p_vs_base: float | None,
+                        class_weights: bool, skipped: dict[str, str] | None) -> Verdict:
     top, share = tuned.predicted_share()
     scored = sum(1 for scores in tuned.per_class.values() if scores["support"] > 0)
     details = []
@@ -174,6 +189,8 @@ class DataFacts(Record):
     """'multi_label_classification' for label sets; None: one label per text"""
     label_column: str | None = None
     label_separator: str | None = None
+    test_seen_in_train: int | None = None
+    """test texts (a pair: both texts) that also appear in train; reports before this field: None (not counted)"""
 
 
 @dataclass(frozen=True)
@@ -362,7 +379,8 @@ def build_report(*, run_name: str, config: dict, base_ref: dict, method: dict, d
         reload_check=ReloadCheck.from_dict(reload_check), environment=environment,
         training_precision=train.precision,
         significance=Significance(mcnemar_p_vs_base=p_vs_base, accuracy_ci95=(low, high)),
-        verdict=judge(base, finetuned, references, p_vs_base, bool(config.get("class_weights")), skipped_references),
+        verdict=judge(base, finetuned, references, p_vs_base, bool(config.get("class_weights")), skipped_references,
+                      seen_in_train=data.get("test_seen_in_train")),
         quantization=quantization,
         scoring=Scoring.from_dict(scoring or {"device": "cpu", "precision": "fp32"}),
         estimate=Estimate.from_dict(estimate or {}), skipped_references=dict(skipped_references or {}))

@@ -245,3 +245,24 @@ def test_the_live_chart_reads_the_validation_score_by_its_key_not_its_label(monk
     assert list(table.columns) == ["epoch", "step", *[m.label for m in relabelled], "best so far"]
     assert table["accuracy (validation)"].tolist() == [0.625, 0.75] and table["best so far"].tolist() == [1, 2]
     assert table["macro-F1 (validation)"].isna().tolist() == [False, True]
+
+
+def test_the_verdict_says_when_test_texts_were_seen_in_training():
+    """A made-up CSV whose test texts repeat its train texts scored 1.000; the verdict must say what that figure is."""
+    labels = np.array([0, 1] * 15)
+    verdict = judge(metrics(labels, 1 - labels), metrics(labels, labels), {}, seen_in_train=27)
+    assert verdict.kind == "improved"
+    assert any("27 of the 30 test texts (90%) also appear in train" in d for d in verdict.details), verdict.details
+    assert not any("also appear in train" in d for d in judge(metrics(labels, 1 - labels), metrics(labels, labels),
+                                                                {}, seen_in_train=0).details)
+
+
+def test_the_report_counts_test_texts_seen_in_train():
+    from datasets import ClassLabel, Dataset, DatasetDict
+
+    from lft_core.engine import _shape_facts
+
+    label = ClassLabel(names=NAMES)
+    split = lambda texts: Dataset.from_dict({"text": texts, "label": [0] * len(texts)}).cast_column("label", label)
+    data = DatasetDict(train=split(["a b", "c d", "e f"]), validation=split(["x"]), test=split(["A B ", "g h"]))
+    assert _shape_facts(data)["test_seen_in_train"] == 1
