@@ -34,8 +34,8 @@ def create_data_tab() -> dict:
                        api_name="upload")
     health_views = [summary, warnings, balance_plot, length_plot, samples, suggestions]
     # a check that fails, or another dataset picked, must not leave the last dataset's health on screen under it
-    form.dataset.change(cleared_health, outputs=health_views, api_name=False, show_progress="hidden")
-    form.check.click(cleared_health, outputs=health_views, api_name=False, show_progress="hidden").then(
+    form.dataset.change(cleared_health, outputs=health_views, api_name=False, show_progress="minimal")
+    form.check.click(cleared_health, outputs=health_views, api_name=False, show_progress="minimal").then(
         lambda values, progress=gr.Progress(): on_check(form, values, progress), inputs=form.inputs,
         outputs=[*health_views, form.max_length, form.truncation], api_name="check_data")
     return {"form": form, "suggestions": suggestions}
