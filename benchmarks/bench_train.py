@@ -95,6 +95,7 @@ def run_ours(dataset: str, args) -> dict:
             "eval_s": report.timing.base_eval_s + report.timing.finetuned_eval_s,
             "wall_s": wall, "test_accuracy": report.finetuned.scores["accuracy"],
             "peak_rss_mb": report.peak_memory_mb, "precision": report.training_precision,
+            "scoring": report.scoring.precision,
             "max_length": report.config["max_length"], "batch_size": report.config["batch_size"],
             "tfidf_accuracy": tfidf.scores.get("accuracy", float("nan")) if tfidf else float("nan"),
             "tfidf_s": tfidf.seconds if tfidf else float("nan")}
@@ -153,7 +154,8 @@ def main() -> None:
         print(f"## {dataset}, {args.epochs:g} epoch(s), seeds {seeds}, order per seed: {'; '.join(orders)}")
         print(f"ref: max length {REF_MAX_LENGTH} (padded), batch 8, lr 1e-3, fp32 training; ours: max length "
               f"{results['ours']['max_length']:.0f}, batch {results['ours']['batch_size']:.0f}, "
-              f"{results['ours']['precision']} training; evaluation fp32 for both; counted MFLOP per trained token: "
+              f"{results['ours']['precision']} training; evaluation: ref fp32, ours "
+              f"{runs['ours'][0].get('scoring', '?')} (the report's scoring); counted MFLOP per trained token: "
               f"ref {flops['ref'] / 1e6:.1f}, ours {flops['ours'] / 1e6:.1f}")
         print(f"{'':30s}{'ref':>11s}{'ours':>11s}{'TF-IDF':>9s}{'ref/ours':>10s}")
         rows = [
