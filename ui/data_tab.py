@@ -28,6 +28,7 @@ def create_data_tab() -> dict:
     samples = gr.Dataframe(EMPTY_SAMPLES, label="Sample rows (two per class)", wrap=True, max_height=300,
                            column_widths=["18%", "82%"], show_row_numbers=False)
     suggestions = gr.State({})
+    recommended = gr.State({})
 
     form.upload.upload(on_upload, inputs=[form.upload, form.dataset],
                        outputs=[form.upload, form.dataset, form.text_column, form.label_column, upload_note],
@@ -35,10 +36,20 @@ def create_data_tab() -> dict:
     health_views = [summary, warnings, balance_plot, length_plot, samples, suggestions]
     # a check that fails, or another dataset picked, must not leave the last dataset's health on screen under it
     form.dataset.change(cleared_health, outputs=health_views, api_name=False, show_progress="minimal")
+    # the recommended length reaches the form only once the check succeeded: a failed check's error marks its
+    # outputs, and the form's own fields must not be marked for data they did not cause
     form.check.click(cleared_health, outputs=health_views, api_name=False, show_progress="minimal").then(
         lambda values, progress=gr.Progress(): on_check(form, values, progress), inputs=form.inputs,
-        outputs=[*health_views, form.max_length, form.truncation], api_name="check_data")
+        outputs=[*health_views, recommended], api_name="check_data").success(
+        apply_recommended, inputs=[recommended], outputs=[form.max_length, form.truncation], api_name=False,
+        show_progress="minimal")
     return {"form": form, "suggestions": suggestions}
+
+
+def apply_recommended(recommended: dict):
+    if not recommended:
+        return gr.update(), gr.update()
+    return recommended["max_length"], recommended["truncation"]
 
 
 def cleared_health():
@@ -109,10 +120,10 @@ def on_check(form: DataForm, values: dict, progress):
     sizes = ", ".join(f"{split} {n:,}" for split, n in health.splits.items())
     summary = (f"**Splits:** {sizes}. **Classes:** {len(health.balance)}. **Truncated at {health.max_length} tokens:** "
                f"{health.truncated_share:.0%} of train texts.")
-    recommended = health.recommended
-    length, truncation = gr.update(), gr.update()
+    recommended, chosen = health.recommended, {}
     if recommended:
         length, truncation = recommended["max_length"], recommended["truncation"]
+        chosen = {"max_length": length, "truncation": truncation}
         summary += f"  \n**Max length set to {length}** ({recommended['why']}), in batches of {recommended['batch_size']}."
         progress(0.6, desc="timing a few training steps on this machine")
         summary += "  \n" + run_time(dataclasses.replace(cfg, max_length=length, truncation=truncation))
@@ -120,4 +131,4 @@ def on_check(form: DataForm, values: dict, progress):
     suggestions = {"class_weights": True} if health.imbalanced else {}
     return (summary, notes, lft_core.report.class_balance(health.balance),
             lft_core.report.length_histogram(health.lengths, health.max_length), health.samples, suggestions,
-            length, truncation)
+            chosen)
