@@ -46,8 +46,7 @@ def summary_table(run_dirs: list[str]) -> pd.DataFrame:
             "p vs best": float(f"{mcnemar_exact(correct, _correct(loaded[best][1])):.2g}") if same_rows else None,
             "trainable": reports.shown(rep.parameters.trainable, ","),
             "train s": None if rep.timing.train_s is None else round(rep.timing.train_s),
-            "reload": reports.NOT_MEASURED if rep.reload_check.passed is None else
-            "passed" if rep.reload_check.passed else "FAILED",
+            "reload": rep.reload_check.outcome,
         })
         records.append(record)
     table = pd.DataFrame(records).sort_values(METRICS[0].label, ascending=False, na_position="last")

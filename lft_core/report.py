@@ -242,6 +242,11 @@ class ReloadCheck(Record):
     """the share of those rows where the scoring precision's prediction matches fp32's"""
     loaded_with: str | None = None
 
+    @property
+    def outcome(self) -> str:
+        """passed, FAILED, or NOT_MEASURED for a report saved without the check"""
+        return NOT_MEASURED if self.passed is None else "passed" if self.passed else "FAILED"
+
 
 @dataclass(frozen=True)
 class Significance(Record):
@@ -446,15 +451,11 @@ def facts(report: RunReport) -> list[tuple[str, str]]:
         ("best epoch", shown(report.best_epoch)),
         ("reload check", f"max |logit difference| {shown(check.max_abs_diff, '.2e')} on {shown(check.test_rows)} test "
                          f"rows in fp32, reloaded with {check.loaded_with or 'peft'} "
-                         f"({_passed(check)})"
+                         f"({check.outcome})"
                          + (f"; {report.scoring.precision} and fp32 predictions agree on "
                             f"{check.scoring_agreement:.1%} of them" if check.scoring_agreement is not None else "")),
         ("seed", str(report.config["seed"])),
     ]
-
-
-def _passed(check: ReloadCheck) -> str:
-    return NOT_MEASURED if check.passed is None else "passed" if check.passed else "FAILED"
 
 
 def shape_facts(report: RunReport) -> list[tuple[str, str]]:
